@@ -16,6 +16,23 @@ STRICT_FORMAT_RE = re.compile(
 )
 
 
+def answer_tags(text: str) -> list[str]:
+    """The contents of every ``<answer>...</answer>`` pair, as ``ANSWER_RE.findall`` gives them.
+
+    Written with ``str.find`` because the regex is quadratic in unclosed tags, and a policy
+    under RL will find such inputs.
+    """
+    open_tag, close_tag = "<answer>", "</answer>"
+    tags, pos = [], 0
+    while (start := text.find(open_tag, pos)) >= 0:
+        end = text.find(close_tag, start + len(open_tag))
+        if end < 0:  # no later tag can be closed either
+            break
+        tags.append(text[start + len(open_tag) : end])
+        pos = end + len(close_tag)
+    return tags
+
+
 def steps_in_order(think: str, n_steps: int = 6) -> bool:
     """True when the reasoning holds exactly Step 1 .. Step n, each once, in order."""
     return [int(s) for s in STEP_RE.findall(think)] == list(range(1, n_steps + 1))
@@ -35,7 +52,7 @@ def parse_label(text: str, relations: tuple[str, ...] = RELATIONS) -> str | None
     With answer tags, exactly one tag must be present; without tags (label-only models) the
     whole output must be a label.
     """
-    tags = ANSWER_RE.findall(text)
+    tags = answer_tags(text)
     if len(tags) > 1:
         return None
     if len(tags) == 1:

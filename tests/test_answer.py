@@ -58,3 +58,20 @@ def test_steps_in_order():
 def test_every_relation_round_trips():
     for label in RELATIONS:
         assert parse_label(f"<answer>{label}</answer>") == label
+
+
+def test_answer_tags_match_the_regex():
+    import random
+
+    from morelib.answer import ANSWER_RE, answer_tags
+
+    rng = random.Random(0)
+    pieces = ["<answer>", "</answer>", "a", "none", " ", "<think>"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert answer_tags(text) == ANSWER_RE.findall(text)
+
+
+def test_parse_label_is_fast_on_many_unclosed_tags():
+    # 20,000 unclosed tags made the regex take seconds; the linear scan must not.
+    assert parse_label("<answer>none" * 20_000) is None

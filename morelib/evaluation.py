@@ -1,0 +1,154 @@
+"""The run's models, their cached predictions on a split, and their scores.
+
+Every model the chain produces is evaluated with the shared inference function
+(``morelib.inference.predict_to_file``, greedy) into ``run_dir/predictions/<key>__<split>.jsonl``.
+A complete file is reused; a partial one is resumed; a model that is missing is skipped with a
+printed note, so notebook 06 runs alone on whatever the run holds.
+"""
+
+from __future__ import annotations
+
+import gc
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from morelib import metrics
+from morelib.answer import parse_label
+from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
+from morelib.reported import GENERATION_REASONING as GEN_REASON
+
+
+@dataclass(frozen=True)
+class RunModel:
+    """A model the chain produces: its file stem, its display name, its Table 1 group."""
+
+    key: str                 # checkpoints/<key>/ and predictions/<key>__<split>.jsonl
+    name: str                # shown in tables and figures
+    group: str               # the Table 1 group
+    paper_row: str | None    # the reported row it reproduces, if any
+    in_table1: bool = True   # the Stage 2 ablation variants go to Figure 3 instead
+
+
+RUN_MODELS: tuple[RunModel, ...] = (
+    RunModel("zero_shot", "zero-shot (base model)", GEN_PLAIN, "Qwen2.5-VL-7B(-zs)"),
+    RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT"),
+    RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)"),
+    RunModel("stage1", "MORE-R1 (Stage 1)", GEN_REASON, "MORE-R1(Stage 1)"),
+    RunModel("grpo_progressive", "MORE-R1", GEN_REASON, "MORE-R1"),
+    RunModel("grpo_raw", "Stage 2 variant: raw", GEN_REASON, None, in_table1=False),
+    RunModel("grpo_balanced", "Stage 2 variant: 1:1", GEN_REASON, None, in_table1=False),
+    RunModel("grpo_hard_only", "Stage 2 variant: hard only", GEN_REASON, None, in_table1=False),
+)
+MODELS_BY_KEY: dict[str, RunModel] = {m.key: m for m in RUN_MODELS}
+MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
+# Files whose presence means a checkpoint directory holds a finished model.
+FINISHED_MARKERS = ("sft_done.json", "grpo_done.json", "config.json", "adapter_config.json")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def display_name(key: str) -> str:
+    return MODELS_BY_KEY[key].name if key in MODELS_BY_KEY else key
+
+
+def predictions_path(run_dir: str | Path, key: str, split: str = "test") -> Path:
+    return Path(run_dir) / "predictions" / f"{key}__{split}.jsonl"
+
+
+def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str | Path | None:
+    """Where a model is, or None when it is missing.
+
+    Zero-shot is the base model: a local directory, or a hub id (``org/name``, paper profile).
+    Every other model is ``run_dir/checkpoints/<key>`` holding a finished model.
+    """
+    if key == "zero_shot":
+        path = Path(base_model)
+        if path.is_dir():
+            return path
+        text = str(base_model)
+        hub_like = _HUB_ID.fullmatch(text) and not path.is_absolute() and not text.startswith(("runs/", "."))
+        return text if hub_like else None
+    path = Path(run_dir) / "checkpoints" / key
+    return path if any((path / marker).exists() for marker in FINISHED_MARKERS) else None
+
+
+REQUIRED_FIELDS = ("id", "gold", "text")
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """Rows of a predictions file, checked; ``label`` is re-derived with ``parse_label`` when absent."""
+    from morelib.inference import read_predictions
+
+    rows = read_predictions(path)
+    for line_no, row in enumerate(rows, start=1):
+        for field in REQUIRED_FIELDS:
+            if field not in row:
+                raise ValueError(f"{path}: row {line_no} (id {row.get('id')!r}): missing field {field!r}")
+        if "label" not in row:
+            row["label"] = parse_label(row["text"])
+    return rows
+
+
+def evaluate_models(
+    samples: Sequence,
+    run_dir: str | Path,
+    base_model: str | Path,
+    keys: Sequence[str] = MODEL_KEYS,
+    split: str = "test",
+    backend: str = "transformers",
+    settings=None,
+    base_url: str | None = None,
+    settings_by_key: Mapping | None = None,
+) -> dict[str, list[dict]]:
+    """Prediction rows (in ``samples`` order) for each model in ``keys`` that exists or is cached.
+
+    ``settings`` is a ``morelib.inference.GenerationSettings`` (greedy by default);
+    ``settings_by_key`` overrides it for some models (e.g. a shorter token budget for label-only SFT).
+    """
+    from morelib.inference import GenerationSettings, make_backend, predict_to_file
+
+    settings = settings or GenerationSettings(temperature=0.0)
+    wanted = [s.id for s in samples]
+    results: dict[str, list[dict]] = {}
+    for key in keys:
+        path = predictions_path(run_dir, key, split)
+        cached = {r["id"]: r for r in load_predictions(path)} if path.exists() else {}
+        if cached and all(i in cached for i in wanted):
+            print(f"{key}: cached predictions {path}")
+            results[key] = [cached[i] for i in wanted]
+            continue
+        location = model_location(run_dir, key, base_model)
+        if location is None:
+            where = base_model if key == "zero_shot" else Path(run_dir) / "checkpoints" / key
+            note = f" ({len(cached)} of {len(wanted)} predictions cached)" if cached else ""
+            print(f"{key}: SKIPPED, no model at {where}{note}")
+            continue
+        print(f"{key}: predicting with {location}")
+        model = str(location) if backend == "transformers" else make_backend(location, backend, base_url=base_url)
+        predict_to_file(model, samples, path, (settings_by_key or {}).get(key, settings))
+        rows = {r["id"]: r for r in load_predictions(path)}
+        results[key] = [rows[i] for i in wanted]
+        del model
+        gc.collect()  # one model in memory at a time
+    return results
+
+
+def score_rows(rows: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """The MORE metric, macro-F1 and the bootstrap F1 interval of one model's predictions."""
+    gold = [r["gold"] for r in rows]
+    pred = [r["label"] for r in rows]
+    result = metrics.score(gold, pred)
+    result["macro_f1"] = metrics.macro_f1(gold, pred)
+    if n_boot and rows:
+        ci = metrics.bootstrap_f1_ci(gold, pred, n=n_boot, seed=seed)
+        result["f1_low"], result["f1_high"] = ci["low"], ci["high"]
+    return result
+
+
+def scores_table(scores: Mapping[str, dict]) -> pd.DataFrame:
+    """One row per model key with its display name; scores in [0, 1]."""
+    rows = [{"key": k, "model": display_name(k), **s} for k, s in scores.items()]
+    return pd.DataFrame(rows).set_index("key")

@@ -1,0 +1,153 @@
+"""Progressive Sample-Mixing (Stage 2) and its ablation variants.
+
+Every GRPO epoch uses all hard samples plus some easy ones. How many easy ones per epoch
+(``easy_counts``):
+
+- ``progressive`` (the paper): epoch e (1-based) takes round(n_hard * gamma**(e-1)) easy
+  samples, capped at n_easy; epoch 1 is 1:1 and the easy share halves with gamma = 0.5.
+  The formula is **inferred** from the text (the paper's Eq. 6 was lost).
+- ``raw``: the whole easy pool every epoch (the remaining 75% of the training set);
+- ``balanced``: 1:1 every epoch, min(n_hard, n_easy);
+- ``hard_only``: no easy samples.
+
+Rounding is explicit: ``rounding="half_even"`` (default) is Python's ``round``, so 592.5 -> 592,
+which gives the issue's 2,370 / 1,185 / 592 / 296 for 2,370 hard samples; ``"half_up"`` gives 593.
+
+Easy samples are drawn (seeded) so that their none / non-none proportion matches the original
+training set's. The mixes are built in advance, one list of ids per epoch; the trainer
+concatenates them and trains one pass with ``shuffle_dataset=False`` (method-facts, approach a).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from typing import Mapping, Sequence
+
+import pandas as pd
+
+from morelib.labels import NONE
+
+VARIANTS: tuple[str, ...] = ("raw", "balanced", "hard_only", "progressive")
+ROUNDINGS: tuple[str, ...] = ("half_even", "half_up", "floor")
+
+
+def _round(x: float, rounding: str) -> int:
+    if rounding == "half_even":
+        return int(round(x))
+    if rounding == "half_up":
+        return int(math.floor(x + 0.5))
+    if rounding == "floor":
+        return int(math.floor(x))
+    raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+
+
+def easy_counts(
+    n_hard: int,
+    n_easy: int,
+    epochs: int = 4,
+    gamma: float = 0.5,
+    variant: str = "progressive",
+    rounding: str = "half_even",
+) -> list[int]:
+    """The number of easy samples in each epoch (see the module docstring)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    if n_hard < 0 or n_easy < 0 or epochs < 1:
+        raise ValueError(f"need n_hard, n_easy >= 0 and epochs >= 1, got {n_hard}, {n_easy}, {epochs}")
+    if variant == "progressive":
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+        return [min(_round(n_hard * gamma ** (e - 1), rounding), n_easy) for e in range(1, epochs + 1)]
+    per_epoch = {"raw": n_easy, "balanced": min(n_hard, n_easy), "hard_only": 0}[variant]
+    return [per_epoch] * epochs
+
+
+def none_share(labels: Sequence[str]) -> float:
+    """The fraction of ``none`` among labels (e.g. the original training set's)."""
+    if not labels:
+        raise ValueError("none_share of an empty label list")
+    return sum(1 for lab in labels if lab == NONE) / len(labels)
+
+
+def _draw_easy(none_pool: list[str], other_pool: list[str], k: int, none_ratio: float, rng: random.Random, epoch: int) -> list[str]:
+    """k easy ids, round(k * none_ratio) of them none; a short side is filled from the other."""
+    want_none = _round(k * none_ratio, "half_even")
+    n_none = min(want_none, len(none_pool))
+    n_other = min(k - n_none, len(other_pool))
+    n_none = min(k - n_other, len(none_pool))  # fill from the none side when non-none runs short
+    if (n_none, n_other) != (want_none, k - want_none) and k < len(none_pool) + len(other_pool):
+        warnings.warn(
+            f"epoch {epoch}: wanted {want_none} none + {k - want_none} non-none easy samples, "
+            f"pools hold {len(none_pool)} + {len(other_pool)}; drew {n_none} + {n_other}",
+            stacklevel=3,
+        )
+    return rng.sample(none_pool, n_none) + rng.sample(other_pool, n_other)
+
+
+def build_epoch_mixes(
+    hard_ids: Sequence[str],
+    easy_ids: Sequence[str],
+    labels_by_id: Mapping[str, str],
+    epochs: int = 4,
+    gamma: float = 0.5,
+    variant: str = "progressive",
+    none_ratio: float | None = None,
+    seed: int = 0,
+    rounding: str = "half_even",
+) -> list[list[str]]:
+    """One shuffled list of sample ids per epoch: all hard ids plus a seeded draw of easy ids.
+
+    ``none_ratio`` is the none share to keep among easy draws: the original training set's
+    (pass ``none_share(train_labels)``). None means the share among all ids in
+    ``labels_by_id``, which is right when it maps the whole training set.
+    Each epoch draws independently, from its own seed, so a resumed run rebuilds the same mixes.
+    """
+    overlap = set(hard_ids) & set(easy_ids)
+    if overlap:
+        raise ValueError(f"{len(overlap)} ids are both hard and easy, e.g. {sorted(overlap)[:3]}")
+    missing = [i for i in [*hard_ids, *easy_ids] if i not in labels_by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} ids have no label in labels_by_id, e.g. {missing[:3]}")
+    if none_ratio is None:
+        none_ratio = none_share(list(labels_by_id.values()))
+    if not 0 <= none_ratio <= 1:
+        raise ValueError(f"none_ratio must be in [0, 1], got {none_ratio}")
+    # Sorted pools make the draw independent of the order the ids came in.
+    none_pool = sorted(i for i in easy_ids if labels_by_id[i] == NONE)
+    other_pool = sorted(i for i in easy_ids if labels_by_id[i] != NONE)
+    counts = easy_counts(len(hard_ids), len(easy_ids), epochs, gamma, variant, rounding)
+    mixes = []
+    for epoch, k in enumerate(counts, start=1):
+        rng = random.Random(f"{seed}:{epoch}")
+        mix = sorted(hard_ids) + _draw_easy(none_pool, other_pool, k, none_ratio, rng, epoch)
+        rng.shuffle(mix)
+        mixes.append(mix)
+    return mixes
+
+
+def plan_table(mixes: Sequence[Sequence[str]], labels_by_id: Mapping[str, str], hard_ids: Sequence[str]) -> pd.DataFrame:
+    """Per epoch: hard and easy counts, none and non-none counts, and the total."""
+    hard = set(hard_ids)
+    rows = []
+    for epoch, mix in enumerate(mixes, start=1):
+        n_hard = sum(1 for i in mix if i in hard)
+        n_none = sum(1 for i in mix if labels_by_id[i] == NONE)
+        easy_none = sum(1 for i in mix if i not in hard and labels_by_id[i] == NONE)
+        rows.append({
+            "epoch": epoch,
+            "n_hard": n_hard,
+            "n_easy": len(mix) - n_hard,
+            "n_easy_none": easy_none,
+            "n_none": n_none,
+            "n_non_none": len(mix) - n_none,
+            "total": len(mix),
+        })
+    return pd.DataFrame(rows).set_index("epoch")
+
+
+def format_plan(plan: pd.DataFrame, variant: str = "") -> str:
+    """The plan as text, printed before training."""
+    head = f"Sample-mixing plan{f' ({variant})' if variant else ''}: {int(plan['total'].sum())} samples over {len(plan)} epochs"
+    return head + "\n" + plan.to_string()

@@ -1,0 +1,420 @@
+"""Table 1, Figure 3, Figure 4 and the evaluation figures, from prediction files.
+
+Rows and figures always say where their numbers come from: the paper's numbers are labelled
+"reported (paper)", this run's numbers are labelled with the profile ("toy run"), and the two
+never share a row. Figures are drawn on ``matplotlib.figure.Figure`` objects (Agg canvas), so
+nothing here changes the notebook's plotting backend.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from morelib.evaluation import RUN_MODELS
+from morelib.reported import GROUPS, TABLE1
+
+REPORTED = "reported (paper)"
+METRIC_COLUMNS = {"acc": "Acc", "precision": "P", "recall": "R", "f1": "F1"}
+TABLE1_COLUMNS = ["group", "model", "source", "Acc", "P", "R", "F1", "n", "unparsed"]
+# Figure 3's variants, in the paper's order, and the checkpoint each one is.
+VARIANT_KEYS: dict[str, str] = {
+    "raw": "grpo_raw", "balanced": "grpo_balanced", "hard_only": "grpo_hard_only", "progressive": "grpo_progressive",
+}
+VARIANT_NAMES: dict[str, str] = {"raw": "raw", "balanced": "1:1", "hard_only": "hard only", "progressive": "progressive (MORE-R1)"}
+# Figure 4's three models, as in the paper.
+CASE_MODELS: tuple[str, ...] = ("sft_label_full", "stage1", "grpo_progressive")
+BOX_COLOR = (255, 214, 0)
+LINE_BREAKS = re.compile(r"\s*(Step\s*[1-9]\s*:|</think>|<answer>)")
+
+
+def profile_label(profile: str) -> str:
+    """How this run's numbers are labelled: "toy run", "paper run", ..."""
+    return f"{profile} run"
+
+
+def profile_caption(profile: str) -> str:
+    """What this run's numbers are, for captions."""
+    if profile == "toy":
+        return ("toy run: a tiny random model trained on synthetic data; the numbers show that the "
+                "pipeline works, not what the paper measured")
+    return f"{profile_label(profile)}: this package's reproduction"
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+def run_rows(scores: Mapping[str, dict], include_variants: bool = False) -> list[dict]:
+    """Table 1 rows for this run's models (known keys only), in ``RUN_MODELS`` order."""
+    rows = []
+    for m in RUN_MODELS:
+        if m.key in scores and (m.in_table1 or include_variants):
+            rows.append({"model": m.name, "group": m.group, **scores[m.key]})
+    return rows
+
+
+def table1(run_rows: Sequence[dict], profile: str) -> pd.DataFrame:
+    """The paper's reported rows and this run's rows, grouped as in the paper, metrics in %.
+
+    ``run_rows``: dicts with ``model``, ``group`` and ``acc``/``precision``/``recall``/``f1`` in
+    [0, 1] (optionally ``n`` and ``n_unparsed``). Within a group the reported rows come first.
+    """
+    label = profile_label(profile)
+    out = []
+    for group in GROUPS:
+        for row in TABLE1:
+            if row["group"] == group:
+                out.append({"group": group, "model": row["model"], "source": REPORTED,
+                            **{col: row[key] for key, col in METRIC_COLUMNS.items()}, "n": 3036, "unparsed": None})
+        for row in run_rows:
+            if row["group"] not in GROUPS:
+                raise ValueError(f"run row {row['model']!r}: unknown group {row['group']!r}; expected one of {GROUPS}")
+            if row["group"] == group:
+                out.append({"group": group, "model": row["model"], "source": label,
+                            **{col: round(100 * row[key], 2) for key, col in METRIC_COLUMNS.items()},
+                            "n": row.get("n"), "unparsed": row.get("n_unparsed")})
+    df = pd.DataFrame(out, columns=TABLE1_COLUMNS)
+    df["n"] = df["n"].astype("Int64")
+    df["unparsed"] = df["unparsed"].astype("Int64")
+    return df
+
+
+def _cell(value) -> str:
+    if value is None or pd.isna(value):
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def table1_markdown(df: pd.DataFrame, caption: str = "") -> str:
+    lines = []
+    if caption:
+        lines += [caption, ""]
+    cols = [c for c in df.columns if c != "group"]
+    lines += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for group, part in df.groupby("group", sort=False):
+        lines.append(f"| **{group}** |" + " |" * (len(cols) - 1))
+        for _, row in part.iterrows():
+            lines.append("| " + " | ".join(_cell(row[c]) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _tex(text: str) -> str:
+    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def table1_latex(df: pd.DataFrame, caption: str = "") -> str:
+    cols = [c for c in df.columns if c != "group"]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small", r"\begin{tabular}{ll" + "r" * (len(cols) - 2) + "}",
+             r"\toprule", " & ".join(_tex(c) for c in cols) + r" \\"]
+    for group, part in df.groupby("group", sort=False):
+        lines += [r"\midrule", rf"\multicolumn{{{len(cols)}}}{{l}}{{\textit{{{_tex(group)}}}}} \\"]
+        for _, row in part.iterrows():
+            lines.append(" & ".join(_tex(_cell(row[c])) for c in cols) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{_tex(caption)}}}")
+    lines += [r"\label{tab:table1}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table1(df: pd.DataFrame, out_dirs: Iterable[str | Path], profile: str = "") -> list[Path]:
+    """table1.md, table1.csv and table1.tex in each directory; returns the paths written."""
+    caption = ("Table 1. Acc / P / R / F1 in % on the test split. Rows labelled "
+               f"'{REPORTED}' are the paper's numbers (MORE test set, 3,036 samples)")
+    if profile:
+        caption += f"; the other rows are this run's ({profile_caption(profile)})"
+    caption += "."
+    written = []
+    for out_dir in out_dirs:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "table1.md").write_text(table1_markdown(df, caption))
+        df.to_csv(out_dir / "table1.csv", index=False)
+        (out_dir / "table1.tex").write_text(table1_latex(df, caption))
+        written += [out_dir / "table1.md", out_dir / "table1.csv", out_dir / "table1.tex"]
+    return written
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, out_dirs: Iterable[str | Path] | str | Path, stem: str, formats=("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` / ``stem.pdf`` into each directory."""
+    if isinstance(out_dirs, (str, Path)):
+        out_dirs = [out_dirs]
+    written = []
+    for out_dir in out_dirs:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for fmt in formats:
+            path = out_dir / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+            written.append(path)
+    return written
+
+
+def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str = "figure3") -> list[Path]:
+    """Grouped bars: the Stage 2 variants (raw, 1:1, hard only, progressive) over Acc/P/R/F1.
+
+    ``variant_scores`` maps a variant name (``VARIANT_KEYS``) to a ``metrics.score`` dict;
+    missing variants are left out.
+    """
+    variants = [v for v in VARIANT_KEYS if v in variant_scores]
+    unknown = set(variant_scores) - set(VARIANT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; expected some of {list(VARIANT_KEYS)}")
+    if not variants:
+        raise ValueError("figure3 needs at least one variant's scores")
+    fig = _new_figure(8, 4.5)
+    ax = fig.add_subplot()
+    width = 0.8 / len(variants)
+    colors = {"raw": "#bbbbbb", "balanced": "#88aacc", "hard_only": "#ddaa66", "progressive": "#cc3333"}
+    for i, v in enumerate(variants):
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(METRIC_COLUMNS))]
+        values = [100 * variant_scores[v][k] for k in METRIC_COLUMNS]
+        bars = ax.bar(xs, values, width, label=VARIANT_NAMES[v], color=colors[v])
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+    ax.set_xticks(range(len(METRIC_COLUMNS)), ["Accuracy", "Precision", "Recall", "F1"])
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper left", ncols=2)
+    ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split")
+    fig.text(0.5, -0.02, textwrap.fill(profile_caption(profile), 110), ha="center", va="top", fontsize=8, style="italic")
+    return save_figure(fig, out_dir, stem)
+
+
+def _short(label: str) -> str:
+    return label.lstrip("/")
+
+
+def figure_per_label_f1(tables: Mapping[str, pd.DataFrame], out_dir, profile: str, stem: str = "per_label_f1") -> list[Path]:
+    """Horizontal bars of per-label F1 (``metrics.per_label`` tables), one colour per model."""
+    if not tables:
+        raise ValueError("figure_per_label_f1 needs at least one model's per-label table")
+    labels: list[str] = []
+    for t in tables.values():
+        labels += [lab for lab in t.index if lab not in labels]
+    fig = _new_figure(8, 1.2 + 0.32 * len(labels) * max(1, len(tables)) ** 0.5)
+    ax = fig.add_subplot()
+    height = 0.8 / len(tables)
+    for i, (name, t) in enumerate(tables.items()):
+        ys = [j + (i - (len(tables) - 1) / 2) * height for j in range(len(labels))]
+        ax.barh(ys, [100 * t["f1"].get(lab, 0.0) for lab in labels], height, label=name)
+    support = next(iter(tables.values()))["support"]
+    ax.set_yticks(range(len(labels)), [f"{_short(lab)} (n={int(support.get(lab, 0))})" for lab in labels], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("F1 (%)")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(f"Per-label F1 ({profile_label(profile)})")
+    return save_figure(fig, out_dir, stem)
+
+
+def figure_confusion(table: pd.DataFrame, out_dir, profile: str, title: str = "", stem: str = "confusion_matrix") -> list[Path]:
+    """The confusion matrix (gold rows, predicted columns incl. "unparsed") with counts."""
+    n_rows, n_cols = table.shape
+    fig = _new_figure(2 + 0.42 * n_cols, 1.8 + 0.38 * n_rows)
+    ax = fig.add_subplot()
+    values = table.to_numpy()
+    # Colour by the share of each gold row (none dwarfs the rest in counts); write the counts.
+    totals = values.sum(axis=1, keepdims=True)
+    shares = values / np.where(totals == 0, 1, totals)
+    image = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            if values[r, c]:
+                ax.text(c, r, str(values[r, c]), ha="center", va="center", fontsize=6,
+                        color="white" if shares[r, c] > 0.5 else "black")
+    ax.set_xticks(range(n_cols), [_short(c) for c in table.columns], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n_rows), [_short(r) for r in table.index], fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    fig.colorbar(image, ax=ax, shrink=0.6, label="share of the gold row")
+    ax.set_title(f"Confusion matrix{': ' + title if title else ''} ({profile_label(profile)})")
+    return save_figure(fig, out_dir, stem)
+
+
+# ----------------------------------------------------------------------------- Figure 4
+
+
+def case_table(preds_by_model: Mapping[str, Mapping[str, str | None]], gold: Mapping[str, str]) -> pd.DataFrame:
+    """One row per sample id that every model predicted: gold, each model's label and correctness."""
+    ids = sorted(set(gold).intersection(*[set(p) for p in preds_by_model.values()]))
+    rows = []
+    for i in ids:
+        row = {"id": i, "gold": gold[i]}
+        for name, preds in preds_by_model.items():
+            row[name] = preds[i]
+            row[f"{name}_ok"] = preds[i] == gold[i]
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["id", "gold"] + [c for n in preds_by_model for c in (n, f"{n}_ok")]).set_index("id")
+
+
+def pick_case(
+    preds_by_model: Mapping[str, Mapping[str, str | None]],
+    gold: Mapping[str, str],
+    models: Sequence[str] = CASE_MODELS,
+    prefer: str = "grpo_progressive",
+) -> str | None:
+    """A sample id for Figure 4: where the models disagree, preferring ``prefer`` right.
+
+    Ranks by (models disagree, ``prefer`` right, others wrong, distinct answers, gold is a
+    relation), ties broken by the smallest id; None when no sample is predicted by all models.
+    """
+    missing = [m for m in models if m not in preds_by_model]
+    if missing:
+        raise ValueError(f"pick_case: no predictions for {missing}")
+    table = case_table({m: preds_by_model[m] for m in models}, gold)
+    if table.empty:
+        return None
+    others = [m for m in models if m != prefer]
+
+    def rank(item):
+        i, row = item
+        answers = [row[m] for m in models]
+        return (
+            len(set(answers)) > 1,
+            bool(row.get(f"{prefer}_ok", False)),
+            sum(not row[f"{m}_ok"] for m in others),
+            len(set(answers)),
+            row["gold"] != "none",
+        )
+
+    best_rank = max(rank(item) for item in table.iterrows())
+    return min(i for i, row in table.iterrows() if rank((i, row)) == best_rank)
+
+
+def teaching_patterns(table: pd.DataFrame, models: Sequence[str]) -> dict[str, pd.Series]:
+    """Boolean masks over ``case_table`` rows: all right, all wrong, each model alone right or wrong."""
+    ok = table[[f"{m}_ok" for m in models]].astype(bool)
+    patterns = {"all right": ok.all(axis=1), "all wrong": ~ok.any(axis=1)}
+    if len(models) > 1:
+        for m in models:
+            col, rest = ok[f"{m}_ok"], ok.drop(columns=f"{m}_ok")
+            patterns[f"only {m} right"] = col & ~rest.any(axis=1)
+            patterns[f"only {m} wrong"] = ~col & rest.all(axis=1)
+    return patterns
+
+
+def teaching_cases(table: pd.DataFrame, models: Sequence[str], k: int = 1) -> dict[str, list[str]]:
+    """Up to ``k`` sample ids (smallest first) for each of ``teaching_patterns``."""
+    return {name: list(table.index[mask][:k]) for name, mask in teaching_patterns(table, models).items()}
+
+
+def _flow_tokens(ax, tokens: Sequence[str], span: tuple[int, int], fontsize: float, top: float = 0.95) -> float:
+    """Write tokens left to right with wrapping, the span's tokens highlighted; returns the last y."""
+    renderer = ax.figure.canvas.get_renderer()
+    inverse = ax.transAxes.inverted()
+    space = 0.3 * fontsize / 72 / ax.get_window_extent(renderer).width * ax.figure.dpi  # a space, in axes units
+    x, y, line_height = 0.0, top, None
+    for index, token in enumerate(tokens):
+        highlight = span[0] <= index < span[1]
+        style = dict(fontsize=fontsize, va="top", ha="left", transform=ax.transAxes)
+        if highlight:
+            style.update(fontweight="bold", bbox=dict(facecolor="#ffe066", edgecolor="none", pad=1.0))
+        t = ax.text(x, y, token, **style)
+        box = t.get_window_extent(renderer).transformed(inverse)
+        line_height = line_height or 1.5 * box.height
+        if box.x1 > 1.0 and x > 0:
+            x, y = 0.0, y - line_height
+            t.set_position((x, y))
+            box = t.get_window_extent(renderer).transformed(inverse)
+        x = box.x1 + space
+    return y - (line_height or 0.05)
+
+
+def figure4(
+    sample,
+    outputs: Mapping[str, tuple[str, str | None]],
+    out_dir,
+    profile: str,
+    gold: str | None = None,
+    image=None,
+    max_chars: int = 1400,
+    stem: str = "figure4",
+) -> list[Path]:
+    """One test sample: the image with the object's box, the text with the entity highlighted,
+    and each model's output (``outputs``: display name -> (text, parsed label)) marked right or wrong.
+
+    ``image`` (a PIL image) defaults to the sample's image file; long outputs are cut at ``max_chars``.
+    """
+    from PIL import ImageDraw
+
+    from morelib.data import box_to_pixels, load_images
+
+    gold = gold if gold is not None else sample.label
+    if image is None:
+        image, _ = load_images(sample)
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    left, top, right, bottom = box_to_pixels(sample.box, *image.size)
+    line = max(2, round(min(image.size) / 100))
+    # A yellow box with a black rim stands out on light and dark, red and blue objects alike.
+    draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 0, 0), width=line + 2)
+    draw.rectangle((left + 1, top + 1, right - 2, bottom - 2), outline=BOX_COLOR, width=line)
+
+    n = max(1, len(outputs))
+    fig = _new_figure(max(12, 4.6 * n), 10)
+    grid = fig.add_gridspec(2, n, height_ratios=[1, 1.5], hspace=0.25, wspace=0.08)
+    ax_img = fig.add_subplot(grid[0, 0])
+    ax_img.imshow(image)
+    ax_img.set_title(f"object: {sample.object_name} (yellow box)", fontsize=9)
+    ax_img.axis("off")
+
+    ax_txt = fig.add_subplot(grid[0, 1:] if n > 1 else grid[0, 0])
+    ax_txt.axis("off")
+    y = _flow_tokens(ax_txt, sample.tokens, sample.entity_span, fontsize=11)
+    ax_txt.text(0, y - 0.05, f"entity: {sample.entity}  (highlighted)", fontsize=9, va="top", transform=ax_txt.transAxes)
+    ax_txt.text(0, y - 0.18, f"gold label: {gold}", fontsize=11, fontweight="bold", va="top", transform=ax_txt.transAxes)
+    ax_txt.text(0, y - 0.31, f"sample {sample.id}", fontsize=8, color="#555555", va="top", transform=ax_txt.transAxes)
+
+    for column, (name, (text, label)) in enumerate(outputs.items()):
+        ax = fig.add_subplot(grid[1, column])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        right_answer = label == gold
+        color = "#1a7f37" if right_answer else "#c62828"
+        for side in ax.spines.values():
+            side.set_edgecolor(color)
+            side.set_linewidth(2)
+        mark = "✓ correct" if right_answer else "✗ wrong"
+        ax.set_title(f"{name}\nanswer: {label if label is not None else '(unparsable)'}  {mark}", fontsize=9, color=color)
+        body = text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"
+        # One line per step and per tag; wrapped to the panel (a mono glyph is 0.6 em wide).
+        body = LINE_BREAKS.sub(lambda m: "\n" + m.group(1), body).strip()
+        width_px = ax.get_window_extent(fig.canvas.get_renderer()).width
+        columns = max(20, int(width_px / (0.6 * 7 * fig.dpi / 72)) - 3)
+        wrapped = "\n".join(textwrap.fill(part, columns) for part in body.splitlines() if part.strip())
+        ax.text(0.02, 0.98, wrapped, fontsize=7, va="top", ha="left", family="DejaVu Sans Mono", transform=ax.transAxes, clip_on=True)
+    fig.suptitle(f"Figure 4 ({profile_label(profile)}): one test sample, three models", fontsize=12)
+    fig.text(0.5, 0.02, textwrap.fill(profile_caption(profile), 140), ha="center", fontsize=8, style="italic")
+    return save_figure(fig, out_dir, stem)
+
+
+def describe_case(sample, rows_by_name: Mapping[str, dict], max_chars: int = 400) -> str:
+    """A case as text: the sample, then each model's answer (marked) and the end of its output."""
+    start, end = sample.entity_span
+    marked = " ".join(sample.tokens[:start] + ("[[",) + sample.tokens[start:end] + ("]]",) + sample.tokens[end:])
+    lines = [f"{sample.id}: {marked}", f"  object: {sample.object_name}; gold: {sample.label}"]
+    for name, row in rows_by_name.items():
+        mark = "right" if row["label"] == sample.label else "WRONG"
+        text = row["text"].strip()
+        text = text if len(text) <= max_chars else "… " + text[-max_chars:]
+        lines.append(f"  {name}: {row['label']} ({mark})")
+        lines.append(textwrap.indent(textwrap.fill(text, 100), "      "))
+    return "\n".join(lines)

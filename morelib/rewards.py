@@ -1,0 +1,152 @@
+"""Stage 2 rewards: format, length and answer, each with TRL's reward signature.
+
+TRL's GRPOTrainer calls every reward function as ``f(prompts=..., completions=..., **columns)``
+and logs it under its ``__name__``; each returns one float per completion. A completion is a
+plain string, or (conversational data) a list of messages whose ``content`` is a string or a
+list of ``{"type": "text", "text": ...}`` parts. The gold label arrives as the ``label`` column.
+
+The paper's rewards (method-facts):
+
+- format: 1 when the output is ``<think> Step 1: .. Step 6: .. </think> <answer>LABEL</answer>``
+  with LABEL one of the 21 labels, nothing after it (``morelib.answer.is_well_formed``);
+- length: 1 when the output is longer than 1,024 characters;
+- answer: 1 when the parsed label equals the gold label (``morelib.answer.parse_label``, the
+  same parser inference uses, so training and evaluation read answers identically).
+
+The paper combines them in its Eq. 5, lost in extraction; a plain sum is **inferred**, so the
+weights are parameters (TRL: ``GRPOConfig.reward_weights``; here ``total_reward``).
+
+Guards against reward hacking are named options, off by default (paper behaviour):
+
+- ``require_format`` on the length reward: pay for length only when the output is well formed,
+  so padding after ``</answer>`` or rambling without structure earns nothing;
+- ``require_format`` on the answer reward: pay for the right label only inside the format.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from morelib.answer import is_well_formed, parse_label
+from morelib.labels import normalize_label
+
+DEFAULT_MIN_CHARS = 1024  # the paper's length threshold, in characters
+RewardFunc = Callable[..., list[float]]
+
+
+def completion_text(completion) -> str:
+    """The text of one completion, plain or conversational (assistant messages joined)."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, dict):
+        completion = [completion]
+    pieces: list[str] = []
+    for message in completion:
+        if message.get("role", "assistant") != "assistant":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            pieces.append(content)
+        elif isinstance(content, list):
+            pieces.extend(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type", "text") == "text")
+        elif content is not None:
+            raise TypeError(f"message content must be str or a list of parts, got {type(content).__name__}")
+    return "".join(pieces)
+
+
+def format_reward(completions, **kwargs) -> list[float]:
+    """1.0 for the paper's format (six steps in order, one answer tag holding a label), else 0.0."""
+    return [1.0 if is_well_formed(completion_text(c)) else 0.0 for c in completions]
+
+
+def make_length_reward(min_chars: int = DEFAULT_MIN_CHARS, require_format: bool = False) -> RewardFunc:
+    """A length reward: 1.0 when the output has more than ``min_chars`` characters.
+
+    ``require_format`` (guard, off in the paper) pays only well-formed outputs.
+    """
+    if min_chars < 0:
+        raise ValueError(f"min_chars must be >= 0, got {min_chars}")
+
+    def length_reward(completions, **kwargs) -> list[float]:
+        rewards = []
+        for c in completions:
+            text = completion_text(c)
+            ok = len(text) > min_chars and (not require_format or is_well_formed(text))
+            rewards.append(1.0 if ok else 0.0)
+        return rewards
+
+    length_reward.__doc__ = f"1.0 when longer than {min_chars} characters (require_format={require_format})."
+    return length_reward
+
+
+def make_answer_reward(require_format: bool = False) -> RewardFunc:
+    """An answer reward: 1.0 when the parsed label equals the gold ``label`` column.
+
+    ``require_format`` (guard, off in the paper) pays only well-formed outputs.
+    """
+
+    def answer_reward(completions, label: Sequence[str] | None = None, **kwargs) -> list[float]:
+        if label is None:
+            raise ValueError("answer_reward needs the gold labels: the dataset must have a 'label' column")
+        if len(label) != len(completions):
+            raise ValueError(f"answer_reward: {len(completions)} completions but {len(label)} labels")
+        rewards = []
+        for i, (c, g) in enumerate(zip(completions, label)):
+            gold = normalize_label(g)
+            if gold is None:
+                raise ValueError(f"answer_reward: gold label {g!r} at position {i} is not one of the relations")
+            text = completion_text(c)
+            ok = parse_label(text) == gold and (not require_format or is_well_formed(text))
+            rewards.append(1.0 if ok else 0.0)
+        return rewards
+
+    return answer_reward
+
+
+length_reward = make_length_reward()
+answer_reward = make_answer_reward()
+
+REWARD_FUNCS: dict[str, RewardFunc] = {
+    "format": format_reward,
+    "length": length_reward,
+    "answer": answer_reward,
+}
+
+
+def get_reward_funcs(
+    names: Sequence[str] = ("format", "length", "answer"),
+    min_chars: int = DEFAULT_MIN_CHARS,
+    length_requires_format: bool = False,
+    answer_requires_format: bool = False,
+) -> list[RewardFunc]:
+    """Reward functions by name, in the given order (the order of ``reward_weights``)."""
+    funcs = {
+        "format": format_reward,
+        "length": make_length_reward(min_chars, length_requires_format),
+        "answer": make_answer_reward(answer_requires_format),
+    }
+    unknown = [n for n in names if n not in funcs]
+    if unknown:
+        raise ValueError(f"unknown reward name(s) {unknown}; expected some of {sorted(funcs)}")
+    return [funcs[n] for n in names]
+
+
+def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"), **options) -> dict[str, list[float]]:
+    """Each named reward for every completion (for analysis; ``options`` go to ``get_reward_funcs``)."""
+    funcs = get_reward_funcs(names, **options)
+    return {n: f(completions, label=label) for n, f in zip(names, funcs)}
+
+
+def total_reward(
+    completions,
+    label: Sequence[str],
+    names: Sequence[str] = ("format", "length", "answer"),
+    weights: Sequence[float] | None = None,
+    **options,
+) -> list[float]:
+    """The combined reward: the weighted sum of the named rewards (weights None = plain sum)."""
+    weights = [1.0] * len(names) if weights is None else list(weights)
+    if len(weights) != len(names):
+        raise ValueError(f"{len(weights)} weights for {len(names)} rewards {list(names)}")
+    parts = reward_components(completions, label, names, **options)
+    return [sum(w * parts[n][i] for n, w in zip(names, weights)) for i in range(len(completions))]

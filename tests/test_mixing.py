@@ -1,0 +1,110 @@
+"""Progressive Sample-Mixing: per-epoch counts, seeded stratified draws, the printed plan."""
+
+import warnings
+
+import pytest
+
+from morelib.mixing import VARIANTS, build_epoch_mixes, easy_counts, format_plan, none_share, plan_table
+
+
+def test_paper_numbers_for_every_variant():
+    assert easy_counts(2370, 8853) == [2370, 1185, 592, 296]
+    assert easy_counts(2370, 8853, variant="raw") == [8853] * 4
+    assert easy_counts(2370, 8853, variant="balanced") == [2370] * 4
+    assert easy_counts(2370, 8853, variant="hard_only") == [0] * 4
+    assert set(VARIANTS) == {"raw", "balanced", "hard_only", "progressive"}
+
+
+def test_rounding_is_explicit():
+    # 2370 / 4 = 592.5: Python's round (half to even) gives 592, as the issue states.
+    assert easy_counts(2370, 8853, rounding="half_up") == [2370, 1185, 593, 296]
+    assert easy_counts(2370, 8853, rounding="floor") == [2370, 1185, 592, 296]
+    assert easy_counts(10, 100, epochs=3, gamma=0.25, rounding="half_up") == [10, 3, 1]
+    with pytest.raises(ValueError, match="rounding"):
+        easy_counts(10, 10, rounding="up")
+
+
+def test_counts_are_capped_by_the_easy_pool_and_inputs_checked():
+    assert easy_counts(100, 30) == [30, 30, 25, 12]
+    assert easy_counts(100, 30, variant="balanced") == [30] * 4
+    assert easy_counts(8, 100, epochs=2, gamma=1.0) == [8, 8]
+    for bad in (dict(variant="mixed"), dict(gamma=0.0), dict(gamma=1.5), dict(epochs=0)):
+        with pytest.raises(ValueError):
+            easy_counts(10, 10, **bad)
+
+
+def make_pool(n_hard=40, n_easy_none=150, n_easy_other=50):
+    hard = [f"h{i}" for i in range(n_hard)]
+    easy = [f"en{i}" for i in range(n_easy_none)] + [f"eo{i}" for i in range(n_easy_other)]
+    labels = {i: "none" for i in easy if i.startswith("en")}
+    labels.update({i: "/per/per/partner" for i in easy if i.startswith("eo")})
+    labels.update({h: "none" if k % 3 == 0 else "/per/org/member_of" for k, h in enumerate(hard)})
+    return hard, easy, labels
+
+
+def test_every_epoch_has_all_hard_samples_and_the_planned_easy_count():
+    hard, easy, labels = make_pool()
+    mixes = build_epoch_mixes(hard, easy, labels, epochs=4, gamma=0.5, none_ratio=0.8, seed=1)
+    plan = plan_table(mixes, labels, hard)
+    assert list(plan["n_hard"]) == [40] * 4
+    assert list(plan["n_easy"]) == [40, 20, 10, 5]
+    assert list(plan["total"]) == [80, 60, 50, 45]
+    for mix in mixes:
+        assert set(hard) <= set(mix) and len(set(mix)) == len(mix)
+    # Easy draws keep the requested none share: round(k * 0.8) none among k easy samples.
+    assert list(plan["n_easy_none"]) == [32, 16, 8, 4]
+    hard_none = sum(labels[i] == "none" for i in hard)
+    assert list(plan["n_none"]) == [hard_none + x for x in (32, 16, 8, 4)]
+    assert (plan["n_none"] + plan["n_non_none"] == plan["total"]).all()
+    text = format_plan(plan, "progressive")
+    assert "progressive" in text and "n_easy" in text and "235 samples over 4 epochs" in text
+
+
+def test_draws_are_seeded_shuffled_and_independent_of_input_order():
+    hard, easy, labels = make_pool()
+    a = build_epoch_mixes(hard, easy, labels, none_ratio=0.8, seed=3)
+    b = build_epoch_mixes(list(reversed(hard)), list(reversed(easy)), labels, none_ratio=0.8, seed=3)
+    c = build_epoch_mixes(hard, easy, labels, none_ratio=0.8, seed=4)
+    assert a == b
+    assert a != c
+    assert a[0][:40] != sorted(hard)  # shuffled: hard samples are not all in front
+    assert set(a[1]) - set(hard) != set(a[2]) - set(hard)
+
+
+def test_default_none_ratio_comes_from_labels_by_id():
+    hard, easy, labels = make_pool()
+    ratio = none_share(list(labels.values()))
+    explicit = build_epoch_mixes(hard, easy, labels, none_ratio=ratio, seed=0)
+    assert build_epoch_mixes(hard, easy, labels, seed=0) == explicit
+
+
+def test_a_short_side_is_filled_from_the_other_and_said():
+    hard, easy, labels = make_pool(n_hard=40, n_easy_none=150, n_easy_other=5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mixes = build_epoch_mixes(hard, easy, labels, none_ratio=0.5, seed=0)
+    said = [str(w.message) for w in caught]
+    assert said[0] == "epoch 1: wanted 20 none + 20 non-none easy samples, pools hold 150 + 5; drew 35 + 5"
+    assert len(said) == 2  # epochs 3 and 4 want at most 5 non-none: no shortfall
+    plan = plan_table(mixes, labels, hard)
+    assert plan.loc[1, "n_easy"] == 40 and plan.loc[1, "n_easy_none"] == 35
+
+
+def test_raw_and_hard_only_variants():
+    hard, easy, labels = make_pool()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # taking the whole pool is not a shortfall
+        raw = build_epoch_mixes(hard, easy, labels, variant="raw", none_ratio=0.5)
+    assert all(sorted(m) == sorted(hard + easy) for m in raw)
+    only = build_epoch_mixes(hard, easy, labels, variant="hard_only")
+    assert all(sorted(m) == sorted(hard) for m in only)
+
+
+def test_bad_inputs_are_named():
+    hard, easy, labels = make_pool()
+    with pytest.raises(ValueError, match="both hard and easy"):
+        build_epoch_mixes(hard, easy + hard[:2], labels)
+    with pytest.raises(ValueError, match="no label"):
+        build_epoch_mixes(hard + ["ghost"], easy, labels)
+    with pytest.raises(ValueError, match="none_ratio"):
+        build_epoch_mixes(hard, easy, labels, none_ratio=1.5)

@@ -1,0 +1,262 @@
+"""Table 1, the figures and the case picker: content, not just existence."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from morelib import evaluation, report
+from morelib.data import Sample
+from morelib.reported import GROUPS, TABLE1
+
+A, B = "/per/org/member_of", "/per/per/partner"
+
+
+def scores(acc, p, r, f1, n=10, unparsed=0):
+    return {"acc": acc, "precision": p, "recall": r, "f1": f1, "n": n, "n_unparsed": unparsed}
+
+
+def test_reported_rows_are_the_papers():
+    rows = {r["model"]: r for r in TABLE1}
+    assert len(rows) == 13
+    assert (rows["MORE-R1"]["acc"], rows["MORE-R1"]["f1"]) == (84.91, 67.80)
+    assert rows["REMOTE"]["group"] == GROUPS[0]
+    # F1 is close to the harmonic mean of P and R in every row (MMIB's is 0.026 off in the
+    # paper itself); a typo in copying the numbers would be far larger.
+    for r in TABLE1:
+        assert r["f1"] == pytest.approx(2 * r["precision"] * r["recall"] / (r["precision"] + r["recall"]), abs=0.03), r["model"]
+
+
+def test_table1_keeps_reported_and_run_rows_apart(tmp_path):
+    run = report.run_rows({
+        "stage1": scores(0.5, 0.25, 0.5, 1 / 3, unparsed=2),
+        "grpo_progressive": scores(0.6, 0.5, 0.5, 0.5),
+        "grpo_raw": scores(0.1, 0.1, 0.1, 0.1),  # a variant: Figure 3, not Table 1
+        "zero_shot": scores(0.05, 0.0, 0.0, 0.0),
+    })
+    df = report.table1(run, "toy")
+    assert len(df) == 13 + 3
+    assert set(df["source"]) == {"reported (paper)", "toy run"}
+    ours = df[df["source"] == "toy run"].set_index("model")
+    assert ours.loc["MORE-R1", "F1"] == 50.0 and ours.loc["MORE-R1 (Stage 1)", "F1"] == 33.33
+    assert ours.loc["MORE-R1 (Stage 1)", "unparsed"] == 2
+    assert "Stage 2 variant: raw" not in set(df["model"])
+    paper = df[df["source"] == "reported (paper)"].set_index("model")
+    assert paper.loc["MORE-R1", "F1"] == 67.80
+    # Groups in the paper's order; in each group the reported rows come first.
+    assert list(dict.fromkeys(df["group"])) == list(GROUPS)
+    reasoning = df[df["group"] == GROUPS[2]]
+    assert list(reasoning["source"]) == ["reported (paper)"] * 2 + ["toy run"] * 2
+
+    written = report.write_table1(df, [tmp_path / "a", tmp_path / "b"], profile="toy")
+    assert sorted(p.name for p in written) == ["table1.csv", "table1.csv", "table1.md", "table1.md", "table1.tex", "table1.tex"]
+    back = pd.read_csv(tmp_path / "a" / "table1.csv")
+    assert list(back.columns) == report.TABLE1_COLUMNS
+    assert back[["Acc", "P", "R", "F1"]].to_numpy().tolist() == df[["Acc", "P", "R", "F1"]].to_numpy().tolist()
+    md = (tmp_path / "b" / "table1.md").read_text()
+    assert "| MORE-R1 | toy run | 60.00 | 50.00 | 50.00 | 50.00 | 10 | 0 |" in md
+    assert "| MORE-R1 | reported (paper) | 84.91 | 65.88 | 69.83 | 67.80 | 3036 |  |" in md
+    assert "this run's (toy run: a tiny random model" in md
+    tex = (tmp_path / "a" / "table1.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"Qwen2.5-VL-SFT(25\%)" in tex and tex.count(r"\midrule") == 3
+
+
+def test_table1_rejects_an_unknown_group():
+    with pytest.raises(ValueError, match="unknown group"):
+        report.table1([{"model": "x", "group": "Other", **scores(0, 0, 0, 0)}], "toy")
+
+
+def assert_png(path: Path, min_bytes=10_000, min_size=(400, 300)):
+    with Image.open(path) as img:
+        assert img.format == "PNG"
+        assert img.size[0] >= min_size[0] and img.size[1] >= min_size[1]
+        assert len(img.convert("L").getcolors(1_000_000)) > 10  # more than a blank canvas
+    assert path.stat().st_size > min_bytes
+
+
+def test_figure3_and_evaluation_figures(tmp_path):
+    variant_scores = {v: scores(0.5 + i / 10, 0.4, 0.3 + i / 20, 0.35) for i, v in enumerate(report.VARIANT_KEYS)}
+    paths = report.figure3(variant_scores, tmp_path, "toy")
+    assert [p.name for p in paths] == ["figure3.png", "figure3.pdf"]
+    assert_png(paths[0])
+    assert paths[1].read_bytes()[:5] == b"%PDF-"
+    with pytest.raises(ValueError, match="unknown variant"):
+        report.figure3({"mystery": scores(0, 0, 0, 0)}, tmp_path, "toy")
+
+    from morelib.metrics import confusion, per_label
+    gold = ["none", A, B, A, "none"] * 5
+    pred = ["none", A, A, None, B] * 5
+    paths = report.figure_per_label_f1({"MORE-R1": per_label(gold, pred), "Stage 1": per_label(gold, gold)}, tmp_path, "toy")
+    assert_png(paths[0])
+    paths = report.figure_confusion(confusion(gold, pred), tmp_path, "toy", title="MORE-R1")
+    assert_png(paths[0])
+
+
+PREDS = {
+    "sft_label_full": {"s1": "none", "s2": A, "s3": A, "s4": B},
+    "stage1": {"s1": "none", "s2": B, "s3": A, "s4": B},
+    "grpo_progressive": {"s1": "none", "s2": A, "s3": None, "s4": A},
+}
+GOLD = {"s1": "none", "s2": A, "s3": B, "s4": A}
+
+
+def test_pick_case_prefers_disagreement_with_more_r1_right():
+    # s4: MORE-R1 right, both others wrong -> beats s2 (one other right) and s1 (agreement).
+    assert report.pick_case(PREDS, GOLD) == "s4"
+    without_s4 = {m: {k: v for k, v in p.items() if k != "s4"} for m, p in PREDS.items()}
+    assert report.pick_case(without_s4, GOLD) == "s2"
+    only_agreement = {m: {"s1": p["s1"]} for m, p in PREDS.items()}
+    assert report.pick_case(only_agreement, GOLD) == "s1"
+    assert report.pick_case({m: {} for m in PREDS}, GOLD) is None
+    with pytest.raises(ValueError, match="no predictions"):
+        report.pick_case({"stage1": PREDS["stage1"]}, GOLD)
+
+
+def test_teaching_cases_find_each_pattern():
+    table = report.case_table(PREDS, GOLD)
+    assert table.loc["s3", "grpo_progressive_ok"] == False  # noqa: E712 (unparsed is wrong)
+    cases = report.teaching_cases(table, list(PREDS), k=2)
+    assert cases["all right"] == ["s1"]
+    assert cases["all wrong"] == ["s3"]
+    assert cases["only grpo_progressive right"] == ["s4"]
+    assert cases["only stage1 wrong"] == ["s2"]
+
+
+def test_figure4_draws_the_case(tmp_path):
+    tokens = ("Anna", "Berg", "joins", "the", "Nordic", "Rowing", "Club", "board", "after", "a", "long", "season")
+    sample = Sample(id="test-7", split="test", text=" ".join(tokens), tokens=tokens, entity="Nordic Rowing Club",
+                    entity_span=(4, 7), object_name="woman", box=(0.5, 0.5, 0.4, 0.6), img_id="x.jpg",
+                    image_path=tmp_path / "x.jpg", label=A)
+    image = Image.new("RGB", (320, 240), (200, 220, 240))
+    outputs = {
+        "label-only SFT": ("/per/per/partner", B),
+        "MORE-R1 (Stage 1)": ("<think> Step 1: ... " + "reasoning " * 200 + "</think> <answer>none</answer>", "none"),
+        "MORE-R1": ("<think> Step 1: a woman. Step 6: member. </think> <answer>/per/org/member_of</answer>", A),
+    }
+    paths = report.figure4(sample, outputs, tmp_path, "toy", image=image)
+    assert [p.name for p in paths] == ["figure4.png", "figure4.pdf"]
+    assert_png(paths[0], min_bytes=30_000, min_size=(1200, 800))
+    # The box is drawn in the image panel: count pixels of its colour.
+    with Image.open(paths[0]) as img:
+        box = sum(1 for r, g, b in img.convert("RGB").get_flattened_data() if r > 230 and 190 < g < 235 and b < 40)
+    assert box > 200
+
+
+def test_load_predictions_parses_and_names_bad_rows(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "a", "gold": A, "text": f"<answer>{A}</answer>"}) + "\n\n"
+                    + json.dumps({"id": "b", "gold": A, "text": "x", "label": None}) + "\n")
+    rows = evaluation.load_predictions(path)
+    assert [r["label"] for r in rows] == [A, None]
+    s = evaluation.score_rows(rows, n_boot=50)
+    assert s["acc"] == 0.5 and s["n_unparsed"] == 1 and s["f1_low"] <= s["f1"] <= s["f1_high"]
+    path.write_text(json.dumps({"id": "a", "text": "x"}) + "\n")
+    with pytest.raises(ValueError, match=r"p.jsonl: row 1 \(id 'a'\): missing field 'gold'"):
+        evaluation.load_predictions(path)
+
+
+def test_model_locations_and_skipping_missing_models(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints" / "stage1").mkdir(parents=True)
+    (run_dir / "checkpoints" / "stage1" / "sft_done.json").write_text("{}")
+    (run_dir / "checkpoints" / "grpo_raw" / "ckpt").mkdir(parents=True)  # unfinished: no marker
+    assert evaluation.model_location(run_dir, "stage1", "x") == run_dir / "checkpoints" / "stage1"
+    assert evaluation.model_location(run_dir, "grpo_raw", "x") is None
+    assert evaluation.model_location(run_dir, "zero_shot", "Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert evaluation.model_location(run_dir, "zero_shot", str(run_dir / "models" / "base")) is None
+    assert evaluation.model_location(run_dir, "zero_shot", "runs/toy/models/base") is None
+
+    class S:  # just what evaluate_models reads from a sample
+        def __init__(self, i):
+            self.id = i
+    samples = [S("test-1"), S("test-2")]
+    cached = evaluation.predictions_path(run_dir, "grpo_raw")
+    cached.parent.mkdir(parents=True)
+    cached.write_text("".join(json.dumps({"id": i, "gold": "none", "text": "none", "label": "none"}) + "\n" for i in ("test-2", "test-1")))
+    out = evaluation.evaluate_models(samples, run_dir, str(run_dir / "models" / "base"), keys=["zero_shot", "grpo_raw"])
+    assert list(out) == ["grpo_raw"]
+    assert [r["id"] for r in out["grpo_raw"]] == ["test-1", "test-2"]  # in sample order
+    printed = capsys.readouterr().out
+    assert "zero_shot: SKIPPED" in printed and "grpo_raw: cached" in printed
+
+
+# ----------------------------------------------------------------------------- notebooks 06 and 07
+
+REASONING_KEYS = {"stage1", "grpo_progressive", "grpo_raw", "grpo_balanced", "grpo_hard_only"}
+ACCURACY = {"zero_shot": 0.1, "sft_label_full": 0.5, "sft_label_25": 0.4, "stage1": 0.6,
+            "grpo_progressive": 0.75, "grpo_raw": 0.6, "grpo_balanced": 0.65, "grpo_hard_only": 0.55}
+
+
+def write_synthetic_predictions(run_dir, samples, keys=tuple(ACCURACY), seed=0):
+    """Prediction files as notebook 06 caches them, from a fake model per key (no model needed)."""
+    import random
+
+    from morelib.labels import RELATIONS
+
+    for key in keys:
+        rng = random.Random(f"{seed}:{key}")
+        path = evaluation.predictions_path(run_dir, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            for s in samples:
+                label = s.label if rng.random() < ACCURACY[key] else rng.choice(RELATIONS)
+                if key in REASONING_KEYS:
+                    steps = " ".join(f"Step {i}: the {s.object_name} and {s.entity}, point {i}." for i in range(1, 7))
+                    text = f"<think> {steps} </think> <answer>{label}</answer>"
+                else:
+                    text = label
+                if rng.random() < 0.05:
+                    text, label = text[: len(text) // 2], None  # cut off: unparsable
+                f.write(json.dumps({"id": s.id, "gold": s.label, "text": text, "label": label,
+                                    "prompt_tokens": 100, "completion_tokens": len(text) // 4}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    from morelib import data, toy
+
+    run_dir = tmp_path_factory.mktemp("run")
+    toy.generate(run_dir / "data", toy.ToyConfig(seed=0, train=20, valid=10, test=60))
+    samples = data.load_split(run_dir / "data", "test")
+    write_synthetic_predictions(run_dir, samples)
+    return run_dir, samples
+
+
+def run_notebook(stem, out_dir, **parameters):
+    import papermill
+
+    from morelib.run import kernel_for_this_interpreter
+
+    with kernel_for_this_interpreter() as kernel:
+        papermill.execute_notebook(str(REPO / "notebooks" / f"{stem}.ipynb"), str(out_dir / f"{stem}.ipynb"),
+                                   parameters=parameters, kernel_name=kernel, cwd=str(REPO), progress_bar=False)
+    return (out_dir / f"{stem}.ipynb").read_text()
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_notebooks_06_and_07_on_cached_predictions(toy_run, tmp_path):
+    run_dir, samples = toy_run
+    figures = tmp_path / "figures"
+    common = dict(profile="toy", run_dir=str(run_dir), seed=0, data_dir=str(run_dir / "data"), figures_dir=str(figures))
+    # No model anywhere: every model comes from its cached predictions file.
+    run_notebook("06_evaluation", tmp_path, base_model=str(run_dir / "models" / "base"), n_boot=100, **common)
+    for name in ("table1.md", "table1.csv", "table1.tex", "figure3.png", "figure3.pdf", "per_label_f1.png", "confusion_matrix.png"):
+        assert (figures / name).is_file() and (run_dir / "figures" / name).is_file(), name
+    table = pd.read_csv(figures / "table1.csv")
+    ours = table[table["source"] == "toy run"].set_index("model")
+    assert len(ours) == 5  # the four Stage 2 variants other than MORE-R1 are in Figure 3 only
+    expected = evaluation.score_rows(evaluation.load_predictions(evaluation.predictions_path(run_dir, "stage1")), n_boot=0)
+    assert ours.loc["MORE-R1 (Stage 1)", "F1"] == round(100 * expected["f1"], 2)
+    assert ours.loc["MORE-R1 (Stage 1)", "unparsed"] == expected["n_unparsed"]
+    assert_png(figures / "figure3.png")
+
+    out = run_notebook("07_case_studies", tmp_path, **common)
+    assert_png(figures / "figure4.png", min_bytes=30_000, min_size=(1200, 800))
+    labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(evaluation.predictions_path(run_dir, k))}
+              for k in report.CASE_MODELS}
+    chosen = report.pick_case(labels, {s.id: s.label for s in samples})
+    assert f"{chosen}: " in out and "=== all wrong" in out

@@ -1,0 +1,149 @@
+"""The Stage 2 rewards: TRL's signature, the paper's behaviour, and reward-hacking attempts."""
+
+import time
+
+import pytest
+
+from morelib import rewards
+from morelib.rewards import answer_reward, format_reward, get_reward_funcs, length_reward, make_length_reward, total_reward
+
+STEPS = " ".join(f"Step {i}: looking at part {i} of the problem." for i in range(1, 7))
+GOOD = f"<think> {STEPS} </think> <answer>/per/org/member_of</answer>"
+LONG_GOOD = f"<think> {STEPS} {'More careful reasoning. ' * 60}</think> <answer>/per/org/member_of</answer>"
+GOLD = "/per/org/member_of"
+
+
+def rewards_of(text, gold=GOLD, **options):
+    return rewards.reward_components([text], [gold], **options)
+
+
+def test_well_formed_long_correct_output_gets_every_reward():
+    assert len(LONG_GOOD) > 1024
+    assert rewards_of(LONG_GOOD) == {"format": [1.0], "length": [1.0], "answer": [1.0]}
+    assert rewards_of(GOOD) == {"format": [1.0], "length": [0.0], "answer": [1.0]}
+
+
+def test_conversational_completions_are_read_like_strings():
+    as_parts = [{"role": "assistant", "content": [{"type": "text", "text": LONG_GOOD[:300]}, {"type": "text", "text": LONG_GOOD[300:]}]}]
+    as_string = [{"role": "assistant", "content": LONG_GOOD}]
+    for completion in (as_parts, as_string):
+        assert format_reward([completion]) == [1.0]
+        assert length_reward([completion]) == [1.0]
+        assert answer_reward([completion], label=[GOLD]) == [1.0]
+
+
+def test_answer_normalises_slash_case_and_whitespace_of_both_sides():
+    text = GOOD.replace("/per/org/member_of", "  PER/ORG/Member_Of ")
+    assert answer_reward([text], label=[GOLD]) == [1.0]
+    assert answer_reward([GOOD], label=["per/org/member_of"]) == [1.0]
+    assert answer_reward([GOOD], label=["none"]) == [0.0]
+
+
+def test_trl_passes_extra_columns_and_rewards_ignore_them():
+    out = answer_reward(prompts=[[{"role": "user", "content": "x"}]], completions=[GOOD], completion_ids=[[1, 2]], label=[GOLD], images=[[]], trainer_state=None)
+    assert out == [1.0]
+
+
+def test_answer_reward_rejects_missing_or_unknown_gold():
+    with pytest.raises(ValueError, match="label"):
+        answer_reward([GOOD])
+    with pytest.raises(ValueError, match="position 1"):
+        answer_reward([GOOD, GOOD], label=[GOLD, "/per/per/enemy"])
+    with pytest.raises(ValueError, match="2 completions but 1 labels"):
+        answer_reward([GOOD, GOOD], label=[GOLD])
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("empty answer", f"<think> {STEPS} </think> <answer></answer>"),
+        ("whitespace answer", f"<think> {STEPS} </think> <answer>   </answer>"),
+        ("nested repeated tag", f"<think> {STEPS} </think> <answer><answer>{GOLD}</answer></answer>"),
+        ("two answers, hedging", f"<think> {STEPS} </think> <answer>none</answer><answer>{GOLD}</answer>"),
+        ("two identical answers", f"<think> {STEPS} </think> <answer>{GOLD}</answer> <answer>{GOLD}</answer>"),
+        ("answer inside think", f"<think> {STEPS} <answer>none</answer> </think> <answer>{GOLD}</answer>"),
+        ("label outside the 21", f"<think> {STEPS} </think> <answer>/per/org/enemy_of</answer>"),
+        ("label in prose", f"<think> {STEPS} </think> <answer>It is {GOLD}</answer>"),
+    ],
+)
+def test_malformed_answers_earn_neither_format_nor_answer(name, text):
+    parts = rewards_of(text)
+    assert parts["format"] == [0.0], name
+    assert parts["answer"] == [0.0], name
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        "Step 1: a Step 2: b Step 3: c Step 5: e Step 4: d Step 6: f",   # out of order
+        "Step 1: a Step 2: b Step 2: b Step 3: c Step 4: d Step 5: e Step 6: f",  # repeated
+        "Step 1: a Step 2: b Step 3: c Step 4: d Step 5: e",            # missing one
+        "Step 1: a Step 2: b Step 3: c Step 4: d Step 5: e Step 6: f Step 7: g",  # extra
+        "",                                                              # none at all
+    ],
+)
+def test_steps_must_be_one_to_six_once_in_order(steps):
+    text = f"<think> {steps} </think> <answer>{GOLD}</answer>"
+    assert format_reward([text]) == [0.0]
+    assert answer_reward([text], label=[GOLD]) == [1.0]  # the label is still read (paper: separate rewards)
+
+
+def test_text_after_answer_loses_format_and_padding_is_stopped_by_the_guard():
+    padded = GOOD + " " + "filler " * 300
+    assert len(padded) > 1024
+    assert format_reward([padded]) == [0.0]
+    assert length_reward([padded]) == [1.0]  # the paper's length reward counts any characters
+    guarded = make_length_reward(require_format=True)
+    assert guarded([padded]) == [0.0]
+    assert guarded([LONG_GOOD]) == [1.0]
+    # A second label after </answer> never changes what was answered.
+    assert answer_reward([GOOD + " actually none"], label=[GOLD]) == [1.0]
+    assert answer_reward([GOOD + " actually none"], label=["none"]) == [0.0]
+
+
+def test_answer_guard_requires_the_format():
+    bare = GOLD  # a label-only output parses, but is not the reasoning format
+    assert answer_reward([bare], label=[GOLD]) == [1.0]
+    assert get_reward_funcs(["answer"], answer_requires_format=True)[0]([bare], label=[GOLD]) == [0.0]
+
+
+def test_length_threshold_is_strictly_more_than_min_chars():
+    f = make_length_reward(10)
+    assert f(["x" * 10, "x" * 11, ""]) == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError):
+        make_length_reward(-1)
+
+
+def test_lookup_by_name_keeps_order_and_names_trl_logs():
+    funcs = get_reward_funcs(["answer", "format"])
+    assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
+    assert [f.__name__ for f in get_reward_funcs()] == ["format_reward", "length_reward", "answer_reward"]
+    assert set(rewards.REWARD_FUNCS) == {"format", "length", "answer"}
+    with pytest.raises(ValueError, match="unknown reward"):
+        get_reward_funcs(["format", "lenght"])
+
+
+def test_total_reward_is_a_weighted_sum():
+    texts = [LONG_GOOD, GOOD, "none", "garbage"]
+    gold = [GOLD, "none", "none", GOLD]
+    assert total_reward(texts, gold) == [3.0, 1.0, 1.0, 0.0]
+    assert total_reward(texts, gold, weights=[0.5, 0.25, 2.0]) == [2.75, 0.5, 2.0, 0.0]
+    with pytest.raises(ValueError):
+        total_reward(texts, gold, weights=[1.0])
+
+
+def test_giant_completions_are_scored_quickly():
+    giant_reasoning = f"<think> {STEPS} " + "word " * 400_000 + f"</think> <answer>{GOLD}</answer>"
+    many_steps = "<think> " + "Step 1: " * 100_000 + f"</think> <answer>{GOLD}</answer>"
+    many_thinks = "<think> " * 100_000 + f"</think> <answer>{GOLD}</answer>"
+    unclosed = "<think> " + "x" * 1_000_000
+    # Tag spam at the size a 1,024-token completion can reach (answer.py's regex is quadratic in
+    # the number of unclosed <answer> tags; see the report).
+    tag_spam = "<answer>" * 2_000
+    start = time.perf_counter()
+    out = rewards.reward_components([giant_reasoning, many_steps, many_thinks, unclosed, tag_spam], [GOLD] * 5)
+    elapsed = time.perf_counter() - start
+    assert out["format"] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    assert out["length"] == [1.0, 1.0, 1.0, 1.0, 1.0]
+    assert out["answer"] == [1.0, 1.0, 1.0, 0.0, 0.0]
+    assert elapsed < 2.0, f"scoring giant completions took {elapsed:.2f} s"
