@@ -1,0 +1,131 @@
+"""GRPO speed and memory on CPU: seconds per optimizer step and peak resident memory.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo.py [--stage1 runs/toy/checkpoints/stage1
+        --data runs/toy/data] [--steps 6] [--lengths 128 256] [--generations 4 8]
+
+Without ``--stage1`` it builds a small toy world and the tiny random model in a temporary
+directory; a random model stops at a random point (its small vocabulary makes the end token
+likely), so look at the mean completion length beside the times. With a trained Stage 1 model,
+completions stop where the reasoning ends.
+Each configuration runs in a fresh process so that peak memory is its own. Steps alternate
+between generating (new completions) and reusing them (num_iterations = 2); the table shows both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def make_world(root: Path) -> tuple[Path, Path]:
+    """Toy data, the tiny model as 'Stage 1', and a split file (a third of the pool hard)."""
+    from morelib import toy
+    from morelib.tiny import build_tiny_model
+
+    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=0, train=200, valid=10, test=10))
+    run_dir = root / "run"
+    build_tiny_model(run_dir / "checkpoints" / "stage1", data_dir, seed=0)
+    write_split(run_dir, data_dir)
+    return data_dir, run_dir
+
+
+def write_split(run_dir: Path, data_dir: Path, stage1: Path | None = None) -> None:
+    from morelib.data import load_split
+
+    if stage1 is not None:
+        target = run_dir / "checkpoints" / "stage1"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            target.symlink_to(stage1.resolve())
+    rng = random.Random(0)
+    split = run_dir / "difficulty" / "split.jsonl"
+    split.parent.mkdir(parents=True, exist_ok=True)
+    with open(split, "w") as f:
+        for s in load_split(data_dir, "train"):
+            f.write(json.dumps({"id": s.id, "label": s.label, "pred": s.label,
+                                "difficulty": "hard" if rng.random() < 0.34 else "easy"}) + "\n")
+
+
+def run_one(run_dir: Path, data_dir: Path, length: int, generations: int, steps: int) -> dict:
+    """One configuration in this process: build the trainer, train ``steps`` steps, read the log."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    from morelib.grpo import GRPOSettings, build_trainer, peak_rss_mb, read_log
+
+    variant = "progressive"
+    settings = GRPOSettings(run_dir=str(run_dir), data_dir=str(data_dir), variant=variant,
+                            output_dir=str(run_dir / "out"), max_hard_samples=16, max_easy_samples=16,
+                            num_generations=generations, per_device_batch_size=2 * generations,
+                            max_completion_length=length, length_threshold=450, learning_rate=1e-5,
+                            max_steps=steps, save_steps=10_000)
+    trainer = build_trainer(settings)
+    trainer.train()
+    rows = read_log(run_dir, variant)[1:]  # the first step pays for warm-up
+    gen = [r["step_time"] for r in rows if r["generated"]]
+    reuse = [r["step_time"] for r in rows if not r["generated"]]
+    return {"max_completion_length": length, "num_generations": generations, "prompts_per_step": 2,
+            "s_per_step": round(sum(r["step_time"] for r in rows) / len(rows), 3),
+            "s_generation_step": round(sum(gen) / max(len(gen), 1), 3),
+            "s_reuse_step": round(sum(reuse) / max(len(reuse), 1), 3),
+            "mean_completion_tokens": round(sum(r["completions/mean_length"] for r in rows) / len(rows), 1),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stage1", type=Path, help="a trained Stage 1 model (default: the tiny random model)")
+    parser.add_argument("--data", type=Path, help="the data directory the Stage 1 model was trained on")
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
+    parser.add_argument("--generations", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # internal: run_dir data length generations
+    args = parser.parse_args()
+
+    if args.one:
+        run_dir, data_dir, length, generations = args.one
+        print(json.dumps(run_one(Path(run_dir), Path(data_dir), int(length), int(generations), args.steps)))
+        return
+
+    with tempfile.TemporaryDirectory(prefix="bench-grpo-") as tmp:
+        root = Path(tmp)
+        if args.stage1:
+            if not args.data:
+                parser.error("--stage1 needs --data")
+            data_dir, run_dir = args.data, root / "run"
+            write_split(run_dir, data_dir, args.stage1)
+        else:
+            data_dir, run_dir = make_world(root)
+        results = []
+        for length in args.lengths:
+            for generations in args.generations:
+                work = root / f"run-{length}-{generations}"
+                work.mkdir()
+                for part in ("checkpoints", "difficulty"):
+                    (work / part).symlink_to(run_dir / part)
+                out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--one", str(work),
+                                      str(data_dir), str(length), str(generations)],
+                                     capture_output=True, text=True, cwd=REPO)
+                if out.returncode != 0:
+                    raise SystemExit(out.stderr[-3000:])
+                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                print(results[-1], flush=True)
+
+    import pandas as pd
+
+    print(f"\nGRPO on CPU ({os.environ.get('OMP_NUM_THREADS', '?')} thread(s)), {args.steps} steps each, "
+          f"2 prompts per step, num_iterations=2; stage1 = {args.stage1 or 'tiny random model'}")
+    print(pd.DataFrame(results).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
