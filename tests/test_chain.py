@@ -1,0 +1,68 @@
+"""The real chain on the toy profile, through papermill (``pytest -m chain`` selects it).
+
+It grows as notebooks arrive: every ``notebooks/NN_*.ipynb`` runs. ``CHAIN_OVERRIDES`` keeps
+the test quick by shrinking sizes; the notebooks' logic is the same as in ``make reproduce``.
+"""
+
+import json
+
+import nbformat
+import pytest
+
+from morelib import data
+from morelib.config import declared_parameters, repo_root
+from morelib.run import chain_notebooks, run_chain
+
+# Smaller than the toy profile so the whole chain stays quick in CI; owners of later notebooks
+# add their own size overrides here.
+CHAIN_OVERRIDES = [
+    "00_prepare.toy_train=600",
+    "00_prepare.toy_valid=150",
+    "00_prepare.toy_test=200",
+    "00_prepare.n_show=2",
+    # Later stages: fewer epochs/steps and one GRPO variant (owners: adjust to your notebooks).
+    "03_sft.epochs=2",
+    "03_sft.label_epochs=1",
+    "03_sft.blank_images_ablation=false",
+    "05_grpo.variants=[progressive]",
+    "05_grpo.max_steps=2",
+    "06_evaluation.models=[zero_shot, sft_label_full, stage1, grpo_progressive]",
+    "06_evaluation.limit=60",
+    "06_evaluation.n_boot=50",
+]
+
+
+def test_committed_notebooks_are_clean_and_declare_the_common_parameters():
+    notebooks = chain_notebooks()
+    assert notebooks and notebooks[0].stem == "00_prepare"
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        code = [cell for cell in nb.cells if cell.cell_type == "code"]
+        assert all(not cell.outputs and cell.execution_count is None for cell in code), f"{path}: has outputs"
+        assert "parameters" in code[0].metadata.get("tags", []), f"{path}: first code cell is not tagged"
+        declared = declared_parameters(path)
+        assert (declared["profile"], declared["run_dir"], declared["seed"]) == ("toy", "runs/toy", 0), path
+
+
+@pytest.mark.chain
+def test_toy_chain_runs_end_to_end(tmp_path):
+    run_dir = tmp_path / "run"
+    timings = run_chain("toy", run_dir=run_dir, overrides=CHAIN_OVERRIDES)
+    stems = [path.stem for path in chain_notebooks()]
+    assert list(timings) == stems
+    for stem in stems:
+        executed = nbformat.read(run_dir / "notebooks" / f"{stem}.ipynb", as_version=4)
+        errors = [out for cell in executed.cells if cell.cell_type == "code"
+                  for out in cell.get("outputs", []) if out.output_type == "error"]
+        assert not errors, f"{stem}: {errors}"
+
+    # 00_prepare: the toy data validates and the tiny model is saved in the Hugging Face layout.
+    report = data.validate(run_dir / "data")
+    assert report.ok, data.format_report(report)
+    assert all(len([n for n in s.label_counts.values() if n]) == 21 for s in report.splits.values())
+    assert (run_dir / "models" / "base" / "config.json").is_file()
+    assert (run_dir / "figures" / "00_label_distribution.png").is_file()
+
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["config"]["00_prepare"]["toy_train"] == 600
+    assert not (repo_root() / "notebooks" / "runs").exists()  # nothing written beside the sources
