@@ -524,6 +524,8 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     from accelerate import PartialState
     from trl import GRPOTrainer
 
+    from morelib.checkpoints import resumable
+
     from morelib.data import load_split
     from morelib.model import load_model
     from morelib.rewards import get_reward_funcs
@@ -548,8 +550,8 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     reward_funcs = get_reward_funcs(settings.reward_names, min_chars=settings.length_threshold,
                                     length_requires_format=settings.length_requires_format,
                                     answer_requires_format=settings.answer_requires_format)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_funcs, args=args,
-                          train_dataset=dataset, processing_class=processor)
+    trainer = resumable(GRPOTrainer)(model=model, reward_funcs=reward_funcs, args=args,
+                                      train_dataset=dataset, processing_class=processor)
     trainer.add_callback(step_logger(settings.work_dir / LOG_FILE, list(plan["end_step"])))
     return trainer
 

@@ -234,24 +234,12 @@ def sft_config(settings: SFTSettings):
 
 
 def trainer_class():
-    """TRL's SFTTrainer, resuming full-model checkpoints correctly.
-
-    transformers 5 writes checkpoints in the release's key layout (``model.layers...``) but
-    reloads them with a plain non-strict ``load_state_dict``, which then matches no key and
-    silently resumes from the *initial* weights. ``from_pretrained`` converts the keys.
-    """
+    """TRL's SFTTrainer, resuming full-model checkpoints correctly (see morelib.checkpoints)."""
     from trl import SFTTrainer
 
-    class ResumableSFTTrainer(SFTTrainer):
-        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-            target = self.accelerator.unwrap_model(model if model is not None else self.model)
-            if hasattr(target, "peft_config") or not (Path(resume_from_checkpoint) / "config.json").is_file():
-                return super()._load_from_checkpoint(resume_from_checkpoint, model)
-            dtype = next(target.parameters()).dtype
-            saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
-            target.load_state_dict(saved.state_dict())  # strict: every weight must come back
+    from morelib.checkpoints import resumable
 
-    return ResumableSFTTrainer
+    return resumable(SFTTrainer)
 
 
 def build_trainer(settings: SFTSettings):

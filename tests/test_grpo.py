@@ -138,6 +138,17 @@ def test_train_logs_resumes_and_skips(world, capsys):
     with open(s.work_dir / "log.jsonl", "a") as f:
         f.write(json.dumps({"step": 3, "stale": True}) + "\n")
 
+    # Resuming restores the checkpoint's weights, not the Stage 1 weights it started from
+    # (transformers 5's own non-strict reload silently restores nothing).
+    ckpt = out / "ckpt" / "checkpoint-2"
+    resumed = build_trainer(settings(world, max_steps=4))
+    initial = {n: p.detach().clone() for n, p in resumed.model.named_parameters()}
+    resumed._load_from_checkpoint(str(ckpt))
+    saved = type(resumed.model).from_pretrained(ckpt).state_dict()
+    weights = dict(resumed.model.named_parameters())
+    assert all(torch.equal(weights[n], saved[n]) for n in weights)
+    assert any(not torch.equal(weights[n], initial[n]) for n in weights)
+
     # Rerun with more steps after losing the final model: resumes from checkpoint-2 with the same mix.
     for name in (DONE_FILE, "model.safetensors"):
         (out / name).unlink()

@@ -1,0 +1,27 @@
+"""Resuming training from a checkpoint, correctly.
+
+transformers 5 writes full-model checkpoints in the release's key layout (``model.layers...``)
+but reloads them with a plain non-strict ``load_state_dict``: no key matches, and training
+silently resumes from the *initial* weights. ``from_pretrained`` converts the keys, and a strict
+load then proves that every weight came back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def resumable(trainer_cls):
+    """A subclass of a transformers/TRL trainer class whose resume restores the saved weights."""
+
+    class Resumable(trainer_cls):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            if hasattr(target, "peft_config") or not (Path(resume_from_checkpoint) / "config.json").is_file():
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(target.parameters()).dtype
+            saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+            target.load_state_dict(saved.state_dict())  # strict: every weight must come back
+
+    Resumable.__name__ = Resumable.__qualname__ = f"Resumable{trainer_cls.__name__}"
+    return Resumable
