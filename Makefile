@@ -23,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 reproduce: setup
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m morelib.run --profile $(PROFILE)
+	$(PY) -m morelib.run --profile $(PROFILE)
 
 test: setup
 	$(PY) -m pytest -q

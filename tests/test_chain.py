@@ -20,6 +20,7 @@ CHAIN_OVERRIDES = [
     "00_prepare.toy_valid=150",
     "00_prepare.toy_test=200",
     "00_prepare.n_show=2",
+    "00_prepare.tiny_model={}",  # TinySettings' smallest defaults
     # Later stages: fewer epochs/steps and one GRPO variant (owners: adjust to your notebooks).
     "03_sft.epochs=2",
     "03_sft.label_epochs=1",
@@ -29,6 +30,9 @@ CHAIN_OVERRIDES = [
     "06_evaluation.models=[zero_shot, sft_label_full, stage1, grpo_progressive]",
     "06_evaluation.limit=60",
     "06_evaluation.n_boot=50",
+    # Never overwrite the committed figures/ from a test.
+    "06_evaluation.figures_dir={run_dir}/figures",
+    "07_case_studies.figures_dir={run_dir}/figures",
 ]
 
 
@@ -62,6 +66,50 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert all(len([n for n in s.label_counts.values() if n]) == 21 for s in report.splits.values())
     assert (run_dir / "models" / "base" / "config.json").is_file()
     assert (run_dir / "figures" / "00_label_distribution.png").is_file()
+
+    # 01/02: the 25% and the pool split the training set; the SFT rows are filtered, gold answers.
+    from morelib.answer import is_well_formed, parse_label
+
+    train_ids = {s.id for s in data.load_split(run_dir / "data", "train")}
+    split = json.loads((run_dir / "annotation" / "split_ids.json").read_text())
+    assert set(split["stage1"]).isdisjoint(split["stage2_pool"])
+    assert set(split["stage1"]) | set(split["stage2_pool"]) == train_ids
+    rows = [json.loads(line) for line in (run_dir / "sft" / "stage1.jsonl").read_text().splitlines()]
+    assert 0 < len(rows) <= len(split["stage1"])
+    assert all(is_well_formed(r["completion"]) and parse_label(r["completion"]) == r["label"] for r in rows)
+
+    # 03: Stage 1 trained (the loss fell) and was saved for the later stages.
+    log = [json.loads(line) for line in (run_dir / "checkpoints" / "stage1" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert losses[-1] < losses[0]
+
+    # 04: every pool sample is easy or hard.
+    parts = [json.loads(line) for line in (run_dir / "difficulty" / "split.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in parts) == sorted(split["stage2_pool"])
+    assert {r["difficulty"] for r in parts} <= {"easy", "hard"}
+
+    # 05: GRPO logged its steps and saved MORE-R1.
+    steps = [json.loads(line) for line in (run_dir / "grpo" / "progressive" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert (run_dir / "checkpoints" / "grpo_progressive" / "model.safetensors").is_file()
+
+    # 06: Table 1 holds the paper's rows and this run's, never mixed; its Stage 1 row is the
+    # metric recomputed from the cached predictions.
+    import pandas as pd
+
+    from morelib.metrics import score
+
+    table = pd.read_csv(run_dir / "figures" / "table1.csv")
+    assert set(table["source"]) == {"reported (paper)", "toy run"}
+    assert len(table[table["source"] == "reported (paper)"]) == 13
+    preds = [json.loads(line) for line in (run_dir / "predictions" / "stage1__test.jsonl").read_text().splitlines()]
+    by_id = {p["id"]: p for p in preds}
+    test_ids = [s.id for s in data.load_split(run_dir / "data", "test")][:60]
+    expected = score([by_id[i]["gold"] for i in test_ids], [by_id[i]["label"] for i in test_ids])
+    ours = table[(table["source"] == "toy run") & (table["model"] == "MORE-R1 (Stage 1)")].iloc[0]
+    assert abs(ours["F1"] - 100 * expected["f1"]) < 0.01
+    for name in ("figure3", "figure4"):
+        assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600

@@ -40,6 +40,7 @@ build_toy = True                     # write the toy world and build the tiny mo
 toy_train = 1500                     # toy facts per split (whole image-text pairs are kept)
 toy_valid = 300
 toy_test = 500
+tiny_model = {"hidden_size": 256, "num_attention_heads": 8, "intermediate_size": 1024}  # TinySettings overrides
 overwrite = False                    # rebuild the toy data / tiny model even if present
 n_show = 4                           # samples drawn for a first look
 """),
@@ -111,7 +112,7 @@ from morelib import tiny
 base_model_path = resolve_path(base_model)
 if build_toy:
     if overwrite or not (base_model_path / "config.json").is_file():
-        tiny.build_tiny_model(base_model_path, data_dir, seed=seed)
+        tiny.build_tiny_model(base_model_path, data_dir, seed=seed, settings=tiny.TinySettings(**tiny_model))
         print("built the tiny model in", base_model_path)
     else:
         print("tiny model already present (overwrite=True rebuilds it):", base_model_path)

@@ -45,10 +45,10 @@ data_dir = "runs/toy/data"            # MORE-layout data (training images and la
 base_model = "runs/toy/models/base"   # the model to fine-tune: a local directory or a hub id
 train_file = None                     # Stage 1 rows; None = run_dir/sft/stage1.jsonl (notebook 02)
 # --- Stage 1 optimisation (paper: 20 epochs, batch 8 x 8 GPUs, lr 1e-4, accumulation 2) ---
-epochs = 6
+epochs = 10
 per_device_batch_size = 4             # toy: small batches give the tiny model more updates per second
 gradient_accumulation_steps = 1
-learning_rate = 2e-3                  # toy: a tiny random model needs a large step
+learning_rate = 1e-3                  # toy: a tiny random model needs a large step
 warmup_ratio = 0.05
 lr_scheduler_type = "cosine"          # inferred: ms-swift default
 weight_decay = 0.0
