@@ -25,3 +25,17 @@ def resumable(trainer_cls):
 
     Resumable.__name__ = Resumable.__qualname__ = f"Resumable{trainer_cls.__name__}"
     return Resumable
+
+
+def last_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ckpt_dir, or None for a fresh start."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if Path(ckpt_dir).is_dir() else None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -30,10 +30,11 @@ import argparse
 import json
 import os
 import random
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from morelib.checkpoints import last_checkpoint, peak_rss_mb
 
 DONE_FILE = "grpo_done.json"  # written last: its presence means the final model is complete
 CKPT_DIR = "ckpt"
@@ -443,11 +444,6 @@ def step_logger(path: Path, epoch_ends: list[int]):
     return StepLogger()
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def read_log(run_dir: str | Path, variant: str) -> list[dict]:
     """The step log of a variant (``run_dir/grpo/<variant>/log.jsonl``)."""
     from morelib.config import resolve_run_dir
@@ -562,8 +558,6 @@ def is_done(output_dir: str | Path) -> bool:
 
 def train(settings: GRPOSettings) -> Path:
     """Train (or resume, or skip when finished) one variant; returns the final model's directory."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = settings.out_dir
     if is_done(out):
         print(f"[grpo] {out} already holds a finished model; skipping (delete it to retrain)", flush=True)
@@ -573,8 +567,7 @@ def train(settings: GRPOSettings) -> Path:
     acc = trainer.accelerator
     print(f"[grpo] rank {acc.process_index} of world size {acc.num_processes}: {len(trainer.train_dataset)} rows, "
           f"variant {settings.variant}, reference model {settings.model_dir}", flush=True)
-    ckpt_dir = out / CKPT_DIR
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_checkpoint(out / CKPT_DIR)
     if last:
         print(f"[grpo] resuming from {last}", flush=True)
     started = time.time()

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from morelib.checkpoints import last_checkpoint, peak_rss_mb
 
 TARGETS = ("reasoning", "label")
 DONE_FILE = "sft_done.json"  # written last: its presence means the final model is complete
@@ -269,11 +270,6 @@ def read_log(output_dir: str | Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
 def is_done(output_dir: str | Path) -> bool:
     return (Path(output_dir) / DONE_FILE).exists()
 
@@ -304,8 +300,6 @@ def merge_adapter(settings: SFTSettings, adapter_dir: Path, out: Path) -> None:
 
 def train(settings: SFTSettings) -> Path:
     """Train (or resume, or skip when finished) one SFT run; returns the final model's directory."""
-    from transformers.trainer_utils import get_last_checkpoint
-
     out = Path(settings.output_dir)
     if is_done(out):
         print(f"[sft] {out} already holds a finished model; skipping (delete it to retrain)", flush=True)
@@ -315,8 +309,7 @@ def train(settings: SFTSettings) -> Path:
     acc = trainer.accelerator
     print(f"[sft] rank {acc.process_index} of world size {acc.num_processes}: "
           f"{len(trainer.train_dataset)} rows, target {settings.target}", flush=True)
-    ckpt_dir = out / CKPT_DIR
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = last_checkpoint(out / CKPT_DIR)
     if last:
         print(f"[sft] resuming from {last}", flush=True)
     started = time.time()
