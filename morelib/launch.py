@@ -108,6 +108,12 @@ def settings_from_argv(cls: type[T], argv: Sequence[str] | None = None) -> T:
     return read_settings(cls, args.settings)
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def launch_command(
     module: str,
     settings_path: str | os.PathLike,
@@ -139,6 +145,10 @@ def launch_command(
         command += ["--config_file", str(accelerate_config)]
     command += ["--num_processes", str(num_processes), "--num_machines", "1",
                 "--mixed_precision", mixed_precision, "--dynamo_backend", "no"]
+    if not _has_cuda():
+        # accelerate pins each CPU process to OMP_NUM_THREADS, or to 1 thread when it is unset.
+        threads = os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // num_processes)
+        command += ["--num_cpu_threads_per_process", str(threads)]
     if deepspeed_config:
         command += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config)]
     elif distributed == "multi_gpu" or num_processes > 1:

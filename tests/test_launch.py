@@ -121,3 +121,17 @@ def test_accelerate_multi_gpu_gives_two_real_processes_on_cpu(tmp_path, module):
     log = launch("toytrain", settings, num_processes=2, log_path=tmp_path / "train.log", env=module)
     text = log.read_text()
     assert "rank 0 of 2" in text and "rank 1 of 2" in text
+
+
+def test_cpu_runs_use_every_core_unless_told(monkeypatch):
+    # accelerate would pin a CPU run to one thread when OMP_NUM_THREADS is unset.
+    monkeypatch.setattr("morelib.launch._has_cuda", lambda: False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    command = launch_command("m", "s.json", num_processes=2)
+    assert command[command.index("--num_cpu_threads_per_process") + 1] == "4"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    command = launch_command("m", "s.json")
+    assert command[command.index("--num_cpu_threads_per_process") + 1] == "1"
+    monkeypatch.setattr("morelib.launch._has_cuda", lambda: True)
+    assert "--num_cpu_threads_per_process" not in launch_command("m", "s.json")
