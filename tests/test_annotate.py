@@ -145,10 +145,12 @@ def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, 
     stage1 = annotate.stratified_split(train, 0.25, 0)[0]
     script = {stage1[0]: ["429", "429"], stage1[1]: ["500", "timeout"], stage1[2]: ["malformed", "slow"],
               stage1[3]: ["timeout", "500", "429", "malformed"]}
-    faults = Faults(retry_after=0.3, hang=1.5, slow=0.2, script=script, rate_429=0.1, rate_500=0.1,
+    # The timeout leaves ample room for a normal reply on a loaded 2-core machine, so every
+    # timeout the client sees is one the server injected.
+    faults = Faults(retry_after=0.3, hang=4.0, slow=0.2, script=script, rate_429=0.1, rate_500=0.1,
                     rate_malformed=0.05, seed=1)
     with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), mistake_rate=0.0, faults=faults)) as server:
-        cfg = config(data_dir, tmp_path, base_url=server.base_url, request_timeout=0.8, concurrency=8)
+        cfg = config(data_dir, tmp_path, base_url=server.base_url, request_timeout=2.5, concurrency=8)
         report = annotate.annotate(cfg)
         injected = dict(server.injected)
     records = ResponseStore(annotate.store_path(tmp_path)).records()

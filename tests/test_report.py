@@ -166,7 +166,7 @@ def test_model_locations_and_skipping_missing_models(tmp_path, capsys):
     assert evaluation.model_location(run_dir, "grpo_raw", "x") is None
     assert evaluation.model_location(run_dir, "zero_shot", "Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert evaluation.model_location(run_dir, "zero_shot", str(run_dir / "models" / "base")) is None
-    assert evaluation.model_location(run_dir, "zero_shot", "runs/toy/models/base") is None
+    assert evaluation.model_location(run_dir, "zero_shot", "runs/no-such-run/models/base") is None
 
     class S:  # just what evaluate_models reads from a sample
         def __init__(self, i):
