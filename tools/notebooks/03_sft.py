@@ -64,7 +64,8 @@ save_strategy = "epoch"
 max_steps = -1                        # > 0 stops early (quick checks)
 # --- label-only baselines (Table 1) ---
 label_baselines = True                # train sft_label_full and sft_label_25
-label_epochs = 2                      # paper: not stated (inferred: as Stage 1)
+label_epochs = 3                      # paper: not stated (inferred: as Stage 1)
+label_batch_size = 8                  # toy: label-only targets learn better with larger batches; paper: 8
 # --- ablation: do the images reach the model? ---
 blank_images_ablation = True          # also train Stage 1 on blank images (checkpoints/stage1_blank)
 ablation_eval_limit = None            # test samples for the ablation check; None = the whole split
@@ -152,8 +153,10 @@ The answer parser reads a bare label as the answer.
     ("code", """
 split_ids = run_dir / "annotation" / "split_ids.json"
 label_runs = {
-    "sft_label_full": settings_for("sft_label_full", target="label", epochs=label_epochs),
+    "sft_label_full": settings_for("sft_label_full", target="label", epochs=label_epochs,
+                                   per_device_batch_size=label_batch_size),
     "sft_label_25": settings_for("sft_label_25", target="label", epochs=label_epochs,
+                                 per_device_batch_size=label_batch_size,
                                  ids_file=str(split_ids), ids_key="stage1"),
 }
 if label_baselines:

@@ -41,8 +41,8 @@ variants = ["progressive", "raw", "balanced", "hard_only"]  # progressive = MORE
 # --- the data mix ---
 epochs = 4
 gamma = 0.5                         # easy share decay of Progressive Sample-Mixing
-max_hard_samples = 3                # toy: a seeded subset keeps CPU runs short; paper: None (all)
-max_easy_samples = 6                # toy: a seeded subset of the easy pool (> max_hard so raw != balanced); paper: None
+max_hard_samples = 8                # toy: a seeded subset keeps CPU runs short; paper: None (all)
+max_easy_samples = 16               # toy: a seeded subset of the easy pool (> max_hard so raw != balanced); paper: None
 # --- rewards ---
 reward_names = ["format", "length", "answer"]
 reward_weights = [1.0, 1.0, 1.0]    # inferred: the paper's Eq. 5 as a plain sum
