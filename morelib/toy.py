@@ -398,16 +398,10 @@ def generate(data_dir: str | Path, cfg: ToyConfig = ToyConfig()) -> Path:
 
 
 def _micro_scores(gold: list[str], pred: list[str]) -> dict[str, float]:
-    """The MORE micro metric (none is the negative class); 0 where a denominator is 0."""
-    correct = sum(g == p for g, p in zip(gold, pred))
-    pred_pos = sum(p != NONE for p in pred)
-    gold_pos = sum(g != NONE for g in gold)
-    hit_pos = sum(g == p and p != NONE for g, p in zip(gold, pred))
-    acc = correct / len(gold) if gold else 0.0
-    precision = hit_pos / pred_pos if pred_pos else 0.0
-    recall = hit_pos / gold_pos if gold_pos else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"acc": acc, "precision": precision, "recall": recall, "f1": f1}
+    """Acc/P/R/F1 with the MORE micro metric (morelib.metrics.score)."""
+    from morelib.metrics import score
+
+    return {k: float(v) for k, v in score(gold, pred).items() if k in ("acc", "precision", "recall", "f1")}
 
 
 # What each predictor may see. The text side is the headline (subject noun, cue, entity type);
