@@ -31,8 +31,8 @@ CHAIN_OVERRIDES = [
     "06_evaluation.limit=60",
     "06_evaluation.n_boot=50",
     # Never overwrite the committed figures/ from a test.
-    "06_evaluation.figures_dir={run_dir}/figures",
-    "07_case_studies.figures_dir={run_dir}/figures",
+    "06_evaluation.figures_dir='{run_dir}/figures'",
+    "07_case_studies.figures_dir='{run_dir}/figures'",
 ]
 
 
