@@ -52,20 +52,34 @@ def write_split(rows: Sequence[dict], path: str | Path) -> Path:
 
 
 def read_split(path: str | Path) -> list[dict]:
-    """Rows of ``difficulty/split.jsonl``; a bad line is an error naming file, line and field."""
-    rows = []
-    for line_no, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    """Rows of ``difficulty/split.jsonl``; a bad line is an error naming file, line and field.
+
+    ``id``, ``label`` and ``difficulty`` are required (Stage 2 reads them); ``pred`` is kept
+    for inspection when present.
+    """
+    from morelib.labels import RELATIONS
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the difficulty split is missing (notebook 04 writes it)")
+    rows, seen = [], set()
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as err:
             raise ValueError(f"{path}:{line_no}: not a JSON object ({err})") from err
-        for field in ("id", "label", "pred", "difficulty"):
-            if field not in row:
-                raise ValueError(f"{path}:{line_no}: field {field!r}: missing")
+        for field in ("id", "label", "difficulty"):
+            if not isinstance(row.get(field), str):
+                raise ValueError(f"{path}:{line_no}: field {field!r}: missing or not a string")
         if row["difficulty"] not in PARTS:
             raise ValueError(f"{path}:{line_no}: field 'difficulty': {row['difficulty']!r} is not easy or hard")
+        if row["label"] not in RELATIONS:
+            raise ValueError(f"{path}:{line_no}: field 'label': {row['label']!r} is not one of the relations")
+        if row["id"] in seen:
+            raise ValueError(f"{path}:{line_no}: field 'id': {row['id']!r} appears twice")
+        seen.add(row["id"])
         rows.append(row)
     return rows
 

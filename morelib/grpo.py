@@ -222,34 +222,14 @@ class GRPOSettings:
 
 def read_difficulty_split(path: str | Path) -> tuple[list[str], list[str], dict[str, str]]:
     """(hard ids, easy ids, gold label by id) from notebook 04's ``split.jsonl``, in file order."""
-    from morelib.labels import RELATIONS
+    from morelib.difficulty import read_split
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: the difficulty split is missing (notebook 04 writes it)")
-    hard, easy, labels = [], [], {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
-            for key in ("id", "label", "difficulty"):
-                if not isinstance(row.get(key), str):
-                    raise ValueError(f"{path}:{line_no}: field {key!r} missing or not a string")
-            if row["difficulty"] not in ("easy", "hard"):
-                raise ValueError(f"{path}:{line_no}: field 'difficulty' is {row['difficulty']!r}, not 'easy' or 'hard'")
-            if row["label"] not in RELATIONS:
-                raise ValueError(f"{path}:{line_no}: field 'label' is {row['label']!r}, not one of the relations")
-            if row["id"] in labels:
-                raise ValueError(f"{path}:{line_no}: field 'id' {row['id']!r} appears twice")
-            labels[row["id"]] = row["label"]
-            (hard if row["difficulty"] == "hard" else easy).append(row["id"])
+    rows = read_split(path)
+    hard = [r["id"] for r in rows if r["difficulty"] == "hard"]
+    easy = [r["id"] for r in rows if r["difficulty"] == "easy"]
     if not hard:
         raise ValueError(f"{path}: no hard samples; every variant trains on the hard ones")
-    return hard, easy, labels
+    return hard, easy, {r["id"]: r["label"] for r in rows}
 
 
 def train_none_ratio(samples) -> float:
