@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 PROFILE ?= toy
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup reproduce test notebooks check clean-runs
+.PHONY: setup reproduce test notebooks check figures preflight gpu-deps-check clean-runs
 
 setup: $(STAMP)
 
@@ -28,13 +28,36 @@ reproduce: setup
 test: setup
 	$(PY) -m pytest -q
 
-# Regenerate notebooks/ from their builders in tools/notebooks/ (no outputs are ever committed).
+# Each notebook is a pair: notebooks/NN_name.py (jupytext percent format, the source to review)
+# and NN_name.ipynb (what papermill runs); notebooks/jupytext.toml pairs them, and JupyterLab
+# keeps them in sync on save. These targets sync them from the shell: the file of a pair edited
+# last wins, then the .ipynb files lose their outputs (none are ever committed). Cell ids are
+# kept, so a sync with nothing edited changes nothing.
 notebooks: setup
-	@for builder in tools/notebooks/[0-9][0-9]_*.py; do $(PY) $$builder; done
+	@$(MAKE) --no-print-directory sync-notebooks
 
-# Check a profile against the notebooks' parameters cells without running anything.
+.PHONY: sync-notebooks
+sync-notebooks:
+	$(VENV)/bin/jupytext --sync notebooks/[0-9][0-9]_*.py
+	$(VENV)/bin/jupyter nbconvert --clear-output --inplace --log-level WARN notebooks/[0-9][0-9]_*.ipynb
+
+# Build every section's settings from a profile without running anything.
 check: setup
 	$(PY) -m morelib.run --profile $(PROFILE) --check
+
+# Copy the figures of the last run into figures/ (a run itself never touches tracked files).
+figures: setup
+	$(PY) -m morelib.run --profile $(PROFILE) --only none --copy-figures
+
+# Count the tokens every stage will see against its limits (sequence lengths, vLLM context).
+preflight: setup
+	$(PY) -m morelib.preflight --profile $(PROFILE)
+
+# Ask pip's resolver whether the GPU stack (requirements-gpu.txt = requirements.txt + vLLM +
+# DeepSpeed) installs together; nothing is installed.
+gpu-deps-check:
+	$(PYTHON) -m pip install --dry-run --ignore-installed --quiet --report /dev/null -r requirements-gpu.txt \
+		&& echo "requirements-gpu.txt resolves"
 
 clean-runs:
 	rm -rf runs/

@@ -5,8 +5,10 @@
 2. The cost estimate the paper profile prints for the real MORE training set: 15,486 facts,
    25% per relation (~3,870 requests), two images each (a typical 1024x683 news photo and a
    ~300x400 object crop), at GPT-4o prices, for high and low detail, online and Batch API.
+3. With ``--dead-endpoint``: how long a run against a port where nothing listens takes to stop,
+   with the settings' default ``dead_endpoint_timeout`` and ``max_retries``.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_annotate.py [--latency 0.2] [--requests 320]
+    OMP_NUM_THREADS=1 python benchmarks/bench_annotate.py [--latency 0.2] [--requests 320] [--dead-endpoint]
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ from types import SimpleNamespace
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from morelib import annotate, cost  # noqa: E402
-from morelib.annotate import AnnotationConfig  # noqa: E402
 from morelib.expert_server import ExpertConfig, ExpertServer, Faults  # noqa: E402
+from morelib.settings import AnnotationSettings  # noqa: E402
 
 PAPER_TRAIN_FACTS = 15_486
 PAPER_FULL_SIZE = (1024, 683)
@@ -35,14 +37,33 @@ PAPER_HEADLINE = ("Boston Celtics forward Jayson Tatum drives past Miami Heat gu
 def throughput(data_dir: Path, concurrency: int, n_requests: int, latency: float) -> float:
     with tempfile.TemporaryDirectory() as run_dir, \
             ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), faults=Faults(latency=latency))) as server:
-        cfg = AnnotationConfig(data_dir=str(data_dir), run_dir=run_dir, base_url=server.base_url, model="toy-expert",
-                               image_detail="low", concurrency=concurrency, fraction=1.0, limit=n_requests,
-                               progress=False)
+        cfg = AnnotationSettings(data_dir=str(data_dir), run_dir=run_dir, base_url=server.base_url, model="toy-expert",
+                                 image_detail="low", concurrency=concurrency, fraction=1.0, limit=n_requests,
+                                 progress=False)
         t0 = time.perf_counter()
         report = annotate.annotate(cfg)
         seconds = time.perf_counter() - t0
     assert report.succeeded == n_requests, report.summary()
     return n_requests / seconds
+
+
+def dead_endpoint(data_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = AnnotationSettings(data_dir=str(data_dir), run_dir=run_dir, base_url=url, model="toy-expert",
+                                 image_detail="low")
+        t0 = time.perf_counter()
+        try:
+            annotate.annotate(cfg)
+            outcome = "finished (unexpected)"
+        except annotate.AnnotationError as error:
+            outcome = f"stopped: {error}"
+    print(f"\ndead endpoint (dead_endpoint_timeout={cfg.dead_endpoint_timeout:g} s, max_retries={cfg.max_retries}): "
+          f"{time.perf_counter() - t0:.1f} s, {outcome}")
 
 
 def paper_estimate(expected_output_tokens: int) -> None:
@@ -66,6 +87,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--requests", type=int, default=320, help="requests at concurrency 32 (x 1/10 at 1)")
     parser.add_argument("--expected-output-tokens", type=int, default=500)
+    parser.add_argument("--dead-endpoint", action="store_true", help="also time a run against a dead endpoint")
     args = parser.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "offline-expert-needs-no-key")
 
@@ -81,6 +103,8 @@ def main() -> None:
             rate = throughput(data_dir, concurrency, n, args.latency)
             print(f"  concurrency {concurrency:>2}: {n} requests, {rate:6.1f} requests/s "
                   f"(ideal {concurrency / args.latency:.0f})")
+        if args.dead_endpoint:
+            dead_endpoint(data_dir)
     paper_estimate(args.expected_output_tokens)
 
 

@@ -10,7 +10,6 @@ Timings on a shared 2-core machine are noisy; report the machine with the number
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -38,12 +37,15 @@ def main() -> int:
 
     from morelib.config import load_profile
 
+    from morelib.files import read_json
+    from morelib.layout import RunLayout
+
     run_dir = resolve_run_dir(args.run_dir) if args.run_dir else load_profile(args.profile).run_dir
-    path = run_dir / "timings.json"
+    path = RunLayout(run_dir).timings
     if not path.is_file():
         print(f"no {path}; run the chain first (--run)", file=sys.stderr)
         return 1
-    timings = json.loads(path.read_text())
+    timings = read_json(path)
     machine = hardware()
     print(f"profile {timings['profile']}, {path}")
     print(f"machine: {machine['cpu_count']} CPUs, {machine['ram_gb']} GB RAM, GPUs: {machine['gpus'] or 'none'}")

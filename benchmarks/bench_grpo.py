@@ -26,58 +26,59 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def make_world(root: Path) -> tuple[Path, Path]:
-    """Toy data, the tiny model as 'Stage 1', and a split file (a third of the pool hard)."""
+def make_world(root: Path) -> tuple[Path, Path, Path]:
+    """Toy data, the tiny model as 'Stage 1', and a run directory with a split file (a third of the pool hard)."""
     from morelib import toy
+    from morelib.layout import RunLayout
     from morelib.tiny import build_tiny_model
 
     data_dir = toy.generate(root / "data", toy.ToyConfig(seed=0, train=200, valid=10, test=10))
     run_dir = root / "run"
-    build_tiny_model(run_dir / "checkpoints" / "stage1", data_dir, seed=0)
+    stage1 = build_tiny_model(RunLayout(run_dir).checkpoint("stage1"), data_dir, seed=0)
     write_split(run_dir, data_dir)
-    return data_dir, run_dir
+    return data_dir, run_dir, stage1
 
 
-def write_split(run_dir: Path, data_dir: Path, stage1: Path | None = None) -> None:
+def write_split(run_dir: Path, data_dir: Path) -> Path:
     from morelib.data import load_split
+    from morelib.difficulty import write_split as write_rows
+    from morelib.layout import RunLayout
 
-    if stage1 is not None:
-        target = run_dir / "checkpoints" / "stage1"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            target.symlink_to(stage1.resolve())
     rng = random.Random(0)
-    split = run_dir / "difficulty" / "split.jsonl"
-    split.parent.mkdir(parents=True, exist_ok=True)
-    with open(split, "w") as f:
-        for s in load_split(data_dir, "train"):
-            f.write(json.dumps({"id": s.id, "label": s.label, "pred": s.label,
-                                "difficulty": "hard" if rng.random() < 0.34 else "easy"}) + "\n")
+    rows = [{"id": s.id, "label": s.label, "pred": s.label, "difficulty": "hard" if rng.random() < 0.34 else "easy"}
+            for s in load_split(data_dir, "train")]
+    return write_rows(rows, RunLayout(run_dir).difficulty_split)
 
 
-def run_one(run_dir: Path, data_dir: Path, length: int, generations: int, steps: int) -> dict:
-    """One configuration in this process: build the trainer, train ``steps`` steps, read the log."""
+def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generations: int, steps: int) -> dict:
+    """One configuration in this process: build the trainer, train ``steps`` steps, read the step log."""
     import torch
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from morelib.grpo import GRPOSettings, build_trainer, peak_rss_mb, read_log
+    from morelib.config import load_settings
+    from morelib.files import read_jsonl
+    from morelib.grpo import STEP_LOG, build_trainer
+    from morelib.training import peak_rss_mb
 
-    variant = "progressive"
-    settings = GRPOSettings(run_dir=str(run_dir), data_dir=str(data_dir), variant=variant,
-                            output_dir=str(run_dir / "out"), max_hard_samples=16, max_easy_samples=16,
-                            num_generations=generations, per_device_batch_size=2 * generations,
-                            max_completion_length=length, length_threshold=450, learning_rate=1e-5,
-                            max_steps=steps, save_steps=10_000)
+    # The toy profile's GRPO settings, with this configuration's completion length and group size.
+    settings = load_settings("05_grpo", "toy", run_dir=run_dir, data_dir=str(data_dir), stage1_model=str(stage1),
+                             variant="progressive", max_hard_samples=16, max_easy_samples=16,
+                             num_generations=generations, per_device_train_batch_size=2 * generations,
+                             max_completion_length=length, length_threshold=450, learning_rate=1e-5,
+                             max_steps=steps, save_steps=10_000)
     trainer = build_trainer(settings)
     trainer.train()
-    rows = read_log(run_dir, variant)[1:]  # the first step pays for warm-up
-    gen = [r["step_time"] for r in rows if r["generated"]]
-    reuse = [r["step_time"] for r in rows if not r["generated"]]
-    return {"max_completion_length": length, "num_generations": generations, "prompts_per_step": 2,
-            "s_per_step": round(sum(r["step_time"] for r in rows) / len(rows), 3),
+    rows = read_jsonl(settings.work_dir / STEP_LOG)
+    # Seconds of each step after the first (which pays for warm-up), from the log's clock.
+    timed = [(b["time_s"] - a["time_s"], b["generated"]) for a, b in zip(rows, rows[1:])]
+    gen = [s for s, generated in timed if generated]
+    reuse = [s for s, generated in timed if not generated]
+    return {"max_completion_length": length, "num_generations": generations,
+            "prompts_per_step": settings.generation_batch_size // generations,
+            "s_per_step": round(sum(s for s, _ in timed) / len(timed), 3),
             "s_generation_step": round(sum(gen) / max(len(gen), 1), 3),
             "s_reuse_step": round(sum(reuse) / max(len(reuse), 1), 3),
-            "mean_completion_tokens": round(sum(r["completions/mean_length"] for r in rows) / len(rows), 1),
+            "mean_completion_tokens": round(sum(r["completions/mean_length"] for r in rows[1:]) / len(timed), 1),
             "peak_rss_mb": peak_rss_mb()}
 
 
@@ -88,32 +89,37 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--generations", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--one", nargs=4, help=argparse.SUPPRESS)  # internal: run_dir data length generations
+    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)  # internal: run_dir data stage1 length generations
     args = parser.parse_args()
+    if args.steps < 2:
+        parser.error("--steps must be at least 2 (the first step is warm-up)")
 
     if args.one:
-        run_dir, data_dir, length, generations = args.one
-        print(json.dumps(run_one(Path(run_dir), Path(data_dir), int(length), int(generations), args.steps)))
+        run_dir, data_dir, stage1, length, generations = args.one
+        print(json.dumps(run_one(Path(run_dir), Path(data_dir), Path(stage1), int(length), int(generations), args.steps)))
         return
+
+    from morelib.layout import RunLayout
 
     with tempfile.TemporaryDirectory(prefix="bench-grpo-") as tmp:
         root = Path(tmp)
         if args.stage1:
             if not args.data:
                 parser.error("--stage1 needs --data")
-            data_dir, run_dir = args.data, root / "run"
-            write_split(run_dir, data_dir, args.stage1)
+            data_dir, run_dir, stage1 = args.data, root / "run", args.stage1.resolve()
+            write_split(run_dir, data_dir)
         else:
-            data_dir, run_dir = make_world(root)
+            data_dir, run_dir, stage1 = make_world(root)
         results = []
         for length in args.lengths:
             for generations in args.generations:
+                # A run directory per configuration (its own mix and step log), sharing the split.
                 work = root / f"run-{length}-{generations}"
-                work.mkdir()
-                for part in ("checkpoints", "difficulty"):
-                    (work / part).symlink_to(run_dir / part)
+                split = RunLayout(work).difficulty_split
+                split.parent.mkdir(parents=True)
+                split.symlink_to(RunLayout(run_dir).difficulty_split)
                 out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--one", str(work),
-                                      str(data_dir), str(length), str(generations)],
+                                      str(data_dir), str(stage1), str(length), str(generations)],
                                      capture_output=True, text=True, cwd=REPO)
                 if out.returncode != 0:
                     raise SystemExit(out.stderr[-3000:])
@@ -122,8 +128,8 @@ def main() -> None:
 
     import pandas as pd
 
-    print(f"\nGRPO on CPU ({os.environ.get('OMP_NUM_THREADS', '?')} thread(s)), {args.steps} steps each, "
-          f"2 prompts per step, num_iterations=2; stage1 = {args.stage1 or 'tiny random model'}")
+    print(f"\nGRPO on CPU ({os.environ.get('OMP_NUM_THREADS', '?')} thread(s)), {args.steps} steps each "
+          f"(toy profile otherwise); stage1 = {args.stage1 or 'tiny random model'}")
     print(pd.DataFrame(results).to_string(index=False))
 
 

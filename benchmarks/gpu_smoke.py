@@ -1,12 +1,15 @@
 """The paper profile's GPU branches on a small scale: one short script for a lent GPU.
 
-    python benchmarks/gpu_smoke.py [--root /tmp/gpu_smoke]
+    python benchmarks/gpu_smoke.py [--root /tmp/gpu_smoke] [--cpu]
 
-On the toy world and the tiny model it runs, each through the same code the chain uses:
-label-only SFT with the paper's flags (bf16, gradient checkpointing, LoRA merged at the end) as
-an ``accelerate launch`` subprocess; GRPO with bf16 and gradient checkpointing from that model;
-bf16 batched inference. It prints seconds, steps and peak GPU memory for each, and checks that
-the trained weights moved. vLLM and DeepSpeed are not exercised (not installable on every box).
+On the toy world and the tiny model it runs, each through the code the chain uses and with the
+paper profile's settings (``configs/paper.yaml``; only sizes and step counts cut down): label-only
+SFT with the paper's flags (bf16, gradient checkpointing, LoRA merged at the end) as an
+``accelerate launch`` subprocess; GRPO with bf16 and gradient checkpointing from that model, with
+transformers rollouts; bf16 batched inference. It prints seconds, steps and peak GPU memory for
+each, and checks that the trained weights moved. ``--cpu`` runs the same path on CPU with fewer
+rows (a check of the code, not of speed). vLLM and DeepSpeed are not exercised here; the
+7B-scale figures come from ``benchmarks/gpu_rehearsal.py``.
 """
 
 from __future__ import annotations
@@ -22,78 +25,91 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default="/tmp/gpu_smoke")
-    args = parser.parse_args()
+    parser.add_argument("--cpu", action="store_true", help="run on CPU with fewer rows (checks the code path)")
+    args = parser.parse_args(argv)
 
     import torch
 
     from morelib import data, inference, metrics, toy
-    from morelib.grpo import GRPOSettings
+    from morelib.config import load_settings
+    from morelib.files import write_jsonl
     from morelib.launch import launch, write_settings
-    from morelib.sft import SFTSettings
+    from morelib.layout import RunLayout
+    from morelib.model import load_model
     from morelib.tiny import build_tiny_model
 
-    assert torch.cuda.is_available(), "this check needs a GPU"
-    print("device:", torch.cuda.get_device_name(0), "torch", torch.__version__, flush=True)
+    if not args.cpu and not torch.cuda.is_available():
+        parser.error("this check needs a GPU (or --cpu to check the code path)")
+    device = "cpu" if args.cpu else "cuda"
+    print("device:", torch.cuda.get_device_name(0) if device == "cuda" else "cpu", "torch", torch.__version__, flush=True)
     root = Path(args.root)
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=0, train=400, valid=20, test=120))
+    n_train, n_test = (40, 16) if args.cpu else (400, 120)
+    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=0, train=n_train, valid=8, test=n_test))
     base = build_tiny_model(root / "base", data_dir, seed=0)
     run_dir = root / "run"
-    train = data.load_split(data_dir, "train")
-    ids = {"stage1": [s.id for s in train], "stage2_pool": [s.id for s in train]}
-    (run_dir / "annotation").mkdir(parents=True, exist_ok=True)
-    (run_dir / "annotation" / "split_ids.json").write_text(json.dumps(ids))
+    layout = RunLayout(run_dir)
+    overrides = [f"data_dir={data_dir}", f"base_model={base}"]
     figures = {}
 
     # Stage 1 path with the paper's flags (label-only target: no expert needed here).
-    stage1 = run_dir / "checkpoints" / "stage1"
-    sft = SFTSettings(model_path=str(base), data_dir=str(data_dir), output_dir=str(stage1), target="label",
-                      ids_file=str(run_dir / "annotation" / "split_ids.json"), ids_key="stage1", epochs=2,
-                      per_device_batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3, bf16=True,
-                      gradient_checkpointing=True, use_lora=True, save_strategy="no", max_length=2096)
+    sft = load_settings("03_sft", "paper", overrides, str(run_dir), model_name="stage1", target="label",
+                        prompt="label", ids_key=None, num_train_epochs=2, per_device_train_batch_size=8,
+                        gradient_accumulation_steps=2, learning_rate=1e-3, bf16=True, gradient_checkpointing=True,
+                        use_lora=True, save_strategy="no", report_to="none", num_processes=1, deepspeed_config=None)
     started = time.time()
-    launch("morelib.sft", write_settings(sft, run_dir / "sft_settings.json"), num_processes=1,
-           mixed_precision="bf16", log_path=run_dir / "sft.log")
+    launch("morelib.sft", write_settings(sft, sft.model_dir / "settings.json"), num_processes=1,
+           mixed_precision="bf16", log_path=sft.model_dir / "train.log")
     figures["sft_seconds"] = round(time.time() - started, 1)
-    done = json.loads((stage1 / "sft_done.json").read_text())
-    figures["sft_steps"] = done["global_step"]
+    done = json.loads((sft.model_dir / "done.json").read_text())
+    figures["sft_steps"] = done.get("global_step")
+    before, _ = load_model(base, dtype="float32", device="cpu")
+    after, _ = load_model(sft.model_dir, dtype="float32", device="cpu")
+    name = "lm_head.weight"
+    figures["sft_weights_moved"] = bool((dict(after.named_parameters())[name]
+                                         - dict(before.named_parameters())[name]).abs().max() > 0)
+    del before, after
 
     # Stage 2 path: GRPO, bf16, gradient checkpointing, from the merged Stage 1 model.
     rng = random.Random(0)
-    split = run_dir / "difficulty" / "split.jsonl"
-    split.parent.mkdir(parents=True, exist_ok=True)
-    split.write_text("".join(json.dumps({"id": s.id, "label": s.label, "pred": s.label,
-                                         "difficulty": "hard" if rng.random() < 0.3 else "easy"}) + "\n"
-                             for s in train))
-    grpo = GRPOSettings(run_dir=str(run_dir), data_dir=str(data_dir), variant="progressive", max_steps=6,
-                        num_generations=8, per_device_batch_size=16, max_completion_length=64,
-                        length_threshold=40, learning_rate=1e-5, bf16=True, gradient_checkpointing=True,
-                        save_steps=1000)
+    train = data.load_split(data_dir, "train")
+    write_jsonl(layout.difficulty_split, [{"id": s.id, "label": s.label, "pred": s.label,
+                                           "difficulty": "hard" if rng.random() < 0.3 else "easy"} for s in train])
+    grpo = load_settings("05_grpo", "paper", overrides, str(run_dir), variant="progressive",
+                         stage1_model=str(sft.model_dir), max_steps=2 if args.cpu else 6, num_generations=8,
+                         per_device_train_batch_size=16, max_completion_length=16 if args.cpu else 64,
+                         length_threshold=40, learning_rate=1e-5, bf16=True, gradient_checkpointing=True,
+                         save_steps=1000, use_vllm=False, report_to="none", num_processes=1, deepspeed_config=None)
     started = time.time()
-    launch("morelib.grpo", write_settings(grpo, run_dir / "grpo_settings.json"), num_processes=1,
-           mixed_precision="bf16", log_path=run_dir / "grpo.log")
-    figures["grpo_seconds_6_steps"] = round(time.time() - started, 1)
-    rows = [json.loads(line) for line in (run_dir / "grpo" / "progressive" / "log.jsonl").read_text().splitlines()]
+    launch("morelib.grpo", write_settings(grpo, grpo.work_dir / "settings.json"), num_processes=1,
+           mixed_precision="bf16", log_path=grpo.work_dir / "train.log")
+    figures["grpo_seconds"] = round(time.time() - started, 1)
+    log = grpo.work_dir / "log.jsonl"
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     figures["grpo_logged_steps"] = len(rows)
-    figures["grpo_cuda_peak_mb"] = max(r.get("cuda_peak_mb") or 0 for r in rows)
+    figures["grpo_cuda_peak_mb"] = max((r.get("cuda_peak_mb") or 0 for r in rows), default=None)
 
-    # Inference in bf16 on the GPU, greedy, batched.
+    # Inference in bf16, greedy, batched, with the paper profile's decoding settings.
     test = data.load_split(data_dir, "test")
-    backend = inference.make_backend(str(run_dir / "checkpoints" / "grpo_progressive"), dtype="bfloat16",
-                                     device="cuda")
-    torch.cuda.reset_peak_memory_stats()
+    gen = load_settings("inference", "paper", overrides, str(run_dir), backend="transformers", max_new_tokens=32,
+                        batch_size=64)
+    backend = inference.make_backend(grpo.model_dir, "transformers", dtype="bfloat16", device=device,
+                                     min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     started = time.time()
-    preds = inference.generate(backend, test, inference.GenerationSettings(max_new_tokens=32, batch_size=64))
+    preds = inference.generate(backend, test, gen)
     seconds = time.time() - started
-    tokens = sum(p.completion_tokens for p in preds)
-    figures["inference_tokens_per_s"] = round(tokens / seconds, 1)
-    figures["inference_cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    figures["inference_tokens_per_s"] = round(sum(p.completion_tokens for p in preds) / seconds, 1)
+    if device == "cuda":
+        figures["inference_cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     figures["test_scores"] = {k: round(float(v), 4) for k, v in
                               metrics.score([p.gold for p in preds], [p.label for p in preds]).items()}
     print(json.dumps(figures, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

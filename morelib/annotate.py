@@ -7,13 +7,21 @@ The pieces, in the order a run uses them:
 2. ``expert_prompt_text``: the paper's three-part expert prompt (task description, six
    stepwise instructions, the gold answer) from one replaceable template file.
 3. ``estimate_cost`` and ``check_budget``: before any call, from token counts.
-4. ``annotate``: the official ``openai`` client against any OpenAI-compatible endpoint, with
-   our own retries (backoff, Retry-After, per-request timeout) and a progress bar.
-5. ``ResponseStore``: an append-only JSONL store written and flushed per record, so a rerun
-   skips finished work and a killed run loses only the requests in flight.
+4. ``annotate``: the official ``openai`` client (through ``morelib.openai_api``, which leaves
+   retries, backoff and Retry-After to it) against any OpenAI-compatible endpoint.
+5. ``ResponseStore``: the append-only expert store (``annotation/responses.jsonl``), one line
+   written per finished request, so a rerun skips finished work and a killed run loses only
+   the requests in flight.
 6. ``write_batch_files`` / ``ingest_batch_results``: the same requests through the Batch API.
 
-    python -m morelib.annotate run --data-dir runs/toy/data --run-dir runs/toy --base-url URL
+A request that fails after the client's retries ends as one error record (its ``error_kind``
+says why) and is sent again by the next run. Failures that would repeat for every request stop
+the run at once, with one line naming the URL and the model: a rejected key (401, 403), an
+unknown model or URL (404), and an endpoint that cannot be reached for ``dead_endpoint_timeout``
+seconds. Requests not yet answered stay pending.
+
+    python -m morelib.annotate run --profile toy
+    python -m morelib.annotate run --data-dir DATA --run-dir RUN --base-url URL --model gpt-4o
     python -m morelib.annotate estimate --data-dir DATA --model gpt-4o
     python -m morelib.annotate batch-write --data-dir DATA --run-dir RUN
     python -m morelib.annotate batch-ingest --data-dir DATA --run-dir RUN --results FILE.jsonl
@@ -24,8 +32,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import dataclasses
-import fcntl
 import io
 import json
 import logging
@@ -39,13 +47,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from morelib import cost
-from morelib.config import resolve_path as resolve  # relative = the repository root
+import openai
+
+from morelib import cost, openai_api
+from morelib.files import FileFormatError, JsonlStore, read_json, read_jsonl, write_json
 from morelib.labels import NONE, RELATIONS, relation_types
+from morelib.layout import RunLayout, resolve_path
 from morelib.prompts import TEMPLATES, task_description, text_hash
+from morelib.settings import AnnotationSettings
 
 log = logging.getLogger(__name__)
 
+SECTION = "01_annotation"  # the profile section of these settings
 EXPERT_TEMPLATE_PATH = TEMPLATES / "expert_prompt.txt"
 # Sent with each online request so the offline expert can find the sample's toy facts; the
 # real API ignores unknown headers and the student never sees it.
@@ -54,42 +67,11 @@ TEMPLATE_FIELDS = ("task_description", "text", "entity", "labels", "gold_stateme
                    "object_type", "entity_type")
 
 
-@dataclass
-class AnnotationConfig:
-    """Everything a Stage 1 annotation run needs; the CLI flags have the same names."""
-
-    data_dir: str = "runs/toy/data"  # the MORE layout (txt/, img_org/, ...); relative = repo root
-    run_dir: str = "runs/toy"  # writes annotation/split_ids.json and annotation/responses.jsonl
-    split: str = "train"
-    fraction: float = 0.25  # share of every relation sent to the expert (paper: 25%)
-    seed: int = 0
-    base_url: str = "https://api.openai.com/v1"
-    model: str = "gpt-4o"
-    api_key_env: str = "OPENAI_API_KEY"  # name of the environment variable holding the key
-    template_path: str | None = None  # expert prompt template; None = morelib/templates/expert_prompt.txt
-    image_detail: str = "high"  # "low" | "high" | "auto": image_url detail, also used by the estimate
-    concurrency: int = 8  # requests in flight
-    request_timeout: float = 120.0  # seconds per attempt
-    max_retries: int = 8  # retries per request on 429, 5xx, timeouts, connection errors, malformed replies
-    backoff_base: float = 1.0  # seconds; attempt n waits about base * 2**n (with jitter)
-    backoff_max: float = 60.0  # cap of one backoff wait (a longer Retry-After is still honoured)
-    max_tokens: int = 1024  # completion cap per request
-    temperature: float | None = None  # None = the endpoint's default
-    expected_output_tokens: int = 500  # completion length assumed by the cost estimate
-    price_input_per_m: float = 2.50  # USD per 1M input tokens (GPT-4o)
-    price_output_per_m: float = 10.00  # USD per 1M output tokens (GPT-4o)
-    batch_discount: float = 0.5  # Batch API price factor
-    cost_threshold: float = 5.0  # USD; an estimate above this needs confirm_cost=True
-    confirm_cost: bool = False
-    limit: int | None = None  # send only the first N pending requests (smoke tests)
-    progress: bool = True  # show a tqdm progress bar
-
-    @property
-    def prices(self) -> cost.Prices:
-        return cost.Prices(self.price_input_per_m, self.price_output_per_m, self.batch_discount)
+class AnnotationError(RuntimeError):
+    """The run cannot go on (the message is one line): a rejected key or model, a dead endpoint, no data."""
 
 
-class CostConfirmationRequired(RuntimeError):
+class CostConfirmationRequired(AnnotationError):
     """The estimated cost is above ``cost_threshold`` and ``confirm_cost`` is not set."""
 
 
@@ -100,7 +82,7 @@ def utc_now() -> str:
 # ----------------------------------------------------------------------------- sampling
 
 
-def stratified_split(samples, fraction: float = 0.25, seed: int = 0) -> tuple[list[str], list[str]]:
+def stratified_split(samples, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(stage1 ids, stage2 pool ids): ``round(fraction * n)`` of every relation, at least one.
 
     Each relation draws from its own generator seeded by (seed, relation), so the choice for
@@ -119,25 +101,17 @@ def stratified_split(samples, fraction: float = 0.25, seed: int = 0) -> tuple[li
     return [i for i in order if i in chosen], [i for i in order if i not in chosen]
 
 
-def split_ids_path(run_dir: str | Path) -> Path:
-    return resolve(run_dir) / "annotation" / "split_ids.json"
-
-
 def write_split_ids(run_dir: str | Path, stage1: list[str], pool: list[str]) -> Path:
-    path = split_ids_path(run_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"stage1": stage1, "stage2_pool": pool}) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
-    return path
+    """``annotation/split_ids.json``: ``{"stage1": [...], "stage2_pool": [...]}`` (written atomically)."""
+    return write_json(RunLayout(run_dir).split_ids, {"stage1": stage1, "stage2_pool": pool}, indent=None)
 
 
 def read_split_ids(run_dir: str | Path) -> dict[str, list[str]]:
-    path = split_ids_path(run_dir)
-    data = json.loads(path.read_text())
+    path = RunLayout(run_dir).split_ids
+    data = read_json(path)
     for key in ("stage1", "stage2_pool"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"{path}: field {key!r} must be a list of sample ids")
+        if not isinstance(data, dict) or not isinstance(data.get(key), list):
+            raise FileFormatError(f"{path}: field {key!r}: must be a list of sample ids")
     return data
 
 
@@ -145,7 +119,7 @@ def read_split_ids(run_dir: str | Path) -> dict[str, list[str]]:
 
 
 def read_expert_template(template_path: str | Path | None = None) -> str:
-    return resolve(template_path).read_text() if template_path else EXPERT_TEMPLATE_PATH.read_text()
+    return resolve_path(template_path).read_text() if template_path else EXPERT_TEMPLATE_PATH.read_text()
 
 
 def gold_statement(sample) -> str:
@@ -208,7 +182,7 @@ class ExpertRequest:
         return self.sample.id
 
 
-def plan_requests(samples, cfg: AnnotationConfig) -> list[ExpertRequest]:
+def plan_requests(samples, cfg: AnnotationSettings) -> list[ExpertRequest]:
     template = read_expert_template(cfg.template_path)
     name = str(cfg.template_path or EXPERT_TEMPLATE_PATH)
     requests = []
@@ -218,7 +192,7 @@ def plan_requests(samples, cfg: AnnotationConfig) -> list[ExpertRequest]:
     return requests
 
 
-def request_body(req: ExpertRequest, cfg: AnnotationConfig, load_images) -> dict:
+def request_body(req: ExpertRequest, cfg: AnnotationSettings, load_images) -> dict:
     body = {"model": cfg.model, "messages": expert_messages(req.prompt_text, load_images(req.sample), cfg.image_detail),
             "max_tokens": cfg.max_tokens}
     if cfg.temperature is not None:
@@ -239,12 +213,12 @@ def image_sizes(sample) -> list[tuple[int, int]]:
     return [(width, height), (max(1, round(w * width)), max(1, round(h * height)))]
 
 
-def estimate_cost(requests: list[ExpertRequest], cfg: AnnotationConfig) -> cost.CostEstimate:
+def estimate_cost(requests: list[ExpertRequest], cfg: AnnotationSettings) -> cost.CostEstimate:
     tokens = [cost.request_tokens(r.prompt_text, image_sizes(r.sample), cfg.image_detail) for r in requests]
-    return cost.estimate(tokens, cfg.expected_output_tokens, cfg.prices)
+    return cost.estimate(tokens, cfg.expected_output_tokens, cost.Prices.from_settings(cfg))
 
 
-def check_budget(estimate: cost.CostEstimate, cfg: AnnotationConfig, batch: bool = False) -> None:
+def check_budget(estimate: cost.CostEstimate, cfg: AnnotationSettings, batch: bool = False) -> None:
     usd = estimate.batch_usd if batch else estimate.usd
     if usd > cfg.cost_threshold and not cfg.confirm_cost:
         raise CostConfirmationRequired(
@@ -255,341 +229,30 @@ def check_budget(estimate: cost.CostEstimate, cfg: AnnotationConfig, batch: bool
 # ----------------------------------------------------------------------------- the store
 
 
-class ResponseStore:
-    """Append-only JSONL of expert records; one line is written and flushed per record.
+class ResponseStore(JsonlStore):
+    """The expert store: one JSONL record per finished request, appended and never rewritten.
 
-    A record: ``sample_id, prompt_hash, model, response, usage, started_at, finished_at,
-    error`` (+ ``attempts``, ``mode``). A kill during a write can leave a torn last line:
-    reading ignores it and opening for append cuts it off, so it never corrupts the next record.
+    A record: ``sample_id, prompt_hash, model, response, usage, started_at, finished_at, error,
+    error_kind, attempts, mode``. ``morelib.files.JsonlStore`` makes it safe to kill: one writer
+    at a time, and a torn last line is ignored on reading and cut before the next append.
     """
 
     REQUIRED = ("sample_id", "prompt_hash", "model")
 
     def __init__(self, path: str | Path):
-        self.path = resolve(path)
-        self._fd: int | None = None
+        super().__init__(resolve_path(path), self.REQUIRED)
+
+    @classmethod
+    def for_run(cls, run_dir: str | Path) -> "ResponseStore":
+        return cls(RunLayout(run_dir).expert_store)
 
     def records(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
-        torn = lines.pop()  # the bytes after the last newline: empty unless a write was cut short
-        if torn:
-            log.warning("%s: ignoring a torn last line (%d bytes) left by an interrupted write", self.path, len(torn))
-        out = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{self.path}:{number}: corrupt record ({exc})") from None
-            missing = [k for k in self.REQUIRED if k not in record]
-            if missing:
-                raise ValueError(f"{self.path}:{number}: record lacks field {missing[0]!r}")
-            out.append(record)
-        return out
+        return self.rows()
 
     def completed(self, model: str) -> dict[tuple[str, str], dict]:
         """Successful records of ``model`` by (sample_id, prompt_hash); the latest wins."""
         return {(r["sample_id"], r["prompt_hash"]): r for r in self.records()
                 if r["model"] == model and r.get("response") is not None and not r.get("error")}
-
-    def open(self) -> "ResponseStore":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            # One writer at a time; the lock dies with the process, even on SIGKILL.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise RuntimeError(f"{self.path}: another annotation run is writing to this store") from None
-        self._repair(fd)
-        self._fd = fd
-        return self
-
-    def _repair(self, fd: int) -> None:
-        size = os.fstat(fd).st_size
-        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-            return
-        tail_start = max(0, size - (1 << 20))
-        tail = os.pread(fd, size - tail_start, tail_start)
-        cut = tail_start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
-        log.warning("%s: cutting a torn last line (%d bytes)", self.path, size - cut)
-        os.ftruncate(fd, cut)
-
-    def append(self, record: dict) -> None:
-        if self._fd is None:
-            raise RuntimeError("open the store before appending")
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-        view = memoryview(data)
-        while view:  # os.write may write less than asked
-            view = view[os.write(self._fd, view):]
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def __enter__(self) -> "ResponseStore":
-        return self.open()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def store_path(run_dir: str | Path) -> Path:
-    return resolve(run_dir) / "annotation" / "responses.jsonl"
-
-
-# ----------------------------------------------------------------------------- the client
-
-
-RETRY_KINDS = ("rate_limit", "server_error", "timeout", "connection", "malformed")
-
-
-class _Retryable(Exception):
-    def __init__(self, kind: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.kind, self.retry_after = kind, retry_after
-
-
-def _retry_after(headers) -> float | None:
-    """Seconds the server asks us to wait: ``retry-after-ms``, or ``retry-after`` in seconds or as a date."""
-    if headers is None:
-        return None
-    if headers.get("retry-after-ms"):
-        try:
-            return float(headers["retry-after-ms"]) / 1000
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
-def _classify(exc: BaseException) -> _Retryable | None:
-    """A retryable failure, or None when retrying cannot help."""
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError):
-        return _Retryable("timeout", str(exc))
-    if isinstance(exc, openai.APIConnectionError):
-        return _Retryable("connection", str(exc))
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        if status == 429:
-            return _Retryable("rate_limit", str(exc), _retry_after(exc.response.headers))
-        if status >= 500 or status in (408, 409):
-            return _Retryable("server_error", str(exc), _retry_after(exc.response.headers))
-        return None
-    if isinstance(exc, (ValueError, openai.APIResponseValidationError)):  # a body that is not valid JSON
-        return _Retryable("malformed", f"{type(exc).__name__}: {exc}")
-    return None
-
-
-def _extract(completion) -> tuple[str | None, dict]:
-    """(text, usage) of a chat completion; a reply without choices counts as malformed."""
-    choices = getattr(completion, "choices", None)
-    if not choices or getattr(choices[0], "message", None) is None:
-        raise _Retryable("malformed", f"reply without choices: {str(completion)[:200]}")
-    usage = getattr(completion, "usage", None)
-    usage = {k: getattr(usage, k, None) for k in ("prompt_tokens", "completion_tokens", "total_tokens")} if usage else {}
-    return choices[0].message.content, usage
-
-
-def _fatal(exc: BaseException) -> bool:
-    """Failures that would repeat for every request (bad key, unknown model or URL): stop the run."""
-    import openai
-
-    return isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError))
-
-
-@dataclass
-class AnnotationReport:
-    """What one ``annotate`` call did."""
-
-    planned: int = 0  # Stage 1 requests in total
-    skipped: int = 0  # already in the store for this prompt hash and model
-    sent: int = 0  # requests run now (each ends with exactly one record)
-    succeeded: int = 0
-    failed: int = 0  # ended with an error record (retried on the next run)
-    retries: Counter = field(default_factory=Counter)  # by kind: rate_limit, server_error, timeout, ...
-    estimate: cost.CostEstimate | None = None
-    actual: dict = field(default_factory=dict)  # cost.tally of this call's records
-    seconds: float = 0.0
-
-    def summary(self) -> str:
-        return (f"planned {self.planned}, skipped {self.skipped}, sent {self.sent}: {self.succeeded} ok, "
-                f"{self.failed} failed; retries {dict(self.retries)}; "
-                f"actual ${self.actual.get('usd', 0.0):,.4f} in {self.seconds:.1f}s")
-
-
-def _backoff(cfg: AnnotationConfig, attempt: int, retry_after: float | None) -> float:
-    wait = min(cfg.backoff_max, cfg.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
-    # Retry-After is the server's floor; never retry sooner than it asks.
-    return max(wait, retry_after) if retry_after is not None else wait
-
-
-async def _one(client, req: ExpertRequest, cfg: AnnotationConfig, load_images, report: AnnotationReport) -> dict:
-    started = utc_now()
-    body = await asyncio.to_thread(request_body, req, cfg, load_images)
-    record = {"sample_id": req.sample_id, "prompt_hash": req.prompt_hash, "model": cfg.model,
-              "response": None, "usage": {}, "started_at": started, "finished_at": None,
-              "error": None, "attempts": 0, "mode": "online"}
-    for attempt in range(cfg.max_retries + 1):
-        record["attempts"] = attempt + 1
-        try:
-            completion = await client.chat.completions.create(
-                **body, timeout=cfg.request_timeout, extra_headers={SAMPLE_ID_HEADER: req.sample_id})
-            record["response"], record["usage"] = _extract(completion)
-            if record["response"] is None:
-                record["error"] = "empty reply: the message has no text content"
-            break
-        except Exception as exc:  # noqa: BLE001 - every failure either retries or becomes the record's error
-            if _fatal(exc):
-                raise
-            retry = exc if isinstance(exc, _Retryable) else _classify(exc)
-            if retry is None:
-                record["error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                break
-            report.retries[retry.kind] += 1
-            if attempt == cfg.max_retries:
-                record["error"] = f"gave up after {attempt + 1} attempts; last: {retry.kind}: {retry}"[:2000]
-                break
-            await asyncio.sleep(_backoff(cfg, attempt, retry.retry_after))
-    record["finished_at"] = utc_now()
-    return record
-
-
-async def _run(requests: list[ExpertRequest], cfg: AnnotationConfig, store: ResponseStore, load_images,
-               report: AnnotationReport, api_key: str) -> list[dict]:
-    import openai
-    from tqdm import tqdm
-
-    # max_retries=0: the client's own retries would hide failures from ours and double the waits.
-    client = openai.AsyncOpenAI(api_key=api_key, base_url=cfg.base_url, max_retries=0,
-                                timeout=cfg.request_timeout)
-    queue: asyncio.Queue = asyncio.Queue()
-    for r in requests:
-        queue.put_nowait(r)
-    done: list[dict] = []
-    bar = tqdm(total=len(requests), unit="req", desc="expert", disable=not cfg.progress, file=sys.stderr)
-    running_usd, failed = 0.0, 0
-
-    async def worker():
-        nonlocal running_usd, failed
-        while not queue.empty():
-            req = queue.get_nowait()
-            record = await _one(client, req, cfg, load_images, report)
-            store.append(record)  # written and flushed before the next await: a kill loses nothing done
-            done.append(record)
-            running_usd += cost.tally([record], cfg.prices)["usd"]
-            failed += bool(record["error"])
-            bar.update(1)
-            bar.set_postfix(cost=f"${running_usd:.4f}", failed=failed)
-
-    try:
-        workers = [asyncio.create_task(worker()) for _ in range(max(1, cfg.concurrency))]
-        try:
-            await asyncio.gather(*workers)
-        except BaseException:
-            for w in workers:
-                w.cancel()
-            await asyncio.gather(*workers, return_exceptions=True)
-            raise
-    finally:
-        bar.close()
-        await client.close()
-    return done
-
-
-def run_coroutine(coro):
-    """Run ``coro`` to completion, also from inside Jupyter, whose event loop is already running."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def api_key_from_env(cfg: AnnotationConfig) -> str:
-    key = os.environ.get(cfg.api_key_env)
-    if not key:
-        raise RuntimeError(f"set the environment variable {cfg.api_key_env} to the API key of {cfg.base_url}")
-    return key
-
-
-def load_train(cfg: AnnotationConfig):
-    from morelib.data import load_split
-
-    return load_split(resolve(cfg.data_dir), cfg.split)
-
-
-def prepare(cfg: AnnotationConfig, samples=None) -> list[ExpertRequest]:
-    """Sample Stage 1, write the split ids, and build its expert requests (no call is made)."""
-    samples = load_train(cfg) if samples is None else samples
-    stage1, pool = stratified_split(samples, cfg.fraction, cfg.seed)
-    write_split_ids(cfg.run_dir, stage1, pool)
-    chosen = set(stage1)
-    return plan_requests([s for s in samples if s.id in chosen], cfg)
-
-
-def pending(requests: list[ExpertRequest], store: ResponseStore, model: str) -> list[ExpertRequest]:
-    done = store.completed(model)
-    return [r for r in requests if (r.sample_id, r.prompt_hash) not in done]
-
-
-def annotate(cfg: AnnotationConfig, samples=None, load_images=None) -> AnnotationReport:
-    """Annotate the Stage 1 sample; resumable: only requests without a successful record are sent.
-
-    Raises ``CostConfirmationRequired`` before any call when the estimate of the pending
-    requests exceeds ``cfg.cost_threshold`` and ``cfg.confirm_cost`` is not set.
-    """
-    if load_images is None:
-        from morelib.data import load_images
-    t0 = time.perf_counter()
-    requests = prepare(cfg, samples)
-    store = ResponseStore(store_path(cfg.run_dir))
-    todo = pending(requests, store, cfg.model)
-    report = AnnotationReport(planned=len(requests), skipped=len(requests) - len(todo))
-    if cfg.limit is not None:
-        todo = todo[: cfg.limit]
-    report.estimate = estimate_cost(todo, cfg)
-    log.info("cost estimate: %s", report.estimate.summary())
-    check_budget(report.estimate, cfg)
-    if todo:
-        api_key = api_key_from_env(cfg)
-        with store:
-            records = run_coroutine(_run(todo, cfg, store, load_images, report, api_key))
-        report.sent = len(records)
-        report.succeeded = sum(1 for r in records if not r["error"])
-        report.failed = report.sent - report.succeeded
-        report.actual = cost.tally(records, cfg.prices)
-    report.seconds = time.perf_counter() - t0
-    return report
-
-
-def save_report(run_dir: str | Path, report: AnnotationReport, cfg: AnnotationConfig) -> Path:
-    """``annotation/report.json``: what the last run did and cost (settings included, no key)."""
-    path = resolve(run_dir) / "annotation" / "report.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = dataclasses.asdict(report)
-    data["retries"] = dict(report.retries)
-    data["config"] = {k: v for k, v in dataclasses.asdict(cfg).items()}
-    path.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    return path
 
 
 def latest_records(store: ResponseStore, ids, model: str | None = None) -> dict[str, dict]:
@@ -612,6 +275,200 @@ def latest_records(store: ResponseStore, ids, model: str | None = None) -> dict[
     return best
 
 
+# ----------------------------------------------------------------------------- online requests
+
+
+@dataclass
+class AnnotationReport:
+    """What one ``annotate`` call did."""
+
+    planned: int = 0  # Stage 1 requests in total
+    skipped: int = 0  # already in the store for this prompt hash and model
+    sent: int = 0  # requests run now (each ends with exactly one record)
+    succeeded: int = 0
+    failed: int = 0  # ended with an error record (sent again by the next run)
+    errors: Counter = field(default_factory=Counter)  # failed requests by error kind
+    attempts: Counter = field(default_factory=Counter)  # every HTTP attempt (retries included) by outcome
+    estimate: cost.CostEstimate | None = None
+    actual: dict = field(default_factory=dict)  # cost.tally of this call's records
+    seconds: float = 0.0
+
+    def summary(self) -> str:
+        errors = f" ({', '.join(f'{k}: {n}' for k, n in sorted(self.errors.items()))})" if self.errors else ""
+        return (f"planned {self.planned}, skipped {self.skipped}, sent {self.sent}: {self.succeeded} ok, "
+                f"{self.failed} failed{errors}; HTTP attempts {dict(self.attempts)}; "
+                f"actual ${self.actual.get('usd', 0.0):,.4f} in {self.seconds:.1f}s")
+
+
+async def _one(client, req: ExpertRequest, cfg: AnnotationSettings, load_images, watch: openai_api.Watch,
+               api_key: str) -> dict:
+    """One request, retried by the client; ends in one record, or raises ``AnnotationError``."""
+    started = utc_now()
+    body = await asyncio.to_thread(request_body, req, cfg, load_images)
+    record = {"sample_id": req.sample_id, "prompt_hash": req.prompt_hash, "model": cfg.model,
+              "response": None, "usage": {}, "started_at": started, "finished_at": None,
+              "error": None, "error_kind": None, "attempts": 0, "mode": "online"}
+    try:
+        raw = await client.chat.completions.with_raw_response.create(
+            **body, extra_headers={SAMPLE_ID_HEADER: req.sample_id})
+        record["attempts"] = openai_api.attempts(raw)
+        record["response"], record["usage"] = openai_api.completion_text(raw.parse())
+        if record["response"] is None:
+            record["error_kind"], record["error"] = "empty", "the reply's message has no text content"
+    except (openai.OpenAIError, ValueError) as exc:
+        kind, message = openai_api.describe(exc, cfg.base_url, cfg.model, secret=api_key)
+        if kind == "connection" and watch.replies == 0:  # retries spent, and not one reply yet
+            kind, message = "unreachable", f"{message}; is the server running and the URL right?"
+        if kind in openai_api.FATAL_KINDS:
+            raise AnnotationError(message) from exc
+        record["attempts"] = record["attempts"] or openai_api.attempts(exc)
+        record["error_kind"], record["error"] = kind, message
+    record["finished_at"] = utc_now()
+    return record
+
+
+async def _run(requests: list[ExpertRequest], cfg: AnnotationSettings, store: ResponseStore, load_images,
+               report: AnnotationReport, api_key: str) -> list[dict]:
+    from tqdm import tqdm
+
+    watch = openai_api.Watch(cfg.dead_endpoint_timeout)
+    client = openai_api.async_client(cfg.base_url, api_key, max_retries=cfg.max_retries,
+                                     timeout=cfg.request_timeout, watch=watch)
+    queue: asyncio.Queue = asyncio.Queue()
+    for r in requests:
+        queue.put_nowait(r)
+    done: list[dict] = []
+    prices = cost.Prices.from_settings(cfg)
+    bar = tqdm(total=len(requests), unit="req", desc="expert", disable=not cfg.progress, file=sys.stderr)
+    running_usd, failed = 0.0, 0
+
+    async def worker():
+        nonlocal running_usd, failed
+        while not queue.empty():
+            req = queue.get_nowait()
+            record = await _one(client, req, cfg, load_images, watch, api_key)
+            store.append(record)  # written before the next await: a kill loses nothing finished
+            done.append(record)
+            running_usd += cost.tally([record], prices)["usd"]
+            failed += bool(record["error"])
+            bar.update(1)
+            bar.set_postfix(cost=f"${running_usd:.4f}", failed=failed)
+
+    try:
+        workers = [asyncio.create_task(worker()) for _ in range(max(1, cfg.concurrency))]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for w in workers:
+                w.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            raise
+    finally:
+        bar.close()
+        report.attempts.update(watch.counts)
+        await client.close()
+    return done
+
+
+def run_coroutine(coro):
+    """Run ``coro`` to completion, also from inside Jupyter, whose event loop is already running."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def api_key_from_env(cfg: AnnotationSettings) -> str:
+    key = os.environ.get(cfg.api_key_env)
+    if not key:
+        raise AnnotationError(f"set the environment variable {cfg.api_key_env} to the API key of {cfg.base_url}")
+    return key
+
+
+def load_train(cfg: AnnotationSettings):
+    """The split to sample from; ``morelib.data`` refuses an empty one, naming the file."""
+    from morelib.data import load_split
+
+    return load_split(resolve_path(cfg.data_dir), cfg.split)
+
+
+def prepare(cfg: AnnotationSettings, samples=None) -> list[ExpertRequest]:
+    """Sample Stage 1, write the split ids, and build its expert requests (no call is made)."""
+    samples = load_train(cfg) if samples is None else samples
+    if not samples:
+        raise AnnotationError(f"split {cfg.split!r} of {cfg.data_dir} has no facts; nothing to annotate")
+    stage1, pool = stratified_split(samples, cfg.fraction, cfg.seed)
+    write_split_ids(cfg.run_dir, stage1, pool)
+    chosen = set(stage1)
+    return plan_requests([s for s in samples if s.id in chosen], cfg)
+
+
+def pending(requests: list[ExpertRequest], store: ResponseStore, model: str) -> list[ExpertRequest]:
+    done = store.completed(model)
+    return [r for r in requests if (r.sample_id, r.prompt_hash) not in done]
+
+
+def annotate(cfg: AnnotationSettings, samples=None, load_images=None) -> AnnotationReport:
+    """Annotate the Stage 1 sample; resumable: only requests without a successful record are sent.
+
+    Raises ``CostConfirmationRequired`` before any call when the estimate of the pending
+    requests exceeds ``cfg.cost_threshold`` and ``cfg.confirm_cost`` is not set, and
+    ``AnnotationError`` when the endpoint rejects the key or the model or cannot be reached
+    (what was answered until then is in the store).
+    """
+    if load_images is None:
+        from morelib.data import load_images
+    t0 = time.perf_counter()
+    requests = prepare(cfg, samples)
+    store = ResponseStore.for_run(cfg.run_dir)
+    todo = pending(requests, store, cfg.model)
+    report = AnnotationReport(planned=len(requests), skipped=len(requests) - len(todo))
+    if cfg.limit is not None:
+        todo = todo[: cfg.limit]
+    report.estimate = estimate_cost(todo, cfg)
+    log.info("cost estimate: %s", report.estimate.summary())
+    check_budget(report.estimate, cfg)
+    if todo:
+        api_key = api_key_from_env(cfg)
+        with store:
+            records = run_coroutine(_run(todo, cfg, store, load_images, report, api_key))
+        report.sent = len(records)
+        report.succeeded = sum(1 for r in records if not r["error"])
+        report.failed = report.sent - report.succeeded
+        report.errors = Counter(r["error_kind"] for r in records if r["error"])
+        report.actual = cost.tally(records, cost.Prices.from_settings(cfg))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def save_report(run_dir: str | Path, report: AnnotationReport, cfg: AnnotationSettings) -> Path:
+    """``annotation/report.json``: what the last run did and cost (settings included; the key never is)."""
+    data = dataclasses.asdict(report)
+    data["errors"], data["attempts"] = dict(report.errors), dict(report.attempts)
+    data["config"] = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    return write_json(RunLayout(run_dir).annotation_report, data, indent=1)
+
+
+@contextlib.contextmanager
+def expert_endpoint(cfg: AnnotationSettings):
+    """``cfg`` as it should be called: with ``offline_expert`` the loopback toy expert is served
+    for the duration (reading the toy facts in ``data_dir``) and ``base_url`` points at it."""
+    if not cfg.offline_expert:
+        yield cfg
+        return
+    from morelib.expert_server import ExpertConfig, ExpertServer
+
+    meta = resolve_path(cfg.data_dir) / "toy_meta.jsonl"
+    if not meta.is_file():
+        raise AnnotationError(f"{meta}: no such file; offline_expert needs the toy data (notebook 00)")
+    expert = ExpertConfig(str(meta), seed=cfg.seed, mistake_rate=cfg.expert_mistake_rate, model=cfg.model)
+    with ExpertServer(expert) as server:
+        os.environ.setdefault(cfg.api_key_env, "offline-expert-needs-no-key")
+        yield dataclasses.replace(cfg, base_url=server.base_url)
+
+
 # ----------------------------------------------------------------------------- Batch API
 
 
@@ -620,7 +477,7 @@ BATCH_MAX_REQUESTS = 50_000
 CUSTOM_ID_SEP = "::"
 
 
-def write_batch_files(cfg: AnnotationConfig, out_dir: str | Path | None = None, samples=None, load_images=None,
+def write_batch_files(cfg: AnnotationSettings, out_dir: str | Path | None = None, samples=None, load_images=None,
                       max_bytes: int = BATCH_MAX_BYTES) -> list[Path]:
     """Write the pending requests as Batch API input files (``batch_input_NNN.jsonl``).
 
@@ -632,11 +489,11 @@ def write_batch_files(cfg: AnnotationConfig, out_dir: str | Path | None = None, 
     if load_images is None:
         from morelib.data import load_images
     requests = prepare(cfg, samples)
-    todo = pending(requests, ResponseStore(store_path(cfg.run_dir)), cfg.model)
+    todo = pending(requests, ResponseStore.for_run(cfg.run_dir), cfg.model)
     if cfg.limit is not None:
         todo = todo[: cfg.limit]
     check_budget(estimate_cost(todo, cfg), cfg, batch=True)
-    out_dir = resolve(out_dir) if out_dir else resolve(cfg.run_dir) / "annotation" / "batch"
+    out_dir = resolve_path(out_dir) if out_dir else RunLayout(cfg.run_dir).batch_inputs
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("batch_input_*.jsonl"):
         old.unlink()
@@ -658,42 +515,37 @@ def write_batch_files(cfg: AnnotationConfig, out_dir: str | Path | None = None, 
     return paths
 
 
-def ingest_batch_results(cfg: AnnotationConfig, results_path: str | Path) -> dict:
+def ingest_batch_results(cfg: AnnotationSettings, results_path: str | Path) -> dict:
     """Append a Batch API output (or error) file's lines to the store as records with ``mode="batch"``.
 
     Lines whose (sample, prompt hash) already has a successful record are skipped, so ingesting
     the same file twice adds nothing.
     """
-    results_path = resolve(results_path)
+    rows = read_jsonl(resolve_path(results_path), required=("custom_id",))
     counts = Counter()
-    store = ResponseStore(store_path(cfg.run_dir))
+    store = ResponseStore.for_run(cfg.run_dir)
     done = store.completed(cfg.model)
     now = utc_now()
-    with store, open(results_path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                sample_id, _, phash = row["custom_id"].partition(CUSTOM_ID_SEP)
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise ValueError(f"{results_path}:{number}: not a Batch API result line ({exc!r})") from None
+    with store:
+        for row in rows:
+            sample_id, _, phash = str(row["custom_id"]).partition(CUSTOM_ID_SEP)
             if (sample_id, phash) in done:
                 counts["skipped"] += 1
                 continue
-            record = {"sample_id": sample_id, "prompt_hash": phash, "model": cfg.model, "response": None,
-                      "usage": {}, "started_at": None, "finished_at": now, "error": None, "attempts": 1,
-                      "mode": "batch", "batch_request_id": (row.get("response") or {}).get("request_id")}
             response = row.get("response") or {}
             body = response.get("body") or {}
+            record = {"sample_id": sample_id, "prompt_hash": phash, "model": cfg.model, "response": None,
+                      "usage": {}, "started_at": None, "finished_at": now, "error": None, "error_kind": None,
+                      "attempts": 1, "mode": "batch", "batch_request_id": response.get("request_id")}
             if row.get("error") or response.get("status_code") != 200:
+                record["error_kind"] = "batch_error"
                 record["error"] = json.dumps(row.get("error") or body.get("error") or
                                              {"status_code": response.get("status_code")})[:2000]
             else:
                 try:
                     record["response"] = body["choices"][0]["message"]["content"]
                 except (KeyError, IndexError, TypeError):
-                    record["error"] = "batch result without choices"
+                    record["error_kind"], record["error"] = "malformed", "batch result without choices"
                 usage = body.get("usage") or {}
                 record["usage"] = {k: usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
                 record["model_reported"] = body.get("model")
@@ -702,69 +554,105 @@ def ingest_batch_results(cfg: AnnotationConfig, results_path: str | Path) -> dic
     return dict(counts)
 
 
-# ----------------------------------------------------------------------------- CLI
+# ----------------------------------------------------------------------------- command line
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per ``AnnotationConfig`` field (``data_dir`` -> ``--data-dir``)."""
-    comments = _field_comments()
-    for f in dataclasses.fields(AnnotationConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help_text = comments.get(f.name, "") + f" (default: {f.default})"
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-            continue
-        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-        parser.add_argument(flag, type=kind, default=f.default, help=help_text)
+COMMANDS = {
+    "run": "annotate the Stage 1 sample (resumable: only unanswered requests are sent)",
+    "estimate": "print the cost estimate of the pending requests; no call is made",
+    "batch-write": "write the pending requests as Batch API input files",
+    "batch-ingest": "add a Batch API output file to the expert store",
+}
 
 
-def _field_comments() -> dict[str, str]:
-    """The ``# comment`` after each config field, used as its --help text."""
-    import inspect
+def build_parser() -> argparse.ArgumentParser:
+    """``COMMAND [--FIELD VALUE ...]``: one option per field of ``AnnotationSettings`` (its help is the field's)."""
+    from morelib import cli
 
-    out = {}
-    for line in inspect.getsource(AnnotationConfig).splitlines():
-        name, sep, rest = line.strip().partition(":")
-        if sep and "#" in rest and name.isidentifier():
-            out[name] = rest.split("#", 1)[1].strip()
-    return out
+    parser = cli.make_parser("python -m morelib.annotate", __doc__.split("\n")[0])
+    commands = cli.add_commands(parser)
+    for name, text in COMMANDS.items():
+        p = cli.add_command(commands, name, text, [AnnotationSettings])
+        p.add_argument("--profile", default=None,
+                       help=f"take the defaults from this profile's common and {SECTION} sections (e.g. toy)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"override one setting, as KEY=VALUE or {SECTION}.KEY=VALUE (repeatable)")
+        if name == "batch-write":
+            p.add_argument("--out-dir", default=None, help="where the files go (default: the run's annotation/batch)")
+        if name == "batch-ingest":
+            p.add_argument("--results", required=True, help="the Batch API output JSONL")
+    for action in [*parser._actions, *(a for p in commands.choices.values() for a in p._actions)]:
+        if action.help:  # argparse reads '%' as a format character, and field help says "25%"
+            action.help = action.help.replace("%", "%%")
+    return parser
+
+
+def parse_settings(argv: list[str]) -> tuple[str, AnnotationSettings, dict]:
+    """(command, settings, the command's own options). Precedence: field defaults, then
+    ``--profile``, then ``--set``, then explicit options."""
+    from morelib.config import build_settings, load_settings
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    names = [f.name for f in dataclasses.fields(AnnotationSettings) if f.init]
+    if args.profile or args.set:
+        # An explicit --run-dir also moves the profile's "{run_dir}/..." paths.
+        run_dir_given = any(a.split("=")[0] in ("--run-dir", "--run_dir") for a in argv)
+        base = load_settings(SECTION, args.profile or "toy", args.set, run_dir=args.run_dir if run_dir_given else None)
+        parser._subparsers._group_actions[0].choices[args.command].set_defaults(
+            **{name: getattr(base, name) for name in names})
+        args = parser.parse_args(argv)  # again, so that explicit options win over the profile
+    values = {name: getattr(args, name) for name in names}
+    run_dir = str(resolve_path(values["run_dir"]))
+    values = {k: v.replace("{run_dir}", run_dir) if isinstance(v, str) else v for k, v in values.items()}
+    extra = {k: getattr(args, k) for k in ("out_dir", "results") if hasattr(args, k)}
+    return args.command, build_settings(SECTION, values), extra
+
+
+def _run_command(cfg: AnnotationSettings) -> int:
+    if cfg.write_batch_input:
+        for path in write_batch_files(cfg):
+            print(path)
+        return 0
+    with expert_endpoint(cfg) as cfg:
+        report = annotate(cfg)
+    save_report(cfg.run_dir, report, cfg)
+    print(report.summary())
+    if report.failed:
+        kinds = ", ".join(f"{k}: {n}" for k, n in sorted(report.errors.items()))
+        print(f"error: {report.failed} of {report.sent} requests failed ({kinds}); "
+              f"see {RunLayout(cfg.run_dir).expert_store}; run again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _command(argv: list[str]) -> int:
+    command, cfg, extra = parse_settings(argv)
+    if command == "estimate":
+        requests = prepare(cfg)
+        todo = pending(requests, ResponseStore.for_run(cfg.run_dir), cfg.model)
+        print(f"Stage 1: {len(requests)} requests, {len(todo)} pending")
+        print(estimate_cost(todo, cfg).summary())
+    elif command == "run":
+        return _run_command(cfg)
+    elif command == "batch-write":
+        for path in write_batch_files(cfg, extra["out_dir"]):
+            print(path)
+    else:
+        print(ingest_batch_results(cfg, extra["results"]))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m morelib.annotate", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "annotate the Stage 1 sample (resumable)"),
-                            ("estimate", "print the cost estimate; no call is made"),
-                            ("batch-write", "write Batch API input files"),
-                            ("batch-ingest", "add a Batch API output file to the store")):
-        p = sub.add_parser(name, help=help_text)
-        _add_config_flags(p)
-        if name == "batch-write":
-            p.add_argument("--out-dir", default=None, help="default: RUN_DIR/annotation/batch")
-        if name == "batch-ingest":
-            p.add_argument("--results", required=True, help="the Batch API output JSONL")
-    args = vars(parser.parse_args(argv))
-    command = args.pop("command")
-    extra = {k: args.pop(k) for k in ("out_dir", "results") if k in args}
-    cfg = AnnotationConfig(**args)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if command == "estimate":
-            requests = prepare(cfg)
-            todo = pending(requests, ResponseStore(store_path(cfg.run_dir)), cfg.model)
-            print(f"Stage 1: {len(requests)} requests, {len(todo)} pending")
-            print(estimate_cost(todo, cfg).summary())
-        elif command == "run":
-            print(annotate(cfg).summary())
-        elif command == "batch-write":
-            for path in write_batch_files(cfg, extra["out_dir"]):
-                print(path)
-        else:
-            print(ingest_batch_results(cfg, extra["results"]))
-    except CostConfirmationRequired as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    from morelib import cli
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if not debug:  # one line per HTTP request and per retry: too much for a run of thousands
+        for name in ("httpx", "httpx2", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    return cli.run(build_parser(), argv, lambda args: _command(argv))
 
 
 if __name__ == "__main__":

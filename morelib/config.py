@@ -1,19 +1,23 @@
-"""Profiles, the run directory and the run's record.
+"""Profiles: YAML files that give every setting its value, turned into the settings objects.
 
-A profile is ``configs/<name>.yaml``: a ``common:`` section whose keys are injected into
-every notebook that declares them (``profile``, ``run_dir``, ``seed``, ``data_dir``, ...),
-and one section per notebook, named by the notebook's stem, holding only names that the
-notebook's ``parameters`` cell declares. A key a notebook does not declare is an error.
+A profile is ``configs/<name>.yaml``. Its sections are the classes of ``morelib.settings``:
+``common`` (run directory, seed, data, base model, image resolution), ``inference`` (decoding,
+shared by every backend) and one section per notebook, named by the notebook's stem. ``common``
+values go into every section whose class has a field of the same name.
 
-String values may contain ``{run_dir}`` (replaced by the resolved run directory) and
-``{repo_root}``, so a toy profile can say ``data_dir: "{run_dir}/data"`` and still follow
-``--run-dir``. Relative paths are resolved against the repository root, never the cwd.
+    from morelib.config import load_settings
+    grpo = load_settings("05_grpo", profile="toy", overrides=["gamma=0.25"])
+
+A key that no field of its section's class declares is an error that names where it came from
+(the profile file or the ``--set``), the section and the key. String values may contain
+``{run_dir}`` and ``{repo_root}``; relative paths are resolved against the repository root.
+Overrides are ``KEY=VALUE`` or ``SECTION.KEY=VALUE`` with a YAML value; a bare key goes to
+``common`` when ``common`` has it, else to the notebook's own section.
 """
 
 from __future__ import annotations
 
-import ast
-import copy
+import difflib
 import importlib.metadata
 import json
 import os
@@ -28,46 +32,22 @@ from typing import Any, Iterable
 
 import yaml
 
+from morelib.layout import RunLayout, repo_root, resolve_path
+
 COMMON = "common"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "openai")
 
+__all__ = ["ConfigError", "Profile", "load_profile", "load_settings", "build_settings", "with_changes",
+           "repo_root", "resolve_path", "seed_everything", "write_run_info"]
+
 
 class ConfigError(ValueError):
-    """A profile or an override that does not fit the notebooks."""
-
-
-def repo_root() -> Path:
-    """The repository root: the parent of the ``morelib`` package."""
-    return Path(__file__).resolve().parent.parent
-
-
-def resolve_path(path: str | os.PathLike) -> Path:
-    """An absolute path; a relative one is taken relative to the repository root."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else (repo_root() / path).resolve()
+    """A profile or an override that does not fit the settings classes."""
 
 
 def resolve_run_dir(run_dir: str | os.PathLike) -> Path:
     """The run directory as an absolute path (relative to the repository root)."""
     return resolve_path(run_dir)
-
-
-@dataclass
-class Profile:
-    """A loaded profile: where it came from, its common values and its notebook sections."""
-
-    name: str
-    path: Path
-    common: dict[str, Any]
-    sections: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def run_dir(self) -> Path:
-        return resolve_run_dir(self.common["run_dir"])
-
-    def as_dict(self) -> dict[str, Any]:
-        """The resolved profile as plain data (what ``run_info.json`` records)."""
-        return {COMMON: copy.deepcopy(self.common), **copy.deepcopy(self.sections)}
 
 
 def profile_path(profile: str | os.PathLike) -> Path:
@@ -84,33 +64,122 @@ def profile_path(profile: str | os.PathLike) -> Path:
 
 
 def parse_override(text: str) -> tuple[str | None, str, Any]:
-    """``"03_sft.epochs=2"`` -> ``("03_sft", "epochs", 2)``; ``"seed=1"`` -> ``(None, "seed", 1)``.
+    """``"05_grpo.gamma=0.25"`` -> ``("05_grpo", "gamma", 0.25)``; ``"seed=1"`` -> ``(None, "seed", 1)``.
 
     The value is read as YAML, so numbers, booleans, lists and ``null`` keep their type.
     """
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE or NOTEBOOK.KEY=VALUE")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE or SECTION.KEY=VALUE")
     key, raw = text.split("=", 1)
     section, _, name = key.strip().rpartition(".")
     if not name:
-        raise ConfigError(f"override {text!r}: empty key")
+        raise ConfigError(f"--set {text!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: value is not valid YAML: {error}") from None
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {error}") from None
     return (section or None), name, value
 
 
-def load_profile(
-    profile: str | os.PathLike,
-    overrides: Iterable[str] = (),
-    run_dir: str | os.PathLike | None = None,
-) -> Profile:
-    """Load a profile, apply ``--set`` overrides and ``--run-dir``, and resolve placeholders.
+def _sections():
+    from morelib.settings import SECTIONS
 
-    ``run_dir`` in the result is absolute; ``{run_dir}`` and ``{repo_root}`` are substituted
-    in every string value.
+    return SECTIONS
+
+
+def _fields(section: str) -> set[str]:
+    from morelib.settings import field_names
+
+    return field_names(_sections()[section])
+
+
+def _unknown_key(origin: str, section: str, key: str, bare: bool = False) -> ConfigError:
+    close = difflib.get_close_matches(key, sorted(_fields(section)), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    if bare and not close:
+        # A bare key went to common (or the notebook's section): point to the sections that have it.
+        names = {other for name in _sections() for other in _fields(name)}
+        meant = key if key in names else next(iter(difflib.get_close_matches(key, sorted(names), n=1)), None)
+        owners = [f"{name}.{meant}" for name in _sections() if meant in _fields(name)]
+        if owners:
+            hint = f" (did you mean {' or '.join(repr(q) for q in owners[:3])}?)"
+    return ConfigError(f"{origin + ': ' if origin else ''}section {section!r}: unknown key {key!r}{hint}")
+
+
+def _check_key(origin: str, section: str, key: str, bare: bool = False) -> None:
+    """A key the section's class declares and the profile may set (derived keys are the code's)."""
+    from morelib.settings import DERIVED
+
+    if key not in _fields(section):
+        raise _unknown_key(origin, section, key, bare)
+    if key in DERIVED.get(section, ()):
+        raise ConfigError(f"{origin}: section {section!r}: {key!r} is derived by morelib.settings and cannot be set")
+
+
+@dataclass
+class Profile:
+    """A loaded profile: its values per section, and where each value came from (for errors)."""
+
+    name: str
+    path: Path
+    sections: dict[str, dict[str, Any]]
+    origins: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    @property
+    def common(self) -> dict[str, Any]:
+        return self.sections[COMMON]
+
+    @property
+    def run_dir(self) -> Path:
+        return resolve_run_dir(self.common["run_dir"])
+
+    @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.run_dir)
+
+    def origin(self, section: str, key: str) -> str:
+        return self.origins.get((section, key), str(self.path))
+
+    def values(self, section: str) -> dict[str, Any]:
+        """The values a section's class is built from: the common ones it has a field for, then its own."""
+        if section not in _sections():
+            raise ConfigError(f"{self.path}: no section {section!r} (sections: {', '.join(_sections())})")
+        names = _fields(section)
+        merged = {k: v for k, v in self.common.items() if k in names}
+        merged.update(self.sections.get(section, {}))
+        return merged
+
+    def settings(self, section: str, **changes: Any):
+        """The settings object of ``section``, with ``changes`` applied (e.g. ``variant="raw"``)."""
+        values = self.values(section)
+        try:
+            return build_settings(section, {**values, **changes})
+        except ConfigError as error:
+            # A value refused by the class ("field: ...") is blamed on the --set that gave it, if one did.
+            key = str(error).removeprefix(f"section {section!r}: ").split(":", 1)[0]
+            if key in changes:  # the calling code's change, not the profile's
+                raise
+            origin = self.origins.get((section, key), self.origins.get((COMMON, key), str(self.path)))
+            raise ConfigError(f"{origin}: {error}") from None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The resolved profile as plain data (what ``run_info.json`` records)."""
+        return json.loads(json.dumps(self.sections, default=str))
+
+    def validate(self) -> None:
+        """Build every section's settings: fail fast, before any notebook runs."""
+        for section in _sections():
+            self.settings(section)
+
+
+def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = (),
+                 run_dir: str | os.PathLike | None = None, default_section: str | None = None) -> Profile:
+    """Load a profile, apply overrides and ``run_dir``, resolve placeholders and check every key.
+
+    ``default_section`` is where a bare override key goes when ``common`` has no such field (a
+    notebook passes its own section).
     """
+    sections_spec = _sections()
     path = profile_path(profile)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -118,30 +187,97 @@ def load_profile(
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    for section, values in raw.items():
+    sections: dict[str, dict[str, Any]] = {name: {} for name in sections_spec}
+    origins: dict[tuple[str, str], str] = {}
+    for name, values in raw.items():
+        name = str(name)
+        if name not in sections_spec:
+            raise ConfigError(f"{path}: unknown section {name!r} (sections: {', '.join(sections_spec)})")
         if values is not None and not isinstance(values, dict):
-            raise ConfigError(f"{path}: section {section!r} must be a mapping of parameter names")
-    common = dict(raw.get(COMMON) or {})
-    sections = {str(name): dict(values or {}) for name, values in raw.items() if name != COMMON}
+            raise ConfigError(f"{path}: section {name!r} must be a mapping of keys to values")
+        for key, value in (values or {}).items():
+            _check_key(str(path), name, key)
+            sections[name][key] = value
 
-    for override in overrides:
-        section, name, value = parse_override(override)
-        if section is None or section == COMMON:
-            common[name] = value
-        else:
-            sections.setdefault(section, {})[name] = value
+    common_fields = _fields(COMMON)
+    for text in overrides:
+        section, key, value = parse_override(text)
+        if section is None:
+            section = COMMON if key in common_fields or default_section is None else default_section
+        if section not in sections_spec:
+            raise ConfigError(f"--set {text!r}: unknown section {section!r} (sections: {', '.join(sections_spec)})")
+        _check_key(f"--set {text!r}", section, key, bare=text.split("=", 1)[0].strip() == key)
+        sections[section][key] = value
+        origins[(section, key)] = f"--set {text!r}"
     if run_dir is not None:
-        common["run_dir"] = str(run_dir)
-    for required in ("profile", "run_dir", "seed"):
-        if required not in common:
+        sections[COMMON]["run_dir"] = str(run_dir)
+    for required in ("profile", "run_dir"):
+        if required not in sections[COMMON]:
             raise ConfigError(f"{path}: section 'common' lacks {required!r}")
 
-    resolved_run_dir = resolve_run_dir(common["run_dir"])
-    common["run_dir"] = str(resolved_run_dir)
-    substitutions = {"{run_dir}": str(resolved_run_dir), "{repo_root}": str(repo_root())}
-    common = _substitute(common, substitutions)
+    resolved_run_dir = str(resolve_run_dir(sections[COMMON]["run_dir"]))
+    substitutions = {"{run_dir}": resolved_run_dir, "{repo_root}": str(repo_root())}
     sections = {name: _substitute(values, substitutions) for name, values in sections.items()}
-    return Profile(name=str(common["profile"]), path=path, common=common, sections=sections)
+    sections[COMMON]["run_dir"] = resolved_run_dir
+    return Profile(name=str(sections[COMMON]["profile"]), path=path, sections=sections, origins=origins)
+
+
+def build_settings(section: str, values: dict[str, Any]):
+    """The settings object of ``section`` from plain values; remembers them for :func:`with_changes`."""
+    from morelib.settings import DERIVED
+
+    if section not in _sections():
+        raise ConfigError(f"unknown section {section!r} (sections: {', '.join(_sections())})")
+    cls = _sections()[section]
+    names = _fields(section)
+    for key in values:
+        if key not in names:
+            raise _unknown_key("", section, key)
+        if key in DERIVED.get(section, ()):
+            raise ConfigError(f"section {section!r}: {key!r} is derived by morelib.settings and cannot be set")
+    try:
+        settings = cls(**values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"section {section!r}: {error}") from None
+    settings.__dict__["_section"] = section
+    settings.__dict__["_values"] = dict(values)
+    return settings
+
+
+def settings_values(settings) -> tuple[str, dict[str, Any]]:
+    """The section and the values a settings object was built from (what a subprocess rebuilds it from)."""
+    try:
+        return settings.__dict__["_section"], dict(settings.__dict__["_values"])
+    except KeyError:
+        raise ValueError(f"{type(settings).__name__} was not built by morelib.config.build_settings") from None
+
+
+def with_changes(settings, **changes: Any):
+    """A copy of ``settings`` with some values changed (``dataclasses.replace`` breaks TRL's derived fields)."""
+    section, values = settings_values(settings)
+    return build_settings(section, {**values, **changes})
+
+
+def load_settings(section: str, profile: str | os.PathLike = "toy", overrides: Iterable[str] = (),
+                  run_dir: str | os.PathLike | None = None, **changes: Any):
+    """The settings of one section: ``load_settings("05_grpo", "toy", ["gamma=0.25"])``.
+
+    This is what every notebook and command line calls. Bare override keys go to ``common`` when it
+    has them, else to ``section``.
+    """
+    loaded = load_profile(profile, overrides, run_dir, default_section=section)
+    return loaded.settings(section, **changes)
+
+
+def describe(settings, keys: Iterable[str]):
+    """A small table of chosen settings: value and documented meaning (what a notebook shows its reader)."""
+    import pandas as pd
+
+    from morelib.settings import help_text
+
+    rows = [{"setting": key, "value": getattr(settings, key), "meaning": help_text(type(settings), key)}
+            for key in keys]
+    return pd.DataFrame(rows).set_index("setting")
 
 
 def _substitute(value: Any, substitutions: dict[str, str]) -> Any:
@@ -154,75 +290,6 @@ def _substitute(value: Any, substitutions: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_substitute(item, substitutions) for item in value]
     return value
-
-
-def declared_parameters(notebook: str | os.PathLike) -> dict[str, Any]:
-    """Names assigned in the notebook's ``parameters`` cell, with their default values.
-
-    Defaults that are not literals are returned as their source text.
-    """
-    import nbformat
-
-    path = Path(notebook)
-    nb = nbformat.read(path, as_version=4)
-    cells = [cell for cell in nb.cells if "parameters" in cell.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise ConfigError(f"{path}: no cell tagged 'parameters'")
-    source = "\n".join(cell.source for cell in cells)
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as error:
-        raise ConfigError(f"{path}: parameters cell, line {error.lineno}: {error.msg}") from None
-    declared: dict[str, Any] = {}
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        value = getattr(node, "value", None)
-        for target in targets:
-            if isinstance(target, ast.Name):
-                try:
-                    declared[target.id] = ast.literal_eval(value) if value is not None else None
-                except ValueError:
-                    declared[target.id] = ast.get_source_segment(source, value)
-    return declared
-
-
-def notebook_parameters(profile: Profile | str, notebook: str | os.PathLike) -> dict[str, Any]:
-    """The values papermill injects into ``notebook`` for ``profile``.
-
-    ``notebook`` is a path or a stem under ``notebooks/``. Common keys go in only where the
-    notebook declares them; every key of the notebook's own section must be declared.
-    """
-    if not isinstance(profile, Profile):
-        profile = load_profile(profile)
-    path = Path(notebook)
-    if path.suffix != ".ipynb":
-        path = repo_root() / "notebooks" / f"{path.name}.ipynb"
-    declared = declared_parameters(path)
-    section = profile.sections.get(path.stem, {})
-    unknown = [key for key in section if key not in declared]
-    if unknown:
-        raise ConfigError(
-            f"{profile.path}: section {path.stem!r} sets {', '.join(map(repr, unknown))}, "
-            f"which notebook {path} does not declare in its parameters cell "
-            f"(declared: {', '.join(declared) or 'nothing'})"
-        )
-    values = {key: value for key, value in profile.common.items() if key in declared}
-    values.update(section)
-    return values
-
-
-def validate_profile(profile: Profile, notebooks: Iterable[Path]) -> None:
-    """Fail fast: every section names an existing notebook and only its declared parameters."""
-    notebooks = list(notebooks)
-    stems = {path.stem for path in notebooks}
-    orphans = [name for name in profile.sections if name not in stems]
-    if orphans:
-        raise ConfigError(
-            f"{profile.path}: section(s) {', '.join(map(repr, orphans))} name no notebook "
-            f"(notebooks: {', '.join(sorted(stems))})"
-        )
-    for path in notebooks:
-        notebook_parameters(profile, path)
 
 
 def seed_everything(seed: int) -> None:
@@ -290,8 +357,8 @@ def git_commit() -> dict[str, Any]:
 def write_run_info(run_dir: str | os.PathLike, profile: Profile, config: dict[str, Any] | None = None,
                    extra: dict[str, Any] | None = None) -> Path:
     """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit."""
-    run_dir = resolve_run_dir(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    layout = RunLayout(run_dir)
+    layout.root.mkdir(parents=True, exist_ok=True)
     info = {
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name,
@@ -303,6 +370,6 @@ def write_run_info(run_dir: str | os.PathLike, profile: Profile, config: dict[st
         "git": git_commit(),
         **(extra or {}),
     }
-    path = run_dir / "run_info.json"
-    path.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    return path
+    from morelib.files import write_json
+
+    return write_json(layout.run_info, info)

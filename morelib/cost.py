@@ -33,6 +33,11 @@ class Prices:
     output_per_m: float = 10.00
     batch_discount: float = 0.5  # the Batch API bills this fraction of the list price
 
+    @classmethod
+    def from_settings(cls, settings) -> "Prices":
+        """The prices an annotation run was given (``price_input_per_m``, ``price_output_per_m``, ``batch_discount``)."""
+        return cls(settings.price_input_per_m, settings.price_output_per_m, settings.batch_discount)
+
     def cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float:
         usd = (prompt_tokens * self.input_per_m + completion_tokens * self.output_per_m) / 1e6
         return usd * (self.batch_discount if batch else 1.0)

@@ -12,7 +12,8 @@ A line looks like ``{'token': [...], 'h': {'name': ..., 'pos': [start, end]},
 Accepted variants: ``t.box`` instead of ``t.pos``, coordinates as strings, names as token lists.
 
 Every bad line raises a `DataError` subclass naming file, line and field; with
-``skip_invalid=True`` the line is skipped, logged and collected, never dropped silently.
+``skip_invalid=True`` the line is skipped, logged and collected, never dropped silently. A
+split without a single fact is an error too (`EmptySplit`): nothing downstream can use it.
 
     python -m morelib.data validate DATA_DIR
 """
@@ -46,6 +47,11 @@ class Sample:
     img_id: str            # "<uuid>.jpg"
     image_path: Path       # DATA_DIR/img_org/{split}/{img_id}
     label: str             # one of the relations
+
+    @property
+    def data_dir(self) -> Path:
+        """The MORE-layout directory the sample was read from."""
+        return self.image_path.parents[2]
 
 
 # ----------------------------------------------------------------------------- errors
@@ -101,6 +107,12 @@ class MissingObject(DataError):
 
 class MissingFile(DataError):
     kind = "missing_file"
+
+
+class EmptySplit(DataError):
+    """A split file without a single usable fact."""
+
+    kind = "empty_split"
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -211,7 +223,8 @@ def load_split(data_dir: str | Path, split: str, skip_invalid: bool = False,
     skip_invalid: False raises the first DataError; True skips bad lines, logging each one
         and appending it to ``report`` (pass a list to collect them).
     relations: the label set; default `relations_for(data_dir)`.
-    Blank lines carry no fact and are passed over (line numbers still count them).
+    Blank lines carry no fact and are passed over (line numbers still count them). A split
+    with no fact left is an `EmptySplit` error.
     """
     data_dir = Path(data_dir)
     relations = relations or relations_for(data_dir)
@@ -219,6 +232,7 @@ def load_split(data_dir: str | Path, split: str, skip_invalid: bool = False,
     if not path.exists():
         raise MissingFile(path, 0, "file", "missing")
     samples = []
+    skipped = 0
     with open(path, encoding="utf-8") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -229,9 +243,13 @@ def load_split(data_dir: str | Path, split: str, skip_invalid: bool = False,
             except DataError as err:
                 if not skip_invalid:
                     raise
+                skipped += 1
                 log.warning("skipped %s", err)
                 if report is not None:
                     report.append(err)
+    if not samples:
+        why = f"all {skipped} lines are invalid" if skipped else "the file holds no sample lines"
+        raise EmptySplit(path, 0, "file", f"no facts in the {split} split ({why})")
     return samples
 
 
@@ -394,18 +412,30 @@ def format_report(report: ValidationReport) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m morelib.data")
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("validate", help="check every split of a MORE-format data directory")
-    check.add_argument("data_dir")
-    args = parser.parse_args(argv)
+def _validate_command(args) -> int:
+    data_dir = Path(args.data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data directory")
     logging.basicConfig(level=logging.ERROR)  # problems are listed in the report itself
-    report = validate(args.data_dir)
+    report = validate(data_dir, tuple(args.splits))
     print(format_report(report))
+    if not report.ok:
+        print(f"error: {data_dir}: {len(report.problems)} problem(s), the first: {report.problems[0]}",
+              file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m morelib.data validate DATA_DIR``: check a MORE-format data directory."""
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.data", "The MORE data format: check a data directory.")
+    commands = cli.add_commands(parser)
+    check = cli.add_command(commands, "validate", "check every split of a MORE-format data directory: "
+                            "lines, labels, entity spans, boxes, images, entity dicts; an empty split is an error")
+    check.add_argument("data_dir", help="the directory holding txt/, img_org/ and ent_{split}_dict.pth")
+    check.add_argument("--splits", nargs="+", default=list(SPLITS), choices=SPLITS, help="the splits to check")
+    return cli.run(parser, argv, _validate_command)
 
 
 if __name__ == "__main__":

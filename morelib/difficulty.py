@@ -3,22 +3,24 @@
 The Stage 1 model predicts every pool sample with greedy decoding: a correct label makes the
 sample *easy*, a wrong or unparsable one *hard* (paper: 2,370 hard and 8,853 easy; 7,417 of the
 easy and 796 of the hard are ``none``). Progressive Sample-Mixing (``morelib.mixing``) reads
-``difficulty/split.jsonl``.
+the split (``RunLayout.difficulty_split``).
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from morelib.files import read_jsonl, write_jsonl
 from morelib.labels import NONE, RELATIONS
+from morelib.layout import RunLayout
 
 EASY, HARD = "easy", "hard"
 PARTS = (EASY, HARD)
 POOL_KEY = "stage2_pool"
-PREDICTIONS_NAME = "stage1__stage2_pool.jsonl"
+# The pool's predictions: RunLayout.predictions(*POOL_PREDICTIONS).
+POOL_PREDICTIONS = ("stage1", POOL_KEY)
 
 # Section 4 of the paper (the MORE training set, Qwen2.5-VL-7B after Stage 1).
 REPORTED_COUNTS = {EASY: 8853, HARD: 2370}
@@ -43,45 +45,37 @@ def split_rows(predictions: Iterable[dict]) -> list[dict]:
 
 
 def write_split(rows: Sequence[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    tmp.replace(path)  # readers never see a half-written split
-    return path
+    """Write the split atomically: readers never see a half-written file."""
+    return write_jsonl(path, rows)
+
+
+SPLIT_FIELDS = ("id", "label", "difficulty")
 
 
 def read_split(path: str | Path) -> list[dict]:
-    """Rows of ``difficulty/split.jsonl``; a bad line is an error naming file, line and field.
+    """Rows of the difficulty split; a bad line is an error naming file, line and field.
 
     ``id``, ``label`` and ``difficulty`` are required (Stage 2 reads them); ``pred`` is kept
     for inspection when present.
     """
-    from morelib.labels import RELATIONS
-
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the difficulty split is missing (notebook 04 writes it)")
-    rows, seen = [], set()
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as err:
-            raise ValueError(f"{path}:{line_no}: not a JSON object ({err})") from err
-        for field in ("id", "label", "difficulty"):
-            if not isinstance(row.get(field), str):
-                raise ValueError(f"{path}:{line_no}: field {field!r}: missing or not a string")
+        raise FileNotFoundError(f"{path}: no such file (notebook 04 writes the difficulty split)")
+    seen: set[str] = set()
+
+    def check(row: dict) -> None:
+        for name in SPLIT_FIELDS:
+            if not isinstance(row[name], str):
+                raise ValueError(f"field {name!r}: expected a string, got {row[name]!r}")
         if row["difficulty"] not in PARTS:
-            raise ValueError(f"{path}:{line_no}: field 'difficulty': {row['difficulty']!r} is not easy or hard")
+            raise ValueError(f"field 'difficulty': {row['difficulty']!r} is not easy or hard")
         if row["label"] not in RELATIONS:
-            raise ValueError(f"{path}:{line_no}: field 'label': {row['label']!r} is not one of the relations")
+            raise ValueError(f"field 'label': {row['label']!r} is not one of the relations")
         if row["id"] in seen:
-            raise ValueError(f"{path}:{line_no}: field 'id': {row['id']!r} appears twice")
+            raise ValueError(f"field 'id': {row['id']!r} appears twice")
         seen.add(row["id"])
-        rows.append(row)
-    return rows
+
+    return read_jsonl(path, required=SPLIT_FIELDS, check=check)
 
 
 def part_summary(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
@@ -131,12 +125,10 @@ def label_table(rows: Sequence[dict], relations: Sequence[str] = RELATIONS):
 
 
 def pool_ids(run_dir: str | Path) -> list[str]:
-    """The Stage 2 pool's sample ids, from ``annotation/split_ids.json``."""
-    path = Path(run_dir) / "annotation" / "split_ids.json"
-    ids = json.loads(path.read_text())
-    if POOL_KEY not in ids:
-        raise ValueError(f"{path}: field {POOL_KEY!r}: missing (keys: {sorted(ids)})")
-    return list(ids[POOL_KEY])
+    """The Stage 2 pool's sample ids, from the run's split ids (``RunLayout.split_ids``)."""
+    from morelib.annotate import read_split_ids
+
+    return list(read_split_ids(run_dir)[POOL_KEY])
 
 
 def pool_samples(data_dir: str | Path, ids: Sequence[str]) -> list:
@@ -150,18 +142,18 @@ def pool_samples(data_dir: str | Path, ids: Sequence[str]) -> list:
 
 
 def split_pool(run_dir: str | Path, data_dir: str | Path, model_or_backend, settings=None) -> list[dict]:
-    """Predict the Stage 2 pool with the Stage 1 model (resumable) and write ``difficulty/split.jsonl``.
+    """Predict the Stage 2 pool with the Stage 1 model (resumable) and write the difficulty split.
 
     ``model_or_backend`` is anything ``morelib.inference.predict_to_file`` accepts (a backend,
-    a ``(model, processor)`` pair, or a model path). Greedy decoding unless ``settings`` says
-    otherwise.
+    a ``(model, processor)`` pair, a model path, or the child-process vLLM backend that
+    ``make_backend(..., "vllm")`` returns). Greedy decoding unless ``settings`` says otherwise.
     """
     from morelib.inference import GenerationSettings, predict_to_file
 
-    run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     settings = settings or GenerationSettings(temperature=0.0)
     samples = pool_samples(data_dir, pool_ids(run_dir))
-    predictions = predict_to_file(model_or_backend, samples, run_dir / "predictions" / PREDICTIONS_NAME, settings)
+    predictions = predict_to_file(model_or_backend, samples, layout.predictions(*POOL_PREDICTIONS), settings)
     rows = split_rows(predictions)
-    write_split(rows, run_dir / "difficulty" / "split.jsonl")
+    write_split(rows, layout.difficulty_split)
     return rows

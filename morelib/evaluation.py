@@ -1,9 +1,10 @@
 """The run's models, their cached predictions on a split, and their scores.
 
 Every model the chain produces is evaluated with the shared inference function
-(``morelib.inference.predict_to_file``, greedy) into ``run_dir/predictions/<key>__<split>.jsonl``.
+(``morelib.inference.predict_to_file``, greedy) into ``RunLayout.predictions(key, split)``.
 A complete file is reused; a partial one is resumed; a model that is missing is skipped with a
-printed note, so notebook 06 runs alone on whatever the run holds.
+printed note, so notebook 06 runs alone on whatever the run holds. With the vLLM backend each
+model is predicted in a child process of its own, so its GPU memory is free before the next.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import pandas as pd
 
 from morelib import metrics
 from morelib.answer import parse_label
+from morelib.files import read_jsonl
+from morelib.layout import RunLayout
 from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
 from morelib.reported import GENERATION_REASONING as GEN_REASON
 
@@ -31,12 +34,13 @@ class RunModel:
     group: str               # the Table 1 group
     paper_row: str | None    # the reported row it reproduces, if any
     in_table1: bool = True   # the Stage 2 ablation variants go to Figure 3 instead
+    prompt: str = "reasoning"  # student prompt (morelib.prompts): "label" for the paper's direct-answer baselines
 
 
 RUN_MODELS: tuple[RunModel, ...] = (
-    RunModel("zero_shot", "zero-shot (base model)", GEN_PLAIN, "Qwen2.5-VL-7B(-zs)"),
-    RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT"),
-    RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)"),
+    RunModel("zero_shot", "zero-shot (base model)", GEN_PLAIN, "Qwen2.5-VL-7B(-zs)", prompt="label"),
+    RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT", prompt="label"),
+    RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)", prompt="label"),
     RunModel("stage1", "MORE-R1 (Stage 1)", GEN_REASON, "MORE-R1(Stage 1)"),
     RunModel("grpo_progressive", "MORE-R1", GEN_REASON, "MORE-R1"),
     RunModel("grpo_raw", "Stage 2 variant: raw", GEN_REASON, None, in_table1=False),
@@ -45,8 +49,6 @@ RUN_MODELS: tuple[RunModel, ...] = (
 )
 MODELS_BY_KEY: dict[str, RunModel] = {m.key: m for m in RUN_MODELS}
 MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
-# Files whose presence means a checkpoint directory holds a finished model.
-FINISHED_MARKERS = ("sft_done.json", "grpo_done.json", "config.json", "adapter_config.json")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
@@ -55,14 +57,15 @@ def display_name(key: str) -> str:
 
 
 def predictions_path(run_dir: str | Path, key: str, split: str = "test") -> Path:
-    return Path(run_dir) / "predictions" / f"{key}__{split}.jsonl"
+    """``RunLayout(run_dir).predictions(key, split)``."""
+    return RunLayout(run_dir).predictions(key, split)
 
 
 def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str | Path | None:
     """Where a model is, or None when it is missing.
 
     Zero-shot is the base model: a local directory, or a hub id (``org/name``, paper profile).
-    Every other model is ``run_dir/checkpoints/<key>`` holding a finished model.
+    Every other model is ``RunLayout.checkpoint(key)`` holding a finished model.
     """
     if key == "zero_shot":
         path = Path(base_model)
@@ -71,22 +74,21 @@ def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str
         text = str(base_model)
         hub_like = _HUB_ID.fullmatch(text) and not path.is_absolute() and not text.startswith(("runs/", "."))
         return text if hub_like else None
-    path = Path(run_dir) / "checkpoints" / key
-    return path if any((path / marker).exists() for marker in FINISHED_MARKERS) else None
+    # done.json is written last: a folder without it holds an unfinished (or killed) training run.
+    layout = RunLayout(run_dir)
+    return layout.checkpoint(key) if layout.model_done(key).exists() else None
 
 
 REQUIRED_FIELDS = ("id", "gold", "text")
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """Rows of a predictions file, checked; ``label`` is re-derived with ``parse_label`` when absent."""
-    from morelib.inference import read_predictions
+    """Rows of a predictions file, checked; ``label`` is re-derived with ``parse_label`` when absent.
 
-    rows = read_predictions(path)
-    for line_no, row in enumerate(rows, start=1):
-        for field in REQUIRED_FIELDS:
-            if field not in row:
-                raise ValueError(f"{path}: row {line_no} (id {row.get('id')!r}): missing field {field!r}")
+    A torn last line (a prediction run killed mid-write) is left out; it is predicted again.
+    """
+    rows = read_jsonl(path, required=REQUIRED_FIELDS, torn_tail_ok=True)
+    for row in rows:
         if "label" not in row:
             row["label"] = parse_label(row["text"])
     return rows
@@ -102,19 +104,27 @@ def evaluate_models(
     settings=None,
     base_url: str | None = None,
     settings_by_key: Mapping | None = None,
+    dtype: str = "auto",
+    backend_options: Mapping | None = None,
 ) -> dict[str, list[dict]]:
     """Prediction rows (in ``samples`` order) for each model in ``keys`` that exists or is cached.
 
     ``settings`` is a ``morelib.inference.GenerationSettings`` (greedy by default);
-    ``settings_by_key`` overrides it for some models (e.g. a shorter token budget for label-only SFT).
+    ``settings_by_key`` overrides it for some models (e.g. a shorter token budget for label-only
+    SFT, or the served model name of each model with the ``openai`` backend).
+    ``backend_options`` go to ``morelib.inference.make_backend`` (``min_pixels``, ``max_pixels``,
+    ``max_model_len``, ``gpu_memory_utilization``; each backend takes those it uses). With
+    ``vllm``, each model runs in a child process of its own.
     """
     from morelib.inference import GenerationSettings, make_backend, predict_to_file
+    from morelib.prompts import prompt_template
 
     settings = settings or GenerationSettings(temperature=0.0)
+    layout = RunLayout(run_dir)
     wanted = [s.id for s in samples]
     results: dict[str, list[dict]] = {}
     for key in keys:
-        path = predictions_path(run_dir, key, split)
+        path = layout.predictions(key, split)
         cached = {r["id"]: r for r in load_predictions(path)} if path.exists() else {}
         if cached and all(i in cached for i in wanted):
             print(f"{key}: cached predictions {path}")
@@ -122,13 +132,17 @@ def evaluate_models(
             continue
         location = model_location(run_dir, key, base_model)
         if location is None:
-            where = base_model if key == "zero_shot" else Path(run_dir) / "checkpoints" / key
+            where = base_model if key == "zero_shot" else layout.checkpoint(key)
             note = f" ({len(cached)} of {len(wanted)} predictions cached)" if cached else ""
             print(f"{key}: SKIPPED, no model at {where}{note}")
             continue
         print(f"{key}: predicting with {location}")
-        model = str(location) if backend == "transformers" else make_backend(location, backend, base_url=base_url)
-        predict_to_file(model, samples, path, (settings_by_key or {}).get(key, settings))
+        model_settings = (settings_by_key or {}).get(key, settings)
+        # vllm: a SubprocessBackend, so the engine and its GPU memory end with the child process.
+        model = make_backend(location, backend, dtype=dtype, base_url=base_url,
+                             served_model_name=model_settings.served_model_name, **(backend_options or {}))
+        prompt = MODELS_BY_KEY[key].prompt if key in MODELS_BY_KEY else "reasoning"
+        predict_to_file(model, samples, path, model_settings, template=prompt_template(prompt))
         rows = {r["id"]: r for r in load_predictions(path)}
         results[key] = [rows[i] for i in wanted]
         del model
@@ -143,9 +157,16 @@ def score_rows(rows: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
     result = metrics.score(gold, pred)
     result["macro_f1"] = metrics.macro_f1(gold, pred)
     if n_boot and rows:
-        ci = metrics.bootstrap_f1_ci(gold, pred, n=n_boot, seed=seed)
-        result["f1_low"], result["f1_high"] = ci["low"], ci["high"]
+        for metric, (low, high) in metrics.bootstrap_ci(gold, pred, n=n_boot, seed=seed).items():
+            result[f"{metric}_low"], result[f"{metric}_high"] = low, high
     return result
+
+
+def toy_facts(data_dir: str | Path) -> dict[str, dict] | None:
+    """The toy world's facts by sample id (true object and entity types), or None for real data."""
+    from morelib import toy
+
+    return toy.meta_by_id(data_dir) if toy.meta_path(data_dir).is_file() else None
 
 
 def scores_table(scores: Mapping[str, dict]) -> pd.DataFrame:

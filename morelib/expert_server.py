@@ -8,8 +8,10 @@ reasoning: object look and role, relevance, alignment, the two types, the candid
 the type pair, the decision. It reads nothing but ``toy_meta.jsonl``.
 
 Like a real expert it sometimes errs (``mistake_rate``, seeded per sample): a missing step,
-a wrong answer, or malformed tags. For tests it can inject failures (``Faults``): 429 with
-Retry-After, 500, hangs past the client's timeout, bodies that are not JSON, slow replies.
+a wrong answer, or malformed tags. Like a real endpoint it answers 404 for a model it does not
+serve and, when given an ``api_key``, 401 for any other key. For tests it can inject failures
+(``Faults``): 429 with Retry-After, 500, hangs past the client's timeout, bodies that are not
+JSON, slow replies.
 
     with ExpertServer(ExpertConfig(meta_path="runs/toy/data/toy_meta.jsonl")) as server:
         openai.OpenAI(base_url=server.base_url, api_key="unused")...
@@ -24,6 +26,7 @@ import json
 import logging
 import random
 import re
+import sys
 import threading
 import time
 from collections import Counter
@@ -32,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from morelib import cost
+from morelib.files import read_jsonl
 from morelib.labels import NONE, RELATIONS, candidates, relation_types
 
 log = logging.getLogger(__name__)
@@ -64,7 +68,8 @@ class ExpertConfig:
     meta_path: str  # toy_meta.jsonl written by morelib.toy
     seed: int = 0
     mistake_rate: float = 0.05  # share of samples answered with an expert mistake
-    model: str = "toy-expert"  # reported in replies
+    model: str = "toy-expert"  # the one model it serves; a request for another gets 404
+    api_key: str | None = None  # when set, a request with another bearer key gets 401
     host: str = "127.0.0.1"
     port: int = 0  # 0 = any free port
     faults: Faults = field(default_factory=Faults)
@@ -72,17 +77,7 @@ class ExpertConfig:
 
 def read_meta(path: str | Path) -> dict[str, dict]:
     """toy_meta.jsonl rows by sample id; fields the expert does not use are kept and ignored."""
-    rows = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                rows[row["id"]] = row
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: bad toy metadata row ({exc!r}); field 'id' is required") from None
-    return rows
+    return {row["id"]: row for row in read_jsonl(path, required=("id",))}
 
 
 # ----------------------------------------------------------------------------- the reasoning
@@ -188,6 +183,16 @@ def _prompt_parts(body: dict) -> tuple[str, list[tuple[int, int, str]]]:
     return "\n".join(texts), images
 
 
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many clients connect at once under high concurrency
+
+    def handle_error(self, request, client_address):
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away (its timeout, or a run that stopped): nothing to report
+        log.exception("expert server: request from %s failed", client_address)
+
+
 class ExpertServer:
     """The loopback expert; a context manager that serves in a background thread."""
 
@@ -200,15 +205,13 @@ class ExpertServer:
         self.replies = 0
         self._lock = threading.Lock()
         self._fault_rng = random.Random(cfg.faults.seed)
-        self._httpd: ThreadingHTTPServer | None = None
+        self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- life cycle
     def start(self) -> "ExpertServer":
         handler = type("Handler", (_Handler,), {"expert": self})
-        httpd = ThreadingHTTPServer((self.cfg.host, self.cfg.port), handler)
-        httpd.daemon_threads = True
-        httpd.request_queue_size = 256  # many clients connect at once under high concurrency
+        httpd = _HTTPServer((self.cfg.host, self.cfg.port), handler)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, name="expert-server", daemon=True)
         self._thread.start()
@@ -322,10 +325,15 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except ValueError:
             return self._error(400, "the request body is not JSON")
+        expert = self.expert
+        if expert.cfg.api_key is not None and self.headers.get("Authorization") != f"Bearer {expert.cfg.api_key}":
+            return self._error(401, "Incorrect API key provided.")
+        if body.get("model") != expert.cfg.model:
+            return self._error(404, f"The model `{body.get('model')}` does not exist or you do not have access to it.")
         sample_id = self.headers.get(SAMPLE_ID_HEADER)
         if not sample_id or sample_id not in self.expert.meta:
             return self._error(400, f"unknown sample: send its id in the {SAMPLE_ID_HEADER} header")
-        expert, faults = self.expert, self.expert.cfg.faults
+        faults = expert.cfg.faults
         fault = expert.next_fault(sample_id)
         if faults.latency:
             time.sleep(faults.latency)
@@ -352,14 +360,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", default="toy-expert", help="the model name it serves")
     parser.add_argument("--mistake-rate", type=float, default=0.05)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
     parser.add_argument("--rate-429", type=float, default=0.0)
     parser.add_argument("--rate-500", type=float, default=0.0)
     args = parser.parse_args(argv)
     faults = Faults(latency=args.latency, rate_429=args.rate_429, rate_500=args.rate_500, seed=args.seed)
-    cfg = ExpertConfig(args.meta, seed=args.seed, mistake_rate=args.mistake_rate, host=args.host, port=args.port,
-                       faults=faults)
+    cfg = ExpertConfig(args.meta, seed=args.seed, mistake_rate=args.mistake_rate, model=args.model, host=args.host,
+                       port=args.port, faults=faults)
     server = ExpertServer(cfg).start()
     print(f"offline expert serving {len(server.meta)} samples at {server.base_url}", flush=True)
     try:

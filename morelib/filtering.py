@@ -22,22 +22,23 @@ Every rejected response gets one reason, the first that applies, in this order:
 - ``wrong_answer``: the answer is a label but not the gold one;
 - ``malformed``: anything else the strict parser refuses.
 
-The kept responses become ``run_dir/sft/stage1.jsonl`` rows ``{"id", "label", "completion"}``,
+The kept responses become the Stage 1 set (``RunLayout.stage1_set``, ``sft/stage1.jsonl``), rows
+``{"id", "label", "completion"}``,
 with the answer written in its canonical form; the SFT stage rebuilds the student prompt
 (the basic task description and the two images) from the sample.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from morelib.annotate import ResponseStore, latest_records, read_split_ids, store_path
+from morelib.annotate import ResponseStore, latest_records, read_split_ids
 from morelib.answer import STEP_RE, STRICT_FORMAT_RE, is_well_formed, parse_label
-from morelib.config import resolve_path
+from morelib.files import read_jsonl, write_jsonl
 from morelib.labels import RELATIONS, normalize_label
+from morelib.layout import RunLayout, resolve_path
 
 REASONS = ("no_response", "error", "empty_response", "missing_think", "several_thinks", "missing_answer",
            "several_answers", "bad_structure", "missing_step", "steps_out_of_order", "unknown_label",
@@ -108,56 +109,55 @@ def filter_records(samples, records: dict[str, dict], relations: tuple[str, ...]
 
 
 def stage1_path(run_dir: str | Path) -> Path:
-    return resolve_path(run_dir) / "sft" / "stage1.jsonl"
+    """``RunLayout(run_dir).stage1_set``."""
+    return RunLayout(run_dir).stage1_set
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # atomic: the SFT stage never reads half a file
+def rejected_path(stage1_set: str | Path) -> Path:
+    """Where the rejected responses go: beside the Stage 1 set, for inspection."""
+    return Path(stage1_set).with_name("stage1_rejected.jsonl")
 
 
 def build_stage1(run_dir: str | Path, data_dir: str | Path, split: str = "train", model: str | None = None,
                  ) -> list[FilterResult]:
-    """Filter the Stage 1 sample's expert responses; write ``sft/stage1.jsonl`` and the rejects.
+    """Filter the Stage 1 sample's expert responses; write the Stage 1 set and the rejects.
 
-    ``model`` keeps only that model's records (None = whichever model answered last).
-    Rejects go to ``sft/stage1_rejected.jsonl`` (``id, label, reason, response``) for inspection.
+    ``model`` keeps only that model's records (None = whichever model answered last). The
+    kept rows go to ``RunLayout.stage1_set``; the rejects (``id, label, reason, response``)
+    beside it, to ``stage1_rejected.jsonl``, for inspection.
     """
     from morelib.data import load_split
 
+    layout = RunLayout(run_dir)
     stage1 = read_split_ids(run_dir)["stage1"]
     by_id = {s.id: s for s in load_split(resolve_path(data_dir), split)}
     unknown = [i for i in stage1 if i not in by_id]
     if unknown:
-        raise ValueError(f"{resolve_path(run_dir) / 'annotation/split_ids.json'}: ids not in the {split} split "
+        raise ValueError(f"{layout.split_ids}: field 'stage1': ids not in the {split} split "
                          f"of {data_dir}: {unknown[:5]}")
     samples = [by_id[i] for i in stage1]
-    records = latest_records(ResponseStore(store_path(run_dir)), stage1, model)
+    records = latest_records(ResponseStore.for_run(run_dir), stage1, model)
     results = filter_records(samples, records)
-    _write_jsonl(stage1_path(run_dir), ({"id": r.id, "label": r.label, "completion": r.completion}
-                                        for r in results if r.kept))
-    _write_jsonl(stage1_path(run_dir).with_name("stage1_rejected.jsonl"),
-                 ({"id": r.id, "label": r.label, "reason": r.reason, "response": r.response}
-                  for r in results if not r.kept))
+    write_jsonl(layout.stage1_set, ({"id": r.id, "label": r.label, "completion": r.completion}
+                                    for r in results if r.kept))
+    write_jsonl(rejected_path(layout.stage1_set),
+                ({"id": r.id, "label": r.label, "reason": r.reason, "response": r.response}
+                 for r in results if not r.kept))
     return results
 
 
-def read_stage1(run_dir: str | Path) -> list[dict]:
-    """The rows of ``sft/stage1.jsonl``, checked for the fields the SFT stage needs."""
-    path = stage1_path(run_dir)
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            row = json.loads(line)
-            for key in ("id", "label", "completion"):
-                if not isinstance(row.get(key), str):
-                    raise ValueError(f"{path}:{number}: field {key!r} must be a string")
-            rows.append(row)
-    return rows
+STAGE1_FIELDS = ("id", "label", "completion")
+
+
+def _check_stage1_row(row: dict) -> None:
+    for name in STAGE1_FIELDS:
+        if not isinstance(row[name], str):
+            raise ValueError(f"field {name!r}: expected a string, got {row[name]!r}")
+
+
+def read_stage1(path: str | Path) -> list[dict]:
+    """The rows of a Stage 1 set file (``RunLayout.stage1_set``), checked for the fields SFT needs."""
+    return read_jsonl(path, required=STAGE1_FIELDS, check=_check_stage1_row)
 
 
 def reason_counts(results: list[FilterResult]) -> Counter:

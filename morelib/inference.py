@@ -5,50 +5,112 @@ One function, ``generate(backend, samples, settings)``, with three backends:
 - ``VLLMBackend``: vLLM's offline engine on GPU servers (imported lazily; not runnable here);
 - ``OpenAIBackend``: any OpenAI-compatible server (e.g. ``vllm serve``) through the ``openai`` client.
 
-Greedy decoding (temperature 0) is what evaluation uses; temperature > 0 samples. Labels are parsed
-with ``morelib.answer.parse_label``, the parser the rewards use; an unparsable output gets label None.
+Every backend decodes with the same :class:`GenerationSettings`, passed in full: temperature,
+top-p, top-k, repetition penalty, token budget and seed. None of them falls back on the model's
+own ``generation_config.json`` (Qwen's release sets its own sampling defaults there, which
+``transformers`` and ``vllm serve`` would otherwise apply and vLLM's offline engine would not),
+so a difficulty split or a Table 1 does not depend on the backend chosen. Greedy decoding
+(temperature 0) is what evaluation uses; temperature > 0 samples. Labels are parsed with
+``morelib.answer.parse_label``, the parser the rewards use; an unparsable output gets label None.
 
-``predict_to_file`` writes the run directory's prediction JSONL and resumes: ids already in the file
-are skipped, each batch is appended and flushed.
+``predict_to_file`` writes a prediction JSONL (``RunLayout.predictions``) and resumes: ids
+already in the file are skipped and each row is appended as it comes. With vLLM it runs the
+engine in a child process (``python -m morelib.inference predict ...``), one per model, so the
+GPU memory of one model is given back before the next one loads.
 
-CLI: ``python -m morelib.inference --model PATH --data DATA_DIR --split test --out FILE``.
+    python -m morelib.inference predict --model PATH --data DATA_DIR --split test --out FILE
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import json
 import logging
 import os
+import subprocess
 import sys
+import tempfile
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
 from morelib.answer import parse_label
 from morelib.data import load_images, load_split
+from morelib.files import JsonlStore, read_json
 from morelib.prompts import student_prompt, task_description
+from morelib.settings import GenerationSettings  # the profile's "inference" section: one class for decoding
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class GenerationSettings:
-    """How to decode."""
+def hf_generation_config(settings: GenerationSettings, eos_token_id: list[int], pad_token_id: int | None,
+                         bos_token_id: int | None = None):
+    """The full ``transformers.GenerationConfig`` for ``settings``.
 
-    max_new_tokens: int = 512
-    """Longest completion, in tokens."""
-    temperature: float = 0.0
-    """0 = greedy (evaluation); > 0 samples (exploration)."""
-    top_p: float = 1.0
-    """Nucleus sampling mass (used only when sampling)."""
-    batch_size: int = 16
-    """Samples per generate call (transformers, vLLM) or concurrent requests (OpenAI)."""
-    seed: int = 0
-    """Seed for sampling, so a sampled run can be repeated."""
+    Greedy (temperature 0) leaves the sampling-only knobs at their neutral values, as vLLM does
+    at temperature 0; the repetition penalty applies in both modes, as in vLLM.
+    """
+    from transformers import GenerationConfig
+
+    sampling = settings.temperature > 0
+    return GenerationConfig(
+        max_new_tokens=settings.max_new_tokens,
+        min_new_tokens=0,
+        do_sample=sampling,
+        num_beams=1,
+        temperature=settings.temperature if sampling else 1.0,
+        top_p=settings.top_p if sampling else 1.0,
+        top_k=settings.top_k if sampling else None,  # 0 = no cut; unused when greedy
+        repetition_penalty=settings.repetition_penalty,
+        no_repeat_ngram_size=0,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        bos_token_id=bos_token_id,
+    )
+
+
+def vllm_sampling_kwargs(settings: GenerationSettings) -> dict:
+    """``vllm.SamplingParams`` keyword arguments for ``settings``: every decoding field, none left to defaults."""
+    return {
+        "n": 1,
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "top_k": settings.top_k,  # 0 = no cut (vLLM's own convention too)
+        "min_p": 0.0,
+        "repetition_penalty": settings.repetition_penalty,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "seed": settings.seed,
+    }
+
+
+def openai_request_kwargs(settings: GenerationSettings, min_pixels: int | None = None,
+                          max_pixels: int | None = None) -> dict:
+    """``chat.completions.create`` keyword arguments for ``settings``.
+
+    Every field is sent, so ``vllm serve`` never fills one from the model's generation config.
+    ``top_k``, ``repetition_penalty`` and the image limits (``mm_processor_kwargs``) are not
+    OpenAI parameters: they travel in ``extra_body``, which vLLM's server reads as fields of its
+    ``ChatCompletionRequest``.
+    """
+    extra = {"top_k": settings.top_k, "repetition_penalty": settings.repetition_penalty}
+    pixels = {name: value for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels))
+              if value is not None}
+    if pixels:
+        extra["mm_processor_kwargs"] = pixels
+    return {
+        "max_tokens": settings.max_new_tokens,
+        "temperature": settings.temperature,
+        "top_p": settings.top_p,
+        "seed": settings.seed,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "extra_body": extra,
+    }
 
 
 @dataclass
@@ -76,10 +138,11 @@ class TransformersBackend:
         self.processor = processor
 
     @classmethod
-    def from_path(cls, path: str | Path, dtype: str = "auto", device: str | None = None):
+    def from_path(cls, path: str | Path, dtype: str = "auto", device: str | None = None,
+                  min_pixels: int | None = None, max_pixels: int | None = None):
         from morelib.model import load_model
 
-        model, processor = load_model(path, dtype=dtype, device=device)
+        model, processor = load_model(path, dtype=dtype, device=device, min_pixels=min_pixels, max_pixels=max_pixels)
         return cls(model.eval(), processor)
 
     def encode(self, samples: Sequence, template: str | None = None):
@@ -99,24 +162,24 @@ class TransformersBackend:
 
     def generate(self, samples: Sequence, settings: GenerationSettings, template: str | None = None) -> list[Generation]:
         import torch
+        from transformers import GenerationConfig
 
         tokenizer = self.processor.tokenizer
         inputs = self.encode(samples, template).to(self.model.device)
-        sampling = settings.temperature > 0
-        if sampling:
+        if settings.temperature > 0:
             torch.manual_seed(settings.seed)
         eos_ids = _eos_ids(self.model, tokenizer)
-        with torch.inference_mode():
-            out = self.model.generate(
-                **inputs,
-                max_new_tokens=settings.max_new_tokens,
-                do_sample=sampling,
-                temperature=settings.temperature if sampling else None,
-                top_p=settings.top_p if sampling else None,
-                top_k=0 if sampling else None,  # no top-k cut: temperature and top-p only, as in vLLM
-                eos_token_id=eos_ids,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+        own = self.model.generation_config
+        config = hf_generation_config(settings, eos_ids, tokenizer.pad_token_id, own.bos_token_id)
+        # generate() fills every field our config leaves unset from model.generation_config; an
+        # empty one in its place for the call means nothing comes from the checkpoint's defaults.
+        self.model.generation_config = GenerationConfig(eos_token_id=eos_ids, pad_token_id=tokenizer.pad_token_id,
+                                                        bos_token_id=own.bos_token_id)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=config)
+        finally:
+            self.model.generation_config = own
         completions = out[:, inputs["input_ids"].shape[1]:]
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         results = []
@@ -128,6 +191,7 @@ class TransformersBackend:
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
+    """The end tokens: part of the model's definition (where an answer stops), not a decoding choice."""
     eos = model.generation_config.eos_token_id
     ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     return ids or [tokenizer.eos_token_id]
@@ -141,27 +205,45 @@ def _completion_length(row: list[int], eos_ids: list[int]) -> int:
     return len(row)
 
 
-class VLLMBackend:
-    """vLLM's offline engine (GPU servers only; vLLM is imported when the backend is built)."""
+# Our prompts hold two images (the full image and the object crop) and never a video.
+LIMIT_MM_PER_PROMPT = {"image": 2, "video": 0}
 
-    def __init__(self, model_path: str | Path, **engine_kwargs):
+
+def vllm_engine_kwargs(model_path: str | Path, dtype: str = "auto", max_model_len: int | None = None,
+                       min_pixels: int | None = None, max_pixels: int | None = None, seed: int = 0,
+                       gpu_memory_utilization: float | None = None, **engine_kwargs) -> dict:
+    """``vllm.LLM`` keyword arguments: two images and no video per prompt, the image pixel limits
+    (``mm_processor_kwargs``, the same values the HF processor gets) and the context length."""
+    kwargs = {"model": str(model_path), "dtype": dtype, "seed": seed, "limit_mm_per_prompt": dict(LIMIT_MM_PER_PROMPT)}
+    pixels = {name: value for name, value in (("min_pixels", min_pixels), ("max_pixels", max_pixels))
+              if value is not None}
+    if pixels:
+        kwargs["mm_processor_kwargs"] = pixels
+    if max_model_len is not None:
+        kwargs["max_model_len"] = max_model_len
+    if gpu_memory_utilization is not None:
+        kwargs["gpu_memory_utilization"] = gpu_memory_utilization
+    return {**kwargs, **engine_kwargs}
+
+
+class VLLMBackend:
+    """vLLM's offline engine in this process (GPU servers only; vLLM is imported when it is built).
+
+    Use it through :func:`make_backend`, which runs it in a child process unless told otherwise.
+    """
+
+    def __init__(self, model_path: str | Path, **engine_options):
         from vllm import LLM
 
         from morelib.model import load_processor
 
         self.processor = load_processor(model_path)
-        engine_kwargs.setdefault("limit_mm_per_prompt", {"image": 2})
-        self.llm = LLM(model=str(model_path), **engine_kwargs)
+        self.llm = LLM(**vllm_engine_kwargs(model_path, **engine_options))
 
     def generate(self, samples: Sequence, settings: GenerationSettings, template: str | None = None) -> list[Generation]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            temperature=settings.temperature,
-            top_p=settings.top_p if settings.temperature > 0 else 1.0,
-            max_tokens=settings.max_new_tokens,
-            seed=settings.seed if settings.temperature > 0 else None,
-        )
+        params = SamplingParams(**vllm_sampling_kwargs(settings))
         requests = [
             {
                 # The same chat rendering as the transformers backend; vLLM expands each image pad.
@@ -187,35 +269,55 @@ class OpenAIBackend:
     """Any OpenAI-compatible chat server; images travel as base64 PNG data URLs.
 
     The API key is read from the environment variable ``api_key_env`` (servers such as
-    ``vllm serve`` accept any key, so a missing variable falls back to ``"EMPTY"``).
+    ``vllm serve`` accept any key, so a missing variable falls back to ``"EMPTY"``). The client
+    comes from ``morelib.openai_api``: the openai client retries 429, 5xx, timeouts and
+    connection errors itself, and a server that cannot be reached for ``dead_endpoint_timeout``
+    seconds fails every request at once. A failed request raises ``openai_api.EndpointError``,
+    one line naming the URL and the model.
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600.0):
-        from openai import OpenAI
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600.0,
+                 max_retries: int | None = None, dead_endpoint_timeout: float | None = None):
+        from morelib import openai_api
 
-        self.client = OpenAI(base_url=base_url, api_key=os.environ.get(api_key_env, "EMPTY"), timeout=timeout)
-        self.model = model
+        self.base_url, self.model = base_url, model
+        self._api_key = os.environ.get(api_key_env, "EMPTY")
+        self.watch = openai_api.Watch(dead_endpoint_timeout or openai_api.UNREACHABLE_AFTER)
+        self.client = openai_api.sync_client(
+            base_url, self._api_key, timeout=timeout, watch=self.watch,
+            max_retries=openai_api.DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
 
     def messages(self, sample, template: str | None = None) -> list[dict]:
         images = [{"type": "image_url", "image_url": {"url": image_data_url(img)}} for img in load_images(sample)]
         return [{"role": "user", "content": images + [{"type": "text", "text": task_description(sample, template)}]}]
 
     def _one(self, sample, settings: GenerationSettings, template: str | None) -> Generation:
-        extra = {"seed": settings.seed} if settings.temperature > 0 else {}
-        response = self.client.chat.completions.create(
-            model=self.model,
-            messages=self.messages(sample, template),
-            temperature=settings.temperature,
-            top_p=settings.top_p if settings.temperature > 0 else 1.0,
-            max_tokens=settings.max_new_tokens,
-            **extra,
-        )
-        usage = response.usage
-        return Generation(
-            text=response.choices[0].message.content or "",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-        )
+        import openai
+
+        from morelib import openai_api
+
+        sampling = settings.temperature > 0
+        extra = {"seed": settings.seed} if sampling else {}
+        # Not in the OpenAI API (its server would refuse them), but vllm serve reads them from the
+        # body: sent only when they change anything.
+        body = {k: v for k, v, off in (("top_k", settings.top_k, 0), ("repetition_penalty", settings.repetition_penalty, 1.0))
+                if v != off and (sampling or k == "repetition_penalty")}
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=self.messages(sample, template),
+                temperature=settings.temperature,
+                top_p=settings.top_p if sampling else 1.0,
+                max_tokens=settings.max_new_tokens,
+                **({"extra_body": body} if body else {}),
+                **extra,
+            )
+            text, usage = openai_api.completion_text(response)
+        except (openai.OpenAIError, ValueError) as error:
+            kind, message = openai_api.describe(error, self.base_url, self.model, secret=self._api_key)
+            raise openai_api.EndpointError(kind, f"sample {sample.id}: {message}") from error
+        return Generation(text=text or "", prompt_tokens=usage.get("prompt_tokens") or 0,
+                          completion_tokens=usage.get("completion_tokens") or 0)
 
     def generate(self, samples: Sequence, settings: GenerationSettings, template: str | None = None) -> list[Generation]:
         with ThreadPoolExecutor(max_workers=max(1, min(len(samples), settings.batch_size))) as pool:
@@ -231,6 +333,85 @@ def image_data_url(image) -> str:
 BACKENDS = ("transformers", "vllm", "openai")
 
 
+@dataclass(frozen=True)
+class SubprocessBackend:
+    """A model whose predictions are made by ``python -m morelib.inference predict`` in a child process.
+
+    vLLM keeps GPU memory until its process ends, so each evaluated model gets a process of its
+    own: when :func:`predict_to_file` returns, the memory is free for the next model. Only
+    :func:`predict_to_file` can use it (the child writes the prediction file; this process reads it).
+    """
+
+    model: str
+    backend: str = "vllm"
+    dtype: str = "auto"
+    device: str | None = None
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_model_len: int | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+    gpu_memory_utilization: float | None = None
+
+    def command(self, data_dir: str | Path, split: str, out_path: str | Path, ids_file: str | Path,
+                settings: GenerationSettings, template_file: str | Path | None = None) -> list[str]:
+        """The child's command line (useful to print, or to run by hand on a server)."""
+        decoding = {k: v for k, v in asdict(settings).items() if not isinstance(v, dict)}  # per-model maps stay here
+        decoding.update(backend=self.backend, dtype=self.dtype, base_url=self.base_url, min_pixels=self.min_pixels,
+                        max_pixels=self.max_pixels, vllm_max_model_len=self.max_model_len)
+        if self.gpu_memory_utilization is not None:
+            decoding["vllm_gpu_memory_utilization"] = self.gpu_memory_utilization
+        options = {
+            "model": self.model, "data": str(data_dir), "split": split, "out": str(out_path),
+            "ids_file": str(ids_file), "device": self.device, "api_key_env": self.api_key_env,
+            "template_file": str(template_file) if template_file else None, **decoding,
+        }
+        argv = [sys.executable, "-m", "morelib.inference", "predict"]
+        for name, value in options.items():
+            if value is not None:
+                argv += [f"--{name}", str(value)]
+        return argv
+
+    def predict_to_file(self, samples: Sequence, out_path: str | Path, settings: GenerationSettings,
+                        template: str | None = None, tail_lines: int = 30) -> None:
+        """Run the child on ``samples`` (one split of one data directory); it resumes ``out_path``."""
+        places = {(str(s.data_dir), s.split) for s in samples}
+        if len(places) != 1:
+            raise ValueError(f"a child process predicts one split of one data directory; got {sorted(places)}")
+        [(data_dir, split)] = places
+        with tempfile.TemporaryDirectory(prefix="morelib-predict-") as tmp:
+            ids_file = Path(tmp, "ids.json")
+            ids_file.write_text(json.dumps([s.id for s in samples]))
+            template_file = None
+            if template is not None:
+                template_file = Path(tmp, "template.txt")
+                template_file.write_text(template)
+            command = self.command(data_dir, split, Path(out_path).resolve(), ids_file, settings, template_file)
+            _run_streamed(command, f"{self.backend} inference of {self.model}", tail_lines)
+
+
+def _run_streamed(command: list[str], what: str, tail_lines: int) -> None:
+    """Run ``command``, printing its output as it comes (so a notebook shows it); fail with its last lines."""
+    from morelib.layout import repo_root
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The child must import morelib even where the package is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root()), env.get("PYTHONPATH")]))
+    print("$ " + " ".join(command), flush=True)
+    tail: deque[str] = deque(maxlen=tail_lines)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                          env=env, errors="replace") as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            print(line, end="", flush=True)
+            tail.append(line.rstrip("\n"))
+        code = process.wait()
+    if code != 0:
+        errors = [line for line in tail if line.startswith("error: ")]
+        raise RuntimeError(f"{what} failed in its child process (exit code {code}): "
+                           + (errors[-1][len("error: "):] if errors else "\n".join(tail)))
+
+
 def make_backend(
     model: str | Path,
     backend: str = "transformers",
@@ -239,22 +420,41 @@ def make_backend(
     base_url: str | None = None,
     served_model_name: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
-    **vllm_kwargs,
-) -> Backend:
-    """A backend by name. For ``openai``, ``model`` is the served model's name unless given apart."""
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float | None = None,
+    in_subprocess: bool | None = None,
+) -> Backend | SubprocessBackend:
+    """A backend by name. For ``openai``, ``model`` is the served model's name unless given apart.
+
+    ``vllm`` runs in a child process (:class:`SubprocessBackend`) unless ``in_subprocess=False``.
+    Options that do not concern the chosen backend are ignored, so a profile's whole inference
+    section can be passed: ``min_pixels``/``max_pixels`` go to the HF processor (transformers)
+    and to vLLM's ``mm_processor_kwargs``; ``max_model_len`` and ``gpu_memory_utilization`` to vLLM.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
+    if in_subprocess is None:
+        in_subprocess = backend == "vllm"
+    pixels = {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    engine = {"max_model_len": max_model_len, "gpu_memory_utilization": gpu_memory_utilization}
+    if in_subprocess:
+        return SubprocessBackend(str(model), backend, dtype=dtype, device=device, base_url=base_url,
+                                 api_key_env=api_key_env, **pixels, **(engine if backend == "vllm" else {}))
     if backend == "transformers":
-        return TransformersBackend.from_path(model, dtype=dtype, device=device)
+        return TransformersBackend.from_path(model, dtype=dtype, device=device, **pixels)
     if backend == "vllm":
-        return VLLMBackend(model, dtype=dtype, **vllm_kwargs)
-    if backend == "openai":
-        if not base_url:
-            raise ValueError("backend 'openai' needs base_url (e.g. http://localhost:8000/v1)")
-        return OpenAIBackend(base_url, served_model_name or str(model), api_key_env=api_key_env)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+        return VLLMBackend(model, dtype=dtype, **pixels, **engine)
+    if not base_url:
+        raise ValueError("backend 'openai' needs base_url (e.g. http://localhost:8000/v1)")
+    return OpenAIBackend(base_url, served_model_name or str(model), api_key_env=api_key_env)
 
 
 def as_backend(model_or_backend) -> Backend:
     """Accept a backend, a ``(model, processor)`` pair, or a model path (transformers backend)."""
+    if isinstance(model_or_backend, SubprocessBackend):
+        raise TypeError(f"{model_or_backend.model}: runs in a child process; use predict_to_file, not generate")
     if hasattr(model_or_backend, "generate") and not hasattr(model_or_backend, "config"):
         return model_or_backend
     if isinstance(model_or_backend, tuple) and len(model_or_backend) == 2:
@@ -308,29 +508,16 @@ def _predict_batch(backend: Backend, batch: Sequence, settings: GenerationSettin
     ]
 
 
-def read_predictions(path: str | Path, repair_tail: bool = False) -> list[dict]:
-    """Rows of a prediction file. A torn last line (a run killed mid-write) is dropped when
-    ``repair_tail`` (and cut from the file); any other broken line is an error naming the line."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text().splitlines(keepends=True)
-    rows = []
-    for line_no, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            if "id" not in row:
-                raise ValueError("missing field 'id'")
-        except ValueError as err:
-            if repair_tail and line_no == len(lines):
-                log.warning("%s:%d: dropping a torn last line (%s)", path, line_no, err)
-                path.write_text("".join(lines[:-1]))
-                break
-            raise ValueError(f"{path}:{line_no}: field 'id': cannot read prediction row ({err})") from err
-        rows.append(row)
-    return rows
+PREDICTION_FIELDS = ("id",)
+
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """Rows of a prediction file (``[]`` when there is none yet).
+
+    A torn last line (a run killed mid-write) is left out with a warning and cut at the next
+    resume; any other broken line is an error naming the file and the line.
+    """
+    return JsonlStore(path, required=PREDICTION_FIELDS).rows()
 
 
 def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,
@@ -338,54 +525,50 @@ def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,
                     progress: bool = True) -> list[dict]:
     """Predict ``samples`` into the JSONL ``out_path``, skipping ids already there.
 
-    Each batch is appended and flushed, so a killed run loses at most one batch. Returns the
-    rows for ``samples`` (in their order), old and new.
+    Each row is appended as soon as its batch is done, so a killed run loses at most one batch.
+    A :class:`SubprocessBackend` makes the predictions in its child process. Returns the rows
+    for ``samples`` (in their order), old and new.
     """
     settings = settings or GenerationSettings()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    done = {row["id"]: row for row in read_predictions(out_path, repair_tail=True)}
+    store = JsonlStore(out_path, required=PREDICTION_FIELDS)
+    done = {row["id"]: row for row in store.rows()}
     todo = [s for s in samples if s.id not in done]
     if progress:
-        print(f"{out_path}: {len(samples) - len(todo)} of {len(samples)} already predicted, {len(todo)} to go",
+        print(f"{store.path}: {len(samples) - len(todo)} of {len(samples)} already predicted, {len(todo)} to go",
               flush=True)
-    if todo:
+    if todo and isinstance(model_or_backend, SubprocessBackend):
+        model_or_backend.predict_to_file(todo, store.path, settings, template)
+        done = {row["id"]: row for row in store.rows()}
+        missing = [s.id for s in todo if s.id not in done]
+        if missing:
+            raise RuntimeError(f"{store.path}: the child process left {len(missing)} samples unpredicted, "
+                               f"e.g. {missing[:3]}")
+    elif todo:
         backend = as_backend(model_or_backend)
-        _ensure_newline_at_end(out_path)
-        with open(out_path, "a", encoding="utf-8") as f:
+        with store:
             for i, batch in enumerate(batches(todo, settings.batch_size)):
                 for prediction in _predict_batch(backend, batch, settings, template):
                     row = asdict(prediction)
                     done[row["id"]] = row
-                    f.write(json.dumps(row) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                    store.append(row)
                 if progress:
                     print(f"  {min((i + 1) * settings.batch_size, len(todo))}/{len(todo)}", flush=True)
     return [done[s.id] for s in samples]
 
 
-def _ensure_newline_at_end(path: Path) -> None:
-    if path.exists() and path.stat().st_size:
-        with open(path, "rb") as f:
-            f.seek(-1, os.SEEK_END)
-            last = f.read(1)
-        if last != b"\n":
-            with open(path, "a") as f:
-                f.write("\n")
-
-
 def read_ids(path: str | Path, key: str | None = None) -> list[str]:
     """Sample ids from a JSON list, a JSON object (``key`` picks the list), or one id per line."""
-    text = Path(path).read_text()
-    if Path(path).suffix == ".json":
-        data = json.loads(text)
-        if isinstance(data, dict):
-            if key not in data:
-                raise ValueError(f"{path}: field {key!r}: not found; keys are {sorted(data)}")
-            data = data[key]
-        return [str(i) for i in data]
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    path = Path(path)
+    if path.suffix != ".json":
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    data = read_json(path)
+    if isinstance(data, dict):
+        if key not in data:
+            raise ValueError(f"{path}: field {key!r}: not found; keys are {sorted(data)}")
+        data = data[key]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a list of sample ids, got {type(data).__name__}")
+    return [str(i) for i in data]
 
 
 def select(samples: Sequence, ids: Sequence[str]) -> list:
@@ -397,39 +580,63 @@ def select(samples: Sequence, ids: Sequence[str]) -> list:
     return [by_id[i] for i in ids]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Predict labels for a split into a resumable JSONL file.")
-    parser.add_argument("--model", required=True, help="model path or hub id (served model name for openai)")
-    parser.add_argument("--data", required=True, type=Path, help="MORE-layout data directory")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--ids-file", type=Path, help="restrict to these ids (JSON list/object or one per line)")
-    parser.add_argument("--ids-key", help="key of the id list when --ids-file holds a JSON object")
-    parser.add_argument("--backend", default="transformers", choices=BACKENDS)
-    parser.add_argument("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1")
-    parser.add_argument("--api-key-env", default="OPENAI_API_KEY")
-    parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--device")
-    defaults = GenerationSettings()
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    parser.add_argument("--temperature", type=float, default=defaults.temperature)
-    parser.add_argument("--top-p", type=float, default=defaults.top_p)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    args = parser.parse_args(argv)
+# ----------------------------------------------------------------------------- command line
 
-    samples = load_split(args.data, args.split)
-    if args.ids_file:
-        samples = select(samples, read_ids(args.ids_file, args.ids_key))
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                  top_p=args.top_p, batch_size=args.batch_size, seed=args.seed)
-    backend = make_backend(args.model, args.backend, dtype=args.dtype, device=args.device,
-                           base_url=args.base_url, api_key_env=args.api_key_env)
-    rows = predict_to_file(backend, samples, args.out, settings)
+
+@dataclass
+class PredictArgs:
+    """What to predict, where to write it, and with which backend."""
+
+    model: str = field(metadata={"help": "model directory or hub id (openai backend: the served model name)"})
+    data: str = field(metadata={"help": "MORE-layout data directory"})
+    out: str = field(metadata={"help": "prediction JSONL to write; ids already in it are skipped (resume)"})
+    split: str = field(default="test", metadata={"help": "split to predict: train, valid or test"})
+    ids_file: str | None = field(default=None, metadata={
+        "help": "predict only these ids: a JSON list, a JSON object (see ids_key) or one id per line"})
+    ids_key: str | None = field(default=None, metadata={"help": "key of the id list when ids_file holds a JSON object"})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "openai backend: environment variable holding the API key"})
+    device: str | None = field(default=None, metadata={"help": "transformers backend: cpu, cuda, ... (default: cuda if present)"})
+    template_file: str | None = field(default=None, metadata={
+        "help": "task description template (default: the package's student template)"})
+
+
+def _predict_command(args) -> int:
+    from morelib import cli
+    from morelib.model import check_model_path
+
+    options = cli.settings(args, PredictArgs)
+    settings = cli.settings(args, GenerationSettings)
+    if settings.backend != "openai":
+        check_model_path(options.model)  # a missing local directory is named as such, not as a bad hub id
+    data_dir = Path(options.data).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data directory")
+    samples = load_split(data_dir, options.split)
+    if options.ids_file:
+        samples = select(samples, read_ids(options.ids_file, options.ids_key))
+    template = Path(options.template_file).read_text() if options.template_file else None
+    backend = make_backend(options.model, settings.backend, dtype=settings.dtype, device=options.device,
+                           base_url=settings.base_url, served_model_name=settings.served_model_name,
+                           api_key_env=options.api_key_env, min_pixels=settings.min_pixels,
+                           max_pixels=settings.max_pixels, max_model_len=settings.vllm_max_model_len,
+                           gpu_memory_utilization=settings.vllm_gpu_memory_utilization, in_subprocess=False)
+    rows = predict_to_file(backend, samples, options.out, settings, template)
     unparsable = sum(r["label"] is None for r in rows)
     correct = sum(r["label"] == r["gold"] for r in rows)
-    print(f"{len(rows)} predictions in {args.out}: {correct} correct, {unparsable} unparsable")
+    print(f"{len(rows)} predictions in {options.out}: {correct} correct, {unparsable} unparsable")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m morelib.inference predict ...``: predict labels for a split into a resumable JSONL file."""
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.inference", "Batched inference into resumable prediction files.")
+    commands = cli.add_commands(parser)
+    cli.add_command(commands, "predict", "predict labels for a split (or some of its ids) into a JSONL file",
+                    [PredictArgs, GenerationSettings])
+    return cli.run(parser, argv, _predict_command)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 # The 21 labels in the order of the MORE release's rel2id.json (ids 0..20).
@@ -52,7 +51,11 @@ def candidates(obj_type: str, ent_type: str, relations: tuple[str, ...] = RELATI
 
 def load_rel2id(path: str | Path) -> tuple[str, ...]:
     """Read a release's rel2id.json, the source of truth for the label set when present."""
-    mapping = json.loads(Path(path).read_text())
+    from morelib.files import read_json
+
+    mapping = read_json(path)
+    if not isinstance(mapping, dict) or not all(isinstance(i, int) for i in mapping.values()):
+        raise ValueError(f"{path}: expected an object {{label: id}} with integer ids")
     ordered = sorted(mapping.items(), key=lambda kv: kv[1])
     if [i for _, i in ordered] != list(range(len(ordered))):
         raise ValueError(f"{path}: ids must be 0..{len(ordered) - 1} without gaps")

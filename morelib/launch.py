@@ -1,9 +1,10 @@
 """Launch training as a subprocess (``accelerate launch`` or ``torchrun``) with streamed logs.
 
-A notebook writes its training settings (a dataclass) to JSON, then calls :func:`launch`,
-which runs ``python -m <module> --settings <file>`` under the chosen launcher. Every line the
-processes print is shown in the notebook and appended to a log file; a failure raises
-:class:`LaunchError` with the log's last lines.
+A notebook writes its training settings to JSON (:func:`write_settings`), then calls
+:func:`launch`, which runs ``python -m <module> --settings <file>`` under the chosen launcher.
+Every line the processes print goes to a log file in the run directory; the notebook shows only
+the command, and the lines that start with ``[`` (the stages' own short progress lines) unless
+``echo`` asks for everything. A failure raises :class:`LaunchError` with the log's last lines.
 
 Launchers (``distributed``):
 
@@ -19,19 +20,15 @@ A training module reads its settings with :func:`settings_from_argv`.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import subprocess
 import sys
-import typing
 from collections import deque
 from pathlib import Path
-from typing import Any, Sequence, TypeVar
+from typing import Any, Sequence
 
 DISTRIBUTED = ("auto", "none", "multi_gpu", "torchrun")
 MIXED_PRECISION = ("no", "bf16", "fp16")
-T = TypeVar("T")
 
 
 class LaunchError(RuntimeError):
@@ -39,73 +36,40 @@ class LaunchError(RuntimeError):
 
 
 def write_settings(settings: Any, path: str | os.PathLike) -> Path:
-    """Write a settings dataclass as JSON (paths become strings, tuples lists)."""
-    if not dataclasses.is_dataclass(settings) or isinstance(settings, type):
-        raise TypeError(f"write_settings expects a dataclass instance, got {type(settings).__name__}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"__class__": type(settings).__name__, **dataclasses.asdict(settings)}
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
+    """Write the values a settings object was built from (``morelib.config``) as JSON.
 
-
-def read_settings(cls: type[T], path: str | os.PathLike) -> T:
-    """Read a settings dataclass written by :func:`write_settings`.
-
-    Unknown or missing fields are errors naming the field and the file. Fields annotated as
-    ``Path`` or ``tuple`` get their type back; nested dataclasses are rebuilt.
+    The launched process rebuilds the same object from them, so the profile is read once, by the
+    notebook, and the run directory records exactly what each training run was given.
     """
-    path = Path(path)
+    from morelib.config import settings_values
+    from morelib.files import write_json
+
+    section, values = settings_values(settings)
+    return write_json(path, {"section": section, "values": values})
+
+
+def read_settings(path: str | os.PathLike):
+    """The settings object written by :func:`write_settings`; errors name the file and the field."""
+    from morelib.config import ConfigError, build_settings
+    from morelib.files import FileFormatError, read_json
+
+    data = read_json(path)
+    if not isinstance(data, dict) or set(data) != {"section", "values"}:
+        raise FileFormatError(f"{path}: expected an object with 'section' and 'values'")
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {error.lineno}: not valid JSON: {error.msg}") from None
-    return _build(cls, data, str(path))
+        return build_settings(data["section"], data["values"])
+    except ConfigError as error:
+        raise FileFormatError(f"{path}: {error}") from None
 
 
-def _build(cls: type[T], data: dict, where: str) -> T:
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected an object for {cls.__name__}, got {type(data).__name__}")
-    data = {key: value for key, value in data.items() if key != "__class__"}
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)} for {cls.__name__}")
-    missing = [
-        name for name, field in fields.items()
-        if name not in data and field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-    ]
-    if missing:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)} for {cls.__name__}")
-    hints = typing.get_type_hints(cls)
-    values = {name: _convert(hints.get(name), value, f"{where}: field {name}") for name, value in data.items()}
-    return cls(**values)
-
-
-def _convert(hint: Any, value: Any, where: str) -> Any:
-    """Give JSON values back the types JSON cannot carry (Path, tuple, nested dataclasses)."""
-    if value is None or hint is None:
-        return value
-    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else (hint,)
-    for option in options:
-        origin = typing.get_origin(option) or option
-        if option is Path and isinstance(value, str):
-            return Path(value)
-        if origin is tuple and isinstance(value, list):
-            return tuple(value)
-        if dataclasses.is_dataclass(option) and isinstance(value, dict):
-            return _build(option, value, where)
-    return value
-
-
-def settings_from_argv(cls: type[T], argv: Sequence[str] | None = None) -> T:
-    """In a launched training module: parse ``--settings FILE`` and read ``cls`` from it."""
+def settings_from_argv(argv: Sequence[str] | None = None):
+    """In a launched training module: parse ``--settings FILE`` and rebuild the settings from it."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--settings", required=True, type=Path, help="JSON written by write_settings")
     args, _ = parser.parse_known_args(argv)
-    return read_settings(cls, args.settings)
+    return read_settings(args.settings)
 
 
 def _has_cuda() -> bool:
@@ -150,10 +114,27 @@ def launch_command(
         threads = os.environ.get("OMP_NUM_THREADS") or max(1, (os.cpu_count() or 1) // num_processes)
         command += ["--num_cpu_threads_per_process", str(threads)]
     if deepspeed_config:
-        command += ["--use_deepspeed", "--deepspeed_config_file", str(deepspeed_config)]
+        from morelib.layout import resolve_path
+
+        if accelerate_config and _is_deepspeed_yaml(accelerate_config):
+            # accelerate refuses a DeepSpeed JSON beside a config file's own DeepSpeed settings.
+            raise ValueError(f"{accelerate_config} already configures DeepSpeed: give it or "
+                             f"deepspeed_config={deepspeed_config}, not both")
+        # Absolute, because accelerate reads it relative to the current directory; the precision
+        # travels as --mixed_precision (accelerate refuses it from a config file beside this JSON).
+        command += ["--use_deepspeed", "--deepspeed_config_file", str(resolve_path(deepspeed_config))]
     elif distributed == "multi_gpu" or num_processes > 1:
         command += ["--multi_gpu"]
     return command + target
+
+
+def _is_deepspeed_yaml(path: str | os.PathLike) -> bool:
+    import yaml
+
+    from morelib.layout import resolve_path
+
+    config = yaml.safe_load(resolve_path(path).read_text()) or {}
+    return config.get("distributed_type") == "DEEPSPEED"
 
 
 def launch(
@@ -167,10 +148,12 @@ def launch(
     accelerate_config: str | os.PathLike | None = None,
     env: dict[str, str] | None = None,
     tail_lines: int = 40,
+    echo: bool = False,
 ) -> Path | None:
-    """Run ``module`` with ``--settings settings_path`` under a launcher; stream its output.
+    """Run ``module`` with ``--settings settings_path`` under a launcher; log its output.
 
-    Each output line is printed (so it shows in the notebook) and appended to ``log_path``.
+    Each output line is appended to ``log_path``; lines starting with ``[`` (the stage's own
+    progress lines) are also printed, and with ``echo`` every line is.
     Returns ``log_path``. Raises :class:`LaunchError` with the last ``tail_lines`` lines when
     the command exits non-zero.
     """
@@ -190,14 +173,15 @@ def launch(
     try:
         if log_file:
             log_file.write("$ " + " ".join(command) + "\n")
-        print("$ " + " ".join(command), flush=True)
+        print("$ " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=child_env, cwd=repo_root(), errors="replace",
         ) as process:
             assert process.stdout is not None
             for line in process.stdout:
-                print(line, end="", flush=True)
+                if echo or line.startswith("[") or log_file is None:
+                    print(line, end="", flush=True)
                 tail.append(line.rstrip("\n"))
                 if log_file:
                     log_file.write(line)

@@ -143,3 +143,59 @@ def bootstrap_f1_ci(
         f1s[start:start + len(c)] = np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
     low, high = np.quantile(f1s, [alpha / 2, 1 - alpha / 2])
     return {"f1": score(gold, pred)["f1"], "low": float(low), "high": float(high), "n_boot": n, "alpha": alpha}
+
+
+def paired_bootstrap_f1(gold: Sequence[str], pred_a: Sequence[str | None], pred_b: Sequence[str | None],
+                        n: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+    """F1(b) - F1(a) with a paired percentile bootstrap interval: {"delta", "low", "high", "n_boot"}.
+
+    Both models are scored on the same resampled test samples in every draw, so the interval is
+    that of the gain itself, narrower than comparing two separate intervals (beyond the paper).
+    """
+    if not (len(gold) == len(pred_a) == len(pred_b)) or not len(gold):
+        raise ValueError(f"need equally long, non-empty lists; got {len(gold)}, {len(pred_a)}, {len(pred_b)}")
+    cols = []
+    for pred in (pred_a, pred_b):
+        g, p, unparsed = _arrays(gold, pred)
+        _, correct_pos, guessed, gold_pos = _counts(g, p, unparsed)
+        cols.append(np.stack([correct_pos, guessed, gold_pos], axis=1).astype(np.int64))
+    both = np.concatenate(cols, axis=1)  # (samples, 6)
+    rng = np.random.default_rng(seed)
+    deltas = np.empty(n)
+    chunk = max(1, 2_000_000 // len(gold))
+
+    def f1(c, gu, go):
+        prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
+        rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
+        den = prec + rec
+        return np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
+
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, len(gold), size=(min(chunk, n - start), len(gold)))
+        sums = both[idx].sum(axis=1)
+        deltas[start:start + len(sums)] = f1(*sums[:, 3:6].T) - f1(*sums[:, 0:3].T)
+    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
+    delta = score(gold, pred_b)["f1"] - score(gold, pred_a)["f1"]
+    return {"delta": float(delta), "low": float(low), "high": float(high), "n_boot": n}
+
+
+def bootstrap_ci(gold: Sequence[str], pred: Sequence[str | None], n: int = 1000, alpha: float = 0.05,
+                 seed: int = 0) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of acc, precision, recall and F1: ``{metric: (low, high)}``."""
+    g, p, unparsed = _arrays(gold, pred)
+    if len(g) == 0:
+        raise ValueError("bootstrap_ci needs at least one sample")
+    cols = np.stack(_counts(g, p, unparsed), axis=1).astype(np.int64)  # correct, correct non-none, guessed, gold non-none
+    rng = np.random.default_rng(seed)
+    draws = np.empty((n, 4))
+    chunk = max(1, 2_000_000 // len(g))
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, len(g), size=(min(chunk, n - start), len(g)))
+        c_all, c, gu, go = cols[idx].sum(axis=1).T
+        prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
+        rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
+        den = prec + rec
+        f1 = np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
+        draws[start:start + len(c)] = np.stack([c_all / len(g), prec, rec, f1], axis=1)
+    low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
+    return {m: (float(lo), float(hi)) for m, lo, hi in zip(("acc", "precision", "recall", "f1"), low, high)}

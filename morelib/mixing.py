@@ -15,7 +15,8 @@ which gives the issue's 2,370 / 1,185 / 592 / 296 for 2,370 hard samples; ``"hal
 
 Easy samples are drawn (seeded) so that their none / non-none proportion matches the original
 training set's. The mixes are built in advance, one list of ids per epoch; the trainer
-concatenates them and trains one pass with ``shuffle_dataset=False`` (method-facts, approach a).
+concatenates them and trains one pass with ``shuffle_dataset=False`` (why: docs/paper-notes.md,
+"Per-epoch mixes").
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import pandas as pd
@@ -46,8 +48,8 @@ def _round(x: float, rounding: str) -> int:
 def easy_counts(
     n_hard: int,
     n_easy: int,
-    epochs: int = 4,
-    gamma: float = 0.5,
+    epochs: int,
+    gamma: float,
     variant: str = "progressive",
     rounding: str = "half_even",
 ) -> list[int]:
@@ -90,8 +92,8 @@ def build_epoch_mixes(
     hard_ids: Sequence[str],
     easy_ids: Sequence[str],
     labels_by_id: Mapping[str, str],
-    epochs: int = 4,
-    gamma: float = 0.5,
+    epochs: int,
+    gamma: float,
     variant: str = "progressive",
     none_ratio: float | None = None,
     seed: int = 0,
@@ -151,3 +153,73 @@ def format_plan(plan: pd.DataFrame, variant: str = "") -> str:
     """The plan as text, printed before training."""
     head = f"Sample-mixing plan{f' ({variant})' if variant else ''}: {int(plan['total'].sum())} samples over {len(plan)} epochs"
     return head + "\n" + plan.to_string()
+
+
+# ----------------------------------------------------------------------------- the saved mix
+
+
+def _subset(ids: Sequence[str], limit: int | None, seed: int) -> list[str]:
+    """A seeded subset of at most ``limit`` ids, in the original order."""
+    if limit is None or limit >= len(ids):
+        return list(ids)
+    keep = set(random.Random(seed).sample(list(ids), limit))
+    return [i for i in ids if i in keep]
+
+
+def load_or_build_mix(path: str | Path, split_rows: Sequence[Mapping], *, variant: str, epochs: int, gamma: float,
+                      none_ratio: float, seed: int, max_hard: int | None = None, max_easy: int | None = None,
+                      write: bool = True) -> tuple[list[list[str]], list[str]]:
+    """The per-epoch mixes and the hard ids they use, read from ``path`` or built and saved there.
+
+    ``split_rows`` are the difficulty split's rows (``id``, ``label``, ``difficulty``). A saved mix
+    built with other settings is refused, not reused (delete the file to rebuild); ``write=False``
+    (a non-main process) only reads.
+    """
+    from morelib.files import read_json, write_json
+
+    path = Path(path)
+    key = {"variant": variant, "epochs": epochs, "gamma": gamma, "none_ratio": round(none_ratio, 12),
+           "seed": seed, "max_hard_samples": max_hard, "max_easy_samples": max_easy}
+    if path.exists():
+        saved = read_json(path)
+        for name, value in key.items():
+            if saved.get("settings", {}).get(name) != value:
+                raise ValueError(f"{path}: field 'settings.{name}' is {saved.get('settings', {}).get(name)!r} "
+                                 f"but this run has {value!r}; delete {path} to rebuild the mix")
+        return saved["epochs"], saved["hard_ids"]
+    if not write:
+        raise FileNotFoundError(f"{path}: the main process should have saved the mix before this one reads it")
+    hard = [r["id"] for r in split_rows if r["difficulty"] == "hard"]
+    easy = [r["id"] for r in split_rows if r["difficulty"] == "easy"]
+    if not hard:
+        raise ValueError(f"{path}: the difficulty split has no hard samples; every variant trains on them")
+    labels = {r["id"]: r["label"] for r in split_rows}
+    hard = _subset(hard, max_hard, seed)
+    easy = _subset(easy, max_easy, seed + 1)
+    mixes = build_epoch_mixes(hard, easy, labels, epochs=epochs, gamma=gamma, variant=variant,
+                              none_ratio=none_ratio, seed=seed)
+    write_json(path, {"settings": key, "hard_ids": hard, "n_easy_pool": len(easy), "epochs": mixes}, indent=None)
+    return mixes, hard
+
+
+def prompts_per_batch(per_device_batch: int, num_processes: int, grad_accum: int, group_size: int) -> int:
+    """Distinct prompts in one GRPO generation batch (TRL counts completions per device)."""
+    completions = per_device_batch * num_processes * grad_accum
+    if completions % group_size:
+        raise ValueError(f"{completions} completions per update (per_device_train_batch_size x processes x "
+                         f"gradient_accumulation_steps) is not a multiple of num_generations={group_size}")
+    return completions // group_size
+
+
+def epoch_end_steps(mixes: Sequence[Sequence[str]], prompts_per_generation: int, num_iterations: int) -> list[int]:
+    """The optimizer update at which each mix epoch ends.
+
+    A generation batch that straddles two epochs counts to the earlier one; TRL drops the rows of
+    an incomplete last batch, so the last epoch ends at the last full one.
+    """
+    ends, total = [], 0
+    for e, mix in enumerate(mixes):
+        total += len(mix)
+        batches = total // prompts_per_generation if e == len(mixes) - 1 else -(-total // prompts_per_generation)
+        ends.append(batches * num_iterations)
+    return ends

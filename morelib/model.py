@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,23 +86,76 @@ def image_only_processor_class():
     return ImageOnlyQwen2_5_VLProcessor
 
 
-def load_processor(path: str | Path, padding_side: str = "left"):
+def load_processor(
+    path: str | Path,
+    padding_side: str = "left",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+):
     """The Qwen2.5-VL processor, image-only, for a local directory or a hub id.
 
     Works without torchvision: the image processor is the PIL one, and no video processor is
     built. Left padding, because batched generation needs the prompts to end at the same column.
+
+    ``min_pixels`` / ``max_pixels`` bound the area of each image after resizing (one token per
+    28x28 pixels); None keeps the model's own value. They are stored in the image processor's
+    ``size``, which is what both the PIL and the torchvision (fast) processor read, and what
+    ``save_pretrained`` writes: a checkpoint saved from this processor carries the limits to every
+    later reader, vLLM included.
     """
     from transformers import AutoTokenizer
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    path = str(path)
+    path = str(check_model_path(path))
     if _adapter_base(path) and not Path(path, "tokenizer_config.json").is_file():
-        path = _adapter_base(path)
+        path = str(check_model_path(_adapter_base(path)))
     tokenizer = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
     image_processor = Qwen2VLImageProcessorPil.from_pretrained(path)
+    set_pixel_limits(image_processor, min_pixels, max_pixels)
     chat_template = tokenizer.chat_template or _read_chat_template(path)
     processor_class = image_only_processor_class()
     return processor_class(image_processor=image_processor, tokenizer=tokenizer, chat_template=chat_template)
+
+
+def set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels: int | None = None) -> None:
+    """Set a Qwen2-VL image processor's resize limits (areas in pixels); None keeps the current one.
+
+    transformers 5.17 keeps them in ``size`` as ``shortest_edge`` (min area) and ``longest_edge``
+    (max area), in the PIL and the fast class alike. They are set on the instance: passing
+    ``min_pixels``/``max_pixels`` to the constructor without ``size`` would change the class's
+    shared default ``size`` dict for every later instance.
+    """
+    from transformers.image_processing_utils import SizeDict
+
+    if min_pixels is None and max_pixels is None:
+        return
+    size = image_processor.size
+    low = min_pixels if min_pixels is not None else size["shortest_edge"]
+    high = max_pixels if max_pixels is not None else size["longest_edge"]
+    if not 0 < low <= high:
+        raise ValueError(f"pixel limits: need 0 < min_pixels <= max_pixels, got min_pixels={low}, max_pixels={high}")
+    image_processor.size = SizeDict(shortest_edge=int(low), longest_edge=int(high))
+
+
+# A hub id is "name" or "namespace/name" (letters, digits, '-', '_', '.'); anything else is a path.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def check_model_path(path: str | Path) -> str | Path:
+    """``path`` itself when it is an existing directory or looks like a hub id; else FileNotFoundError.
+
+    Without this, a missing local directory reaches the hub client, whose error says the path is
+    a malformed repo id.
+    """
+    text = str(path)
+    if Path(text).expanduser().exists():
+        if not Path(text).expanduser().is_dir():
+            raise NotADirectoryError(f"model path {text}: not a directory (expected a Hugging Face model directory)")
+        return path
+    if _HUB_ID.match(text) and not text.startswith((".", "~")):
+        return path
+    raise FileNotFoundError(f"model path {text}: no such directory (and not a hub id such as "
+                            f"'Qwen/Qwen2.5-VL-7B-Instruct')")
 
 
 def _read_chat_template(path: str) -> str | None:
@@ -158,12 +212,15 @@ def load_model(
     lora: LoraSettings | None = None,
     freeze_vision: bool = True,
     attn_implementation: str | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
     """Load a Qwen2.5-VL checkpoint and its processor; returns ``(model, processor)``.
 
     ``path_or_hub_id`` may be a full model or a peft adapter directory (merged into its base on
     load). ``freeze_vision`` freezes the vision encoder and projector, as the paper does in both
-    stages. ``lora`` adds fresh LoRA adapters to the LLM's linear layers only.
+    stages. ``lora`` adds fresh LoRA adapters to the LLM's linear layers only. ``min_pixels`` /
+    ``max_pixels`` go to :func:`load_processor`.
     """
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -173,14 +230,17 @@ def load_model(
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
 
+    check_model_path(path_or_hub_id)
     base = _adapter_base(path_or_hub_id)
+    if base:
+        check_model_path(base)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base or str(path_or_hub_id), **kwargs)
     if base:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(path_or_hub_id)).merge_and_unload()
     model.to(device)
-    processor = load_processor(path_or_hub_id)
+    processor = load_processor(path_or_hub_id, min_pixels=min_pixels, max_pixels=max_pixels)
 
     if freeze_vision:
         freeze_vision_tower(model)

@@ -14,6 +14,16 @@ from morelib.labels import RELATIONS
 
 TEMPLATES = Path(__file__).parent / "templates"
 TASK_TEMPLATE_PATH = TEMPLATES / "task_description.txt"
+# The student prompts: "reasoning" (think in six steps, then answer; MORE-R1) and "label" (answer
+# with the label only; the paper's zero-shot and label-only SFT baselines output the label directly).
+PROMPTS = {"reasoning": TASK_TEMPLATE_PATH, "label": TEMPLATES / "label_task_description.txt"}
+
+
+def prompt_template(kind: str) -> str:
+    """The text of the student prompt ``kind`` (``reasoning`` or ``label``)."""
+    if kind not in PROMPTS:
+        raise ValueError(f"prompt {kind!r}: expected one of {tuple(PROMPTS)}")
+    return PROMPTS[kind].read_text()
 
 
 def read_template(path: str | Path | None, default: Path) -> str:

@@ -60,11 +60,19 @@ def run_rows(scores: Mapping[str, dict], include_variants: bool = False) -> list
     return rows
 
 
+def run_block_name(profile: str) -> str:
+    """The Table 1 block that holds this run's rows, apart from the paper's groups."""
+    if profile == "toy":
+        return "This run: toy profile (synthetic data, tiny random model; not comparable with the rows above)"
+    return f"This run: {profile} profile"
+
+
 def table1(run_rows: Sequence[dict], profile: str) -> pd.DataFrame:
-    """The paper's reported rows and this run's rows, grouped as in the paper, metrics in %.
+    """The paper's reported rows in the paper's groups, then this run's rows in a block of their own.
 
     ``run_rows``: dicts with ``model``, ``group`` and ``acc``/``precision``/``recall``/``f1`` in
-    [0, 1] (optionally ``n`` and ``n_unparsed``). Within a group the reported rows come first.
+    [0, 1] (optionally ``n`` and ``n_unparsed``). Run rows keep their paper group's order, and their
+    names say which run they come from, so a toy row is never read as a paper's row.
     """
     label = profile_label(profile)
     out = []
@@ -73,13 +81,13 @@ def table1(run_rows: Sequence[dict], profile: str) -> pd.DataFrame:
             if row["group"] == group:
                 out.append({"group": group, "model": row["model"], "source": REPORTED,
                             **{col: row[key] for key, col in METRIC_COLUMNS.items()}, "n": 3036, "unparsed": None})
-        for row in run_rows:
-            if row["group"] not in GROUPS:
-                raise ValueError(f"run row {row['model']!r}: unknown group {row['group']!r}; expected one of {GROUPS}")
-            if row["group"] == group:
-                out.append({"group": group, "model": row["model"], "source": label,
-                            **{col: round(100 * row[key], 2) for key, col in METRIC_COLUMNS.items()},
-                            "n": row.get("n"), "unparsed": row.get("n_unparsed")})
+    for row in run_rows:
+        if row["group"] not in GROUPS:
+            raise ValueError(f"run row {row['model']!r}: unknown group {row['group']!r}; expected one of {GROUPS}")
+    for row in sorted(run_rows, key=lambda r: GROUPS.index(r["group"])):
+        out.append({"group": run_block_name(profile), "model": f"{row['model']} [{label}]", "source": label,
+                    **{col: round(100 * row[key], 2) for key, col in METRIC_COLUMNS.items()},
+                    "n": row.get("n"), "unparsed": row.get("n_unparsed")})
     df = pd.DataFrame(out, columns=TABLE1_COLUMNS)
     df["n"] = df["n"].astype("Int64")
     df["unparsed"] = df["unparsed"].astype("Int64")
@@ -153,8 +161,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, out_dirs: Iterable[str | Path] | str | Path, stem: str, formats=("png", "pdf")) -> list[Path]:
-    """Write ``stem.png`` / ``stem.pdf`` into each directory."""
+# No dates or versions in the files: the same figure is the same bytes, run after run.
+STABLE_METADATA = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None}, "png": {"Software": None}}
+
+
+def save_figure(fig, out_dirs: Iterable[str | Path] | str | Path, stem: str, formats=("png", "pdf")) -> list[Path]:
+    """Write ``stem.png`` / ``stem.pdf`` into each directory, byte-stable (no dates, no versions).
+
+    The one figure saver of the package: notebooks and report functions all save through it.
+    """
     if isinstance(out_dirs, (str, Path)):
         out_dirs = [out_dirs]
     written = []
@@ -163,7 +178,7 @@ def save_figure(fig: Figure, out_dirs: Iterable[str | Path] | str | Path, stem: 
         out_dir.mkdir(parents=True, exist_ok=True)
         for fmt in formats:
             path = out_dir / f"{stem}.{fmt}"
-            fig.savefig(path, dpi=150, bbox_inches="tight")
+            fig.savefig(path, dpi=150, bbox_inches="tight", metadata=STABLE_METADATA.get(fmt))
             written.append(path)
     return written
 
@@ -187,13 +202,20 @@ def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str
     for i, v in enumerate(variants):
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(METRIC_COLUMNS))]
         values = [100 * variant_scores[v][k] for k in METRIC_COLUMNS]
-        bars = ax.bar(xs, values, width, label=VARIANT_NAMES[v], color=colors[v])
+        errors = None
+        if all(f"{k}_low" in variant_scores[v] for k in METRIC_COLUMNS):
+            # 95% bootstrap intervals, as distances below and above the bar
+            errors = [[100 * (variant_scores[v][k] - variant_scores[v][f"{k}_low"]) for k in METRIC_COLUMNS],
+                      [100 * (variant_scores[v][f"{k}_high"] - variant_scores[v][k]) for k in METRIC_COLUMNS]]
+        bars = ax.bar(xs, values, width, label=VARIANT_NAMES[v], color=colors[v], yerr=errors, capsize=2,
+                      error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     ax.set_xticks(range(len(METRIC_COLUMNS)), ["Accuracy", "Precision", "Recall", "F1"])
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 105)
     ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper left", ncols=2)
-    ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split")
+    ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split\n"
+                 "(error bars: 95% bootstrap intervals over test samples)", fontsize=10)
     fig.text(0.5, -0.02, textwrap.fill(profile_caption(profile), 110), ha="center", va="top", fontsize=8, style="italic")
     return save_figure(fig, out_dir, stem)
 
@@ -418,3 +440,124 @@ def describe_case(sample, rows_by_name: Mapping[str, dict], max_chars: int = 400
         lines.append(f"  {name}: {row['label']} ({mark})")
         lines.append(textwrap.indent(textwrap.fill(text, 100), "      "))
     return "\n".join(lines)
+
+
+def paired_gains(predictions: Mapping[str, Sequence[dict]], baseline: str = "stage1", n_boot: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:
+    """Each model against ``baseline`` on the same samples: ``model, delta_f1, ci_low, ci_high`` in F1
+    points (paired bootstrap, 95%)."""
+    from morelib.metrics import paired_bootstrap_f1
+
+    if baseline not in predictions:
+        return pd.DataFrame(columns=["model", "delta_f1", "ci_low", "ci_high"])
+    base = {r["id"]: r for r in predictions[baseline]}
+    rows = []
+    for key, preds in predictions.items():
+        if key == baseline:
+            continue
+        ids = [r["id"] for r in preds if r["id"] in base]
+        ours = {r["id"]: r for r in preds}
+        gain = paired_bootstrap_f1([base[i]["gold"] for i in ids], [base[i]["label"] for i in ids],
+                                   [ours[i]["label"] for i in ids], n=n_boot, seed=seed)
+        rows.append({"model": key, "delta_f1": 100 * gain["delta"], "ci_low": 100 * gain["low"],
+                     "ci_high": 100 * gain["high"]})
+    return pd.DataFrame(rows)
+
+
+def write_csv(frame: pd.DataFrame, out_dirs: Iterable[str | Path], name: str) -> list[Path]:
+    """``frame`` as ``name`` in each directory (no index)."""
+    written = []
+    for out_dir in out_dirs:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        frame.to_csv(Path(out_dir) / name, index=False)
+        written.append(Path(out_dir) / name)
+    return written
+
+
+# ----------------------------------------------------------------------------- training curves
+
+
+def training_log(model_dir: str | Path) -> pd.DataFrame:
+    """A finished model's trainer log (``checkpoints/<model>/log.jsonl``) as a DataFrame."""
+    from morelib.training import read_log
+
+    return pd.DataFrame(read_log(model_dir))
+
+
+def plot_loss_curves(model_dirs: Mapping[str, str | Path]) -> Figure:
+    """Training loss against epoch for finished models (name -> model directory)."""
+    from morelib.training import is_done
+
+    fig = _new_figure(6.4, 3.6)
+    ax = fig.add_subplot()
+    for name, model_dir in model_dirs.items():
+        if not is_done(model_dir):
+            continue
+        log = training_log(model_dir)
+        log = log[log["loss"].notna()] if "loss" in log else log.iloc[0:0]
+        ax.plot(log["epoch"], log["loss"], label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (completion tokens)")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+REWARD_KEYS = {"answer": "rewards/answer_reward/mean", "format": "rewards/format_reward/mean",
+               "length": "rewards/length_reward/mean", "total": "reward"}
+
+
+def grpo_log(grpo_dir: str | Path) -> pd.DataFrame:
+    """A GRPO variant's step log (``grpo/<variant>/log.jsonl``) as a DataFrame indexed by step."""
+    from morelib.files import read_jsonl
+
+    return pd.DataFrame(read_jsonl(Path(grpo_dir) / "log.jsonl")).set_index("step")
+
+
+def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.DataFrame:
+    """Per variant: steps, answer/format/length rewards over the first and last ``window`` generation
+    steps, the share of groups without signal, entropy, KL, s/step and peak memory."""
+    rows = []
+    for variant, grpo_dir in grpo_dirs.items():
+        frame = grpo_log(grpo_dir)
+        gen = frame[frame["generated"]]
+        row = {"variant": variant, "steps": int(frame.index.max())}
+        for name in ("answer", "format", "length"):
+            row[f"{name}_start"] = gen[REWARD_KEYS[name]].head(window).mean()
+            row[f"{name}_end"] = gen[REWARD_KEYS[name]].tail(window).mean()
+        row["frac_reward_zero_std"] = gen["frac_reward_zero_std"].mean()
+        if "entropy" in gen:
+            row["entropy"] = gen["entropy"].mean()
+        row["kl_end"] = frame["kl"].tail(window).mean() if "kl" in frame else float("nan")
+        row["completion_length"] = gen["completions/mean_length"].mean()
+        # The first step pays for warm-up (first generation, allocations); leave it out.
+        times = frame["step_time"] if "step_time" in frame else frame["time_s"].diff()
+        row["s_per_step"] = times.iloc[1:].mean() if len(frame) > 1 else times.mean()
+        row["peak_rss_mb"] = frame["peak_rss_mb"].max()
+        if "cuda_peak_mb" in frame:
+            row["cuda_peak_mb"] = frame["cuda_peak_mb"].max()
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> Figure:
+    """One panel per variant: answer, format and length rewards per step (rolling mean over ``smooth``
+    generation steps), with the mix-epoch boundaries in grey."""
+    fig = _new_figure(4 * len(grpo_dirs), 3.2)
+    axes = fig.subplots(1, len(grpo_dirs), sharey=True, squeeze=False)[0]
+    for ax, (variant, grpo_dir) in zip(axes, grpo_dirs.items()):
+        frame = grpo_log(grpo_dir)
+        gen = frame[frame["generated"]]
+        for name, style in (("answer", "-"), ("format", "--"), ("length", ":")):
+            ax.plot(gen.index, gen[REWARD_KEYS[name]].rolling(smooth, min_periods=1).mean(), style, label=name)
+        for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
+            ax.axvline(end + 0.5, color="grey", linewidth=0.6)
+        ax.set_title(variant)
+        ax.set_xlabel("step")
+        ax.set_ylim(-0.05, 1.05)
+    axes[0].set_ylabel("mean reward (grey: epoch ends)")
+    axes[-1].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig

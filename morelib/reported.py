@@ -1,7 +1,8 @@
 """The paper's reported numbers (Table 1 of MORE-R1), as data.
 
 Values are percentages on the MORE test set (3,036 samples), copied from the paper's Table 1
-(see ``shared/reference/method-facts.md``). The zero-shot rows are themselves reported by REMOTE.
+(also in docs/paper-notes.md, "Table 1 as reported"). The zero-shot rows are themselves
+reported by REMOTE.
 """
 
 from __future__ import annotations

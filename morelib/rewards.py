@@ -5,7 +5,7 @@ and logs it under its ``__name__``; each returns one float per completion. A com
 plain string, or (conversational data) a list of messages whose ``content`` is a string or a
 list of ``{"type": "text", "text": ...}`` parts. The gold label arrives as the ``label`` column.
 
-The paper's rewards (method-facts):
+The paper's rewards (docs/paper-notes.md, "Stage 2"):
 
 - format: 1 when the output is ``<think> Step 1: .. Step 6: .. </think> <answer>LABEL</answer>``
   with LABEL one of the 21 labels, nothing after it (``morelib.answer.is_well_formed``);
@@ -30,7 +30,6 @@ from typing import Callable, Sequence
 from morelib.answer import is_well_formed, parse_label
 from morelib.labels import normalize_label
 
-DEFAULT_MIN_CHARS = 1024  # the paper's length threshold, in characters
 RewardFunc = Callable[..., list[float]]
 
 
@@ -59,7 +58,7 @@ def format_reward(completions, **kwargs) -> list[float]:
     return [1.0 if is_well_formed(completion_text(c)) else 0.0 for c in completions]
 
 
-def make_length_reward(min_chars: int = DEFAULT_MIN_CHARS, require_format: bool = False) -> RewardFunc:
+def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFunc:
     """A length reward: 1.0 when the output has more than ``min_chars`` characters.
 
     ``require_format`` (guard, off in the paper) pays only well-formed outputs.
@@ -103,32 +102,23 @@ def make_answer_reward(require_format: bool = False) -> RewardFunc:
     return answer_reward
 
 
-length_reward = make_length_reward()
-answer_reward = make_answer_reward()
-
-REWARD_FUNCS: dict[str, RewardFunc] = {
-    "format": format_reward,
-    "length": length_reward,
-    "answer": answer_reward,
+# The one registry: reward name -> factory taking the reward options (GRPOSettings' fields).
+REWARDS: dict[str, Callable[..., RewardFunc]] = {
+    "format": lambda **options: format_reward,
+    "length": lambda min_chars, length_requires_format=False, **options: make_length_reward(min_chars, length_requires_format),
+    "answer": lambda answer_requires_format=False, **options: make_answer_reward(answer_requires_format),
 }
 
 
-def get_reward_funcs(
-    names: Sequence[str] = ("format", "length", "answer"),
-    min_chars: int = DEFAULT_MIN_CHARS,
-    length_requires_format: bool = False,
-    answer_requires_format: bool = False,
-) -> list[RewardFunc]:
-    """Reward functions by name, in the given order (the order of ``reward_weights``)."""
-    funcs = {
-        "format": format_reward,
-        "length": make_length_reward(min_chars, length_requires_format),
-        "answer": make_answer_reward(answer_requires_format),
-    }
-    unknown = [n for n in names if n not in funcs]
+def get_reward_funcs(names: Sequence[str], **options) -> list[RewardFunc]:
+    """Reward functions by name, in the given order (the order of ``reward_weights``).
+
+    ``options``: ``min_chars`` (the length threshold), ``length_requires_format``, ``answer_requires_format``.
+    """
+    unknown = [n for n in names if n not in REWARDS]
     if unknown:
-        raise ValueError(f"unknown reward name(s) {unknown}; expected some of {sorted(funcs)}")
-    return [funcs[n] for n in names]
+        raise ValueError(f"unknown reward name(s) {unknown}; expected some of {sorted(REWARDS)}")
+    return [REWARDS[n](**options) for n in names]
 
 
 def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"), **options) -> dict[str, list[float]]:

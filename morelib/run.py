@@ -23,15 +23,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from morelib.config import (
-    ConfigError,
-    Profile,
-    load_profile,
-    notebook_parameters,
-    repo_root,
-    validate_profile,
-    write_run_info,
-)
+from morelib.config import ConfigError, Profile, load_profile, repo_root, write_run_info
+from morelib.layout import RunLayout
+
+# What papermill injects into every notebook: the profile, the run directory and the --set
+# overrides. Each notebook then builds its own settings from them (morelib.config.load_settings),
+# so a hyperparameter is never copied into a notebook.
+INJECTED = ("profile", "run_dir", "overrides")
+# The figures a run writes that `--copy-figures` (make figures) copies into the repository's figures/.
+KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv",
+                "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
+                "confusion_matrix.png", "confusion_matrix.pdf", "05_grpo_rewards.png", "05_grpo_rewards.pdf")
 
 KERNEL_NAME = "morelib"
 log = logging.getLogger("morelib.run")
@@ -102,6 +104,46 @@ def kernel_for_this_interpreter(preferred: str = KERNEL_NAME) -> Iterator[str]:
                 os.environ["JUPYTER_PATH"] = old
 
 
+def declared_parameters(notebook: Path) -> list[str]:
+    """Names assigned in a notebook's ``parameters`` cell."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ChainError(f"{notebook}: no cell tagged 'parameters'")
+    names = []
+    for node in ast.parse("\n".join(c.source for c in cells)).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def check_notebooks(notebooks: Sequence[Path]) -> None:
+    """Every notebook takes the injected names, so the runner can hand it the profile."""
+    for path in notebooks:
+        missing = [name for name in INJECTED if name not in declared_parameters(path)]
+        if missing:
+            raise ChainError(f"{path}: parameters cell lacks {', '.join(missing)} (needs {', '.join(INJECTED)})")
+
+
+def copy_figures(run_dir: str | Path, dest: str | Path | None = None) -> list[Path]:
+    """Copy a run's kept figures into the repository's ``figures/`` (an explicit step: a run never
+    modifies tracked files by itself)."""
+    import shutil
+
+    source, dest = RunLayout(run_dir).figures, Path(dest) if dest else repo_root() / "figures"
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in KEPT_FIGURES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, dest / name)
+            copied.append(dest / name)
+    return copied
+
+
 def _describe_failure(stem: str, output: Path, error: Exception) -> str:
     """A one-paragraph account of a failed cell from papermill's execution error."""
     exec_count = getattr(error, "exec_count", None)
@@ -116,7 +158,7 @@ def _describe_failure(stem: str, output: Path, error: Exception) -> str:
 
 
 def _setup_logging(run_dir: Path) -> Path:
-    log_path = run_dir / "logs" / "run.log"
+    log_path = RunLayout(run_dir).run_log
     log_path.parent.mkdir(parents=True, exist_ok=True)
     file_handler = logging.FileHandler(log_path)
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -142,8 +184,10 @@ def _setup_logging(run_dir: Path) -> Path:
 
 def _update_timings(run_dir: Path, profile: Profile, stem: str, seconds: float, status: str) -> None:
     """Merge one notebook's wall time into ``timings.json`` (a resumed run keeps the others)."""
-    path = run_dir / "timings.json"
-    timings = json.loads(path.read_text()) if path.is_file() else {}
+    from morelib.files import read_json, write_json
+
+    path = RunLayout(run_dir).timings
+    timings = read_json(path) if path.is_file() else {}
     notebooks = timings.get("notebooks", {})
     notebooks[stem] = {"seconds": round(seconds, 2), "status": status}
     timings = {
@@ -151,7 +195,7 @@ def _update_timings(run_dir: Path, profile: Profile, stem: str, seconds: float, 
         "notebooks": dict(sorted(notebooks.items())),
         "total_seconds": round(sum(item["seconds"] for item in notebooks.values()), 2),
     }
-    path.write_text(json.dumps(timings, indent=2) + "\n")
+    write_json(path, timings)
 
 
 def run_chain(
@@ -173,14 +217,15 @@ def run_chain(
 
     if not isinstance(profile, Profile):
         profile = load_profile(profile, overrides=overrides, run_dir=run_dir)
+    profile.validate()
     notebooks = chain_notebooks(notebooks_dir)
     if not notebooks:
         raise ChainError(f"no NN_*.ipynb notebooks in {notebooks_dir or repo_root() / 'notebooks'}")
-    validate_profile(profile, notebooks)
+    check_notebooks(notebooks)
     selected = select(notebooks, start, only)
-    parameters = {path.stem: notebook_parameters(profile, path) for path in selected}
+    parameters = {"profile": str(profile.path), "run_dir": str(profile.run_dir), "overrides": list(overrides)}
 
-    out_dir = profile.run_dir / "notebooks"
+    out_dir = RunLayout(profile.run_dir).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
     log_path = _setup_logging(profile.run_dir)
     write_run_info(profile.run_dir, profile, extra={"notebooks": [p.stem for p in selected]})
@@ -196,7 +241,7 @@ def run_chain(
             started = time.perf_counter()
             try:
                 papermill.execute_notebook(
-                    str(path), str(output), parameters=parameters[path.stem], kernel_name=kernel,
+                    str(path), str(output), parameters=parameters, kernel_name=kernel,
                     cwd=str(repo_root()), log_output=True, progress_bar=False,
                 )
             except PapermillExecutionError as error:
@@ -210,7 +255,7 @@ def run_chain(
             _update_timings(profile.run_dir, profile, path.stem, seconds, "ok")
             log.info("[%s] done in %.1f s -> %s", path.stem, seconds, output)
     log.info("chain done: %s", ", ".join(f"{stem} {sec:.1f} s" for stem, sec in timings.items()))
-    log.info("total %.1f s; timings in %s", sum(timings.values()), profile.run_dir / "timings.json")
+    log.info("total %.1f s; timings in %s", sum(timings.values()), RunLayout(profile.run_dir).timings)
     return timings
 
 
@@ -221,21 +266,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", metavar="NOTEBOOK", help="resume from this notebook (e.g. 03_sft)")
     parser.add_argument("--only", action="append", default=[], metavar="NOTEBOOK",
                         help="run only this notebook (repeatable)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[NOTEBOOK.]KEY=VALUE",
-                        help="override a profile value, e.g. --set 03_sft.epochs=2 or --set seed=1")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[SECTION.]KEY=VALUE",
+                        help="override a profile value, e.g. --set 05_grpo.gamma=0.25 or --set seed=1")
     parser.add_argument("--kernel", help="Jupyter kernel name (default: 'morelib' if it is this interpreter's)")
-    parser.add_argument("--check", action="store_true", help="only validate the profile against the notebooks")
+    parser.add_argument("--check", action="store_true", help="only validate the profile (build every section's settings)")
+    parser.add_argument("--copy-figures", action="store_true",
+                        help="after the run (or alone, with --only none), copy the run's figures into figures/")
     args = parser.parse_args(argv)
     if args.start and args.only:
         parser.error("use either --from or --only")
     try:
         if args.check:
             profile = load_profile(args.profile, overrides=args.overrides, run_dir=args.run_dir)
-            validate_profile(profile, chain_notebooks())
-            print(f"profile {profile.name} ({profile.path}) fits all {len(chain_notebooks())} notebooks")
+            profile.validate()
+            check_notebooks(chain_notebooks())
+            print(f"profile {profile.name} ({profile.path}): every section builds; "
+                  f"{len(chain_notebooks())} notebooks take it")
             return 0
-        run_chain(args.profile, args.run_dir, args.start, args.only, args.overrides, kernel_name=args.kernel)
-    except (ConfigError, ChainError) as error:
+        if args.only != ["none"]:
+            run_chain(args.profile, args.run_dir, args.start, args.only, args.overrides, kernel_name=args.kernel)
+        if args.copy_figures:
+            run_dir = load_profile(args.profile, overrides=args.overrides, run_dir=args.run_dir).run_dir
+            copied = copy_figures(run_dir)
+            print(f"copied {len(copied)} files from {RunLayout(run_dir).figures} into {repo_root() / 'figures'}")
+    except (ConfigError, ChainError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0

@@ -11,17 +11,18 @@ Parts, and why they look the way they do:
   vocabulary, carrying Qwen2.5-VL's special tokens (the processor and model look them up by name);
 - an image processor sized for the toy's 112x112 images: patch 14 and merge 2 as in the real
   model, so a full image becomes 4x4 = 16 merged tokens and a small crop 2x2 = 4;
-- no video processor: transformers cannot build one without torchvision (method-facts).
+- no video processor: transformers cannot build Qwen2.5-VL's video processor without
+  torchvision, and the task has no video.
 """
 
 from __future__ import annotations
 
-import argparse
-import ast
 import json
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from morelib.files import write_json
 from morelib.labels import ENTITY_TYPES, RELATIONS
 from morelib.prompts import TASK_TEMPLATE_PATH
 
@@ -89,53 +90,35 @@ QWEN_SPLIT_REGEX = (
 class TinySettings:
     """Sizes of the tiny model. Defaults give about 1M parameters."""
 
-    vocab_size: int = 1536
-    """BPE vocabulary size including the special tokens (the trainer may stop earlier)."""
-    hidden_size: int = 128
-    """LLM hidden size."""
-    num_hidden_layers: int = 2
-    """LLM decoder layers."""
-    num_attention_heads: int = 4
-    """LLM attention heads (head dim = hidden_size / heads)."""
-    num_key_value_heads: int = 2
-    """LLM key/value heads (grouped-query attention as in Qwen2.5)."""
-    intermediate_size: int = 512
-    """LLM MLP width."""
-    vision_depth: int = 2
-    """Vision transformer blocks."""
-    vision_hidden_size: int = 32
-    """Vision transformer width."""
-    vision_heads: int = 2
-    """Vision attention heads."""
-    vision_intermediate_size: int = 64
-    """Vision MLP width."""
-    min_pixels: int = 56 * 56
-    """Smallest image area after resizing: a crop becomes at least 2x2 merged tokens."""
-    max_pixels: int = 112 * 112
-    """Largest image area after resizing: the 112x112 toy image becomes 4x4 merged tokens."""
-    max_position_embeddings: int = 4096
-    """Longest sequence the rotary tables are built for."""
+    vocab_size: int = field(default=1536, metadata={
+        "help": "BPE vocabulary size including the special tokens (the trainer may stop earlier)"})
+    hidden_size: int = field(default=128, metadata={"help": "LLM hidden size"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "LLM decoder layers"})
+    num_attention_heads: int = field(default=4, metadata={"help": "LLM attention heads (head dim = hidden_size / heads)"})
+    num_key_value_heads: int = field(default=2, metadata={
+        "help": "LLM key/value heads (grouped-query attention as in Qwen2.5)"})
+    intermediate_size: int = field(default=512, metadata={"help": "LLM MLP width"})
+    vision_depth: int = field(default=2, metadata={"help": "vision transformer blocks"})
+    vision_hidden_size: int = field(default=32, metadata={"help": "vision transformer width"})
+    vision_heads: int = field(default=2, metadata={"help": "vision attention heads"})
+    vision_intermediate_size: int = field(default=64, metadata={"help": "vision MLP width"})
+    min_pixels: int = field(default=56 * 56, metadata={
+        "help": "smallest image area after resizing: a crop becomes at least 2x2 merged tokens"})
+    max_pixels: int = field(default=112 * 112, metadata={
+        "help": "largest image area after resizing: the 112x112 toy image becomes 4x4 merged tokens"})
+    max_position_embeddings: int = field(default=4096, metadata={
+        "help": "longest sequence the rotary tables are built for"})
 
 
 def read_corpus(data_dir: str | Path) -> list[str]:
-    """Headlines and object names of every split of a MORE-layout directory."""
-    texts: list[str] = []
+    """Headlines and object names of every split of a MORE-layout directory (read by ``morelib.data``)."""
+    from morelib.data import load_split
+
     txt_files = sorted(Path(data_dir, "txt").glob("*.txt"))
     if not txt_files:
-        raise FileNotFoundError(f"{data_dir}/txt: no *.txt files to train the tokenizer on")
-    for path in txt_files:
-        for line_no, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = ast.literal_eval(line)
-                tokens = row["token"]
-            except (ValueError, SyntaxError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{line_no}: field 'token': cannot read line ({err})") from err
-            texts.append(" ".join(tokens))
-            name = row.get("t", {}).get("name", "")
-            texts.append(" ".join(name) if isinstance(name, list) else str(name))
-    return texts
+        raise FileNotFoundError(f"{Path(data_dir, 'txt')}: no *.txt files to train the tokenizer on")
+    return [text for path in txt_files for s in load_split(data_dir, path.stem)
+            for text in (s.text, s.object_name)]
 
 
 def fixed_vocabulary_text() -> list[str]:
@@ -269,7 +252,7 @@ def build_tiny_model(out_dir: str | Path, data_dir: str | Path, seed: int = 0, s
     tokenizer.save_pretrained(out_dir)
     image_processor(settings).save_pretrained(out_dir)
     _add_processor_class(out_dir / "preprocessor_config.json")
-    (out_dir / "tiny_settings.json").write_text(json.dumps({"seed": seed, **asdict(settings)}, indent=2) + "\n")
+    write_json(out_dir / "tiny_settings.json", {"seed": seed, **asdict(settings)})
     return out_dir
 
 
@@ -286,23 +269,30 @@ def parameter_count(model) -> dict[str, int]:
     return {"total": total, "vision_and_projector": visual, "llm": total - visual}
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--data", type=Path, required=True, help="MORE-layout directory whose txt/ trains the tokenizer")
-    parser.add_argument("--seed", type=int, default=0)
-    defaults = TinySettings()
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args(argv)
-    settings = TinySettings(**{k: getattr(args, k) for k in asdict(defaults)})
-    out = build_tiny_model(args.out_dir, args.data, args.seed, settings)
-
+def _build_command(args) -> int:
+    from morelib import cli
     from morelib.model import load_model
 
+    data_dir = Path(args.data).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data directory")
+    out = build_tiny_model(args.out_dir, data_dir, args.seed, cli.settings(args, TinySettings))
     model, processor = load_model(out, freeze_vision=False)
     print(f"tiny Qwen2.5-VL written to {out}: vocab {len(processor.tokenizer)}, parameters {parameter_count(model)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m morelib.tiny OUT_DIR --data DATA_DIR``: build the tiny model."""
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.tiny", __doc__.splitlines()[0], [TinySettings])
+    parser.add_argument("out_dir", type=Path, help="where to write the model (created if missing)")
+    parser.add_argument("--data", type=Path, required=True,
+                        help="MORE-layout directory whose txt/ trains the tokenizer")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    return cli.run(parser, argv, _build_command)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,13 +15,12 @@ subject, and of which type). A few cues are ambiguous between two relations of o
 which leaves an irreducible error. The facts behind each line go to ``toy_meta.jsonl``, read
 only by the offline expert.
 
-    python -m morelib.toy DATA_DIR --seed 0 [--train 1500 --valid 300 --test 500]
+    python -m morelib.toy generate DATA_DIR --seed 0 [--train 1500 --valid 300 --test 500]
     python -m morelib.toy baselines DATA_DIR
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import random
@@ -32,12 +31,14 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from morelib.files import read_jsonl, write_json, write_text
 from morelib.labels import NONE, RELATIONS, REL2ID
 
 IMAGE_SIZE = 112
 BACKGROUND = (244, 242, 236)
 JPEG_QUALITY = 95
 SPLITS = ("train", "valid", "test")
+META_FILE = "toy_meta.jsonl"  # in the data directory, beside txt/: the facts behind each line
 
 # How each entity type looks in the image.
 LOOKS = {
@@ -130,16 +131,21 @@ CUE_BY_NAME = {c.name: c for c in CUES}
 class ToyConfig:
     """Settings of the toy generator; the defaults make the dataset the notebooks use."""
 
-    seed: int = 0
-    train: int = 1500        # target number of facts (lines) per split; whole pairs are kept
-    valid: int = 300
-    test: int = 500
-    p_second_entity: float = 0.45   # headline names a second entity
-    p_relation_plan: float = 0.85   # subject-entity pair planned from a relation (else any cue)
-    p_ambiguous: float = 0.2        # a planned relation uses an ambiguous cue when one exists
-    p_generic_noun: float = 0.7     # the headline hides the subject's type
-    p_same_type_bystander: float = 0.4  # a bystander of the subject's type (hard case)
-    object_counts: tuple[int, ...] = (2, 2, 3, 3, 4, 4)  # drawn uniformly
+    seed: int = field(default=0, metadata={"help": "random seed: the same seed writes byte-identical files"})
+    train: int = field(default=1500, metadata={
+        "help": "target number of train facts (lines); whole image-text pairs are kept, so a few more"})
+    valid: int = field(default=300, metadata={"help": "target number of valid facts (lines)"})
+    test: int = field(default=500, metadata={"help": "target number of test facts (lines)"})
+    p_second_entity: float = field(default=0.45, metadata={"help": "chance that a headline names a second entity"})
+    p_relation_plan: float = field(default=0.85, metadata={
+        "help": "chance that the subject-entity pair is planned from a relation (else any cue)"})
+    p_ambiguous: float = field(default=0.2, metadata={
+        "help": "chance that a planned relation uses an ambiguous cue, when one exists"})
+    p_generic_noun: float = field(default=0.7, metadata={"help": "chance that the headline hides the subject's type"})
+    p_same_type_bystander: float = field(default=0.4, metadata={
+        "help": "chance that a bystander has the subject's type (a hard case)"})
+    object_counts: list[int] = field(default_factory=lambda: [2, 2, 3, 3, 4, 4], metadata={
+        "help": "objects per image, drawn uniformly from this list"})
 
 
 # ----------------------------------------------------------------------------- names
@@ -386,11 +392,9 @@ def generate(data_dir: str | Path, cfg: ToyConfig = ToyConfig()) -> Path:
             torch.save(ent_dict, f)
         all_captions.update(captions)
         all_meta.extend(meta)
-    (data_dir / "rel2id.json").write_text(json.dumps(REL2ID, indent=1) + "\n")
+    write_json(data_dir / "rel2id.json", REL2ID, indent=1)
     (data_dir / "caption_dict.json").write_text(json.dumps(all_captions, indent=1, sort_keys=True) + "\n")
-    with open(data_dir / "toy_meta.jsonl", "w") as f:
-        for row in all_meta:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+    write_text(meta_path(data_dir), "".join(json.dumps(row, sort_keys=True) + "\n" for row in all_meta))
     return data_dir
 
 
@@ -413,12 +417,16 @@ FEATURES = {
 }
 
 
+def meta_path(data_dir: str | Path) -> Path:
+    """``toy_meta.jsonl`` of a toy data directory."""
+    return Path(data_dir) / META_FILE
+
+
 def read_meta(data_dir: str | Path) -> dict[str, list[dict]]:
+    """``toy_meta.jsonl`` grouped by split (``{split}-{line}`` ids), in file order."""
     by_split: dict[str, list[dict]] = defaultdict(list)
-    with open(Path(data_dir) / "toy_meta.jsonl") as f:
-        for line in f:
-            row = json.loads(line)
-            by_split[row["id"].rsplit("-", 1)[0]].append(row)
+    for row in read_jsonl(meta_path(data_dir), required=("id", "label")):
+        by_split[row["id"].rsplit("-", 1)[0]].append(row)
     return by_split
 
 
@@ -478,25 +486,10 @@ def label_distribution(data_dir: str | Path) -> dict[str, Counter]:
 # ----------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "baselines":
-        parser = argparse.ArgumentParser(prog="python -m morelib.toy baselines")
-        parser.add_argument("data_dir")
-        args = parser.parse_args(argv[1:])
-        print(f"{'predictor':<12} {'Acc':>7} {'P':>7} {'R':>7} {'F1':>7}")
-        for name, s in baselines(args.data_dir).items():
-            print(f"{name:<12} " + " ".join(f"{100 * s[k]:7.2f}" for k in ("acc", "precision", "recall", "f1")))
-        return 0
-    parser = argparse.ArgumentParser(prog="python -m morelib.toy", description="Write the toy MORE dataset.")
-    parser.add_argument("data_dir")
-    parser.add_argument("--seed", type=int, default=0)
-    for split in SPLITS:
-        parser.add_argument(f"--{split}", type=int, default=getattr(ToyConfig, split),
-                            help=f"target number of {split} facts")
-    args = parser.parse_args(argv)
-    cfg = ToyConfig(seed=args.seed, train=args.train, valid=args.valid, test=args.test)
-    out = generate(args.data_dir, cfg)
+def _generate_command(args) -> int:
+    from morelib import cli
+
+    out = generate(args.data_dir, cli.settings(args, ToyConfig))
     counts = label_distribution(out)
     for split in SPLITS:
         total = sum(counts[split].values())
@@ -504,6 +497,32 @@ def main(argv: list[str] | None = None) -> int:
               f"{sum(1 for v in counts[split].values() if v)} labels present")
     print(f"wrote {out}")
     return 0
+
+
+def _baselines_command(args) -> int:
+    if not meta_path(args.data_dir).is_file():
+        raise FileNotFoundError(f"{meta_path(args.data_dir)}: no such file (is {args.data_dir} a toy data directory?)")
+    print(f"{'predictor':<12} {'Acc':>7} {'P':>7} {'R':>7} {'F1':>7}")
+    for name, s in baselines(args.data_dir).items():
+        print(f"{name:<12} " + " ".join(f"{100 * s[k]:7.2f}" for k in ("acc", "precision", "recall", "f1")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m morelib.toy generate DATA_DIR`` and ``python -m morelib.toy baselines DATA_DIR``."""
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.toy", "The synthetic toy world in the MORE layout.")
+    commands = cli.add_commands(parser)
+    make = cli.add_command(commands, "generate", "write the toy dataset (txt/, img_org/, entity dicts, "
+                           "toy_meta.jsonl) into DATA_DIR", [ToyConfig])
+    make.add_argument("data_dir", help="where to write the dataset (created if missing)")
+    make.set_defaults(run=_generate_command)
+    scores = cli.add_command(commands, "baselines", "test scores of predictors that see the text only, "
+                             "the object only, or both (fitted on train)")
+    scores.add_argument("data_dir", help="a toy data directory written by the generate command")
+    scores.set_defaults(run=_baselines_command)
+    return cli.run(parser, argv, lambda args: args.run(args))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""Stage 1 annotation: sampling, the expert prompt, cost, the resumable client, the store, Batch API."""
+"""Stage 1 annotation: sampling, the expert prompt, cost, the resumable client, the store, Batch API,
+and the command line's failures."""
 
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from morelib import annotate, cost
-from morelib.annotate import AnnotationConfig, ResponseStore
+from morelib.annotate import ResponseStore
 from morelib.data import load_split
 from morelib.expert_server import ExpertConfig, ExpertServer, Faults
 from morelib.filtering import check_response
+from morelib.layout import RunLayout
+from morelib.settings import AnnotationSettings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,10 +38,20 @@ def train(data_dir):
     return load_split(data_dir, "train")
 
 
+@pytest.fixture(scope="module")
+def stage1(train):
+    return annotate.stratified_split(train, 0.25, 0)[0]
+
+
 def config(data_dir, run_dir, **kw):
     base = dict(data_dir=str(data_dir), run_dir=str(run_dir), model="toy-expert", image_detail="low",
-                concurrency=4, request_timeout=5.0, backoff_base=0.01, backoff_max=0.05, progress=False)
-    return AnnotationConfig(**(base | kw))
+                concurrency=4, request_timeout=5.0, progress=False)
+    return AnnotationSettings(**(base | kw))
+
+
+def cli_args(command, data_dir, run_dir, *extra):
+    return [command, "--data-dir", str(data_dir), "--run-dir", str(run_dir), "--model", "toy-expert",
+            "--image-detail", "low", "--request-timeout", "5", *map(str, extra)]
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +59,32 @@ def api_key(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
 
 
+@pytest.fixture
+def expert(data_dir):
+    """A function that serves the offline expert with the given faults and settings."""
+    servers = []
+
+    def serve(faults=None, **kw):
+        servers.append(ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), faults=faults or Faults(), **kw)))
+        return servers[-1].start()
+
+    yield serve
+    for server in servers:
+        server.stop()
+
+
+def records(run_dir):
+    return ResponseStore.for_run(run_dir).records()
+
+
 def successes(run_dir):
-    return [r for r in ResponseStore(annotate.store_path(run_dir)).records() if not r["error"]]
+    return [r for r in records(run_dir) if not r["error"]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- sampling and prompt
@@ -62,7 +101,16 @@ def test_stratified_split_takes_a_quarter_of_every_relation(train):
     assert annotate.stratified_split(train, 0.25, seed=1)[0] != stage1
     assert len(annotate.stratified_split(train, 0.5, seed=0)[0]) > len(stage1)
     with pytest.raises(ValueError, match="fraction"):
-        annotate.stratified_split(train, 0.0)
+        annotate.stratified_split(train, 0.0, seed=0)
+
+
+def test_split_ids_round_trip_and_a_broken_file_is_named(tmp_path):
+    path = annotate.write_split_ids(tmp_path, ["train-1"], ["train-2", "train-3"])
+    assert path == RunLayout(tmp_path).split_ids
+    assert annotate.read_split_ids(tmp_path) == {"stage1": ["train-1"], "stage2_pool": ["train-2", "train-3"]}
+    path.write_text('{"stage1": "train-1"}')
+    with pytest.raises(ValueError, match=r"split_ids.json: field 'stage1'"):
+        annotate.read_split_ids(tmp_path)
 
 
 def test_expert_prompt_has_the_three_parts(train):
@@ -89,7 +137,7 @@ def test_template_is_replaceable_and_changes_the_hash(train, tmp_path):
     assert annotate.prompt_hash(default, s, "low") != annotate.prompt_hash(default, s, "high")
     custom.write_text("{entity} {no_such_field}")
     with pytest.raises(ValueError, match=r"mine.txt: unknown placeholder 'no_such_field'"):
-        annotate.plan_requests([s], AnnotationConfig(template_path=str(custom)))
+        annotate.plan_requests([s], AnnotationSettings(template_path=str(custom)))
 
 
 def test_request_body_sends_both_images(train, data_dir):
@@ -127,75 +175,92 @@ def test_prices_and_tally():
                {"usage": {"prompt_tokens": 1000, "completion_tokens": 100}, "mode": "batch"},
                {"usage": {}, "error": "x"}]
     assert cost.tally(records, prices)["usd"] == pytest.approx(0.0035 * 1.5)
+    settings = AnnotationSettings(price_input_per_m=1.0, price_output_per_m=4.0, batch_discount=0.25)
+    assert cost.Prices.from_settings(settings) == cost.Prices(1.0, 4.0, 0.25)
 
 
-def test_spending_above_the_threshold_needs_confirmation(data_dir, tmp_path):
+def test_spending_above_the_threshold_needs_confirmation(data_dir, tmp_path, capsys):
     cfg = config(data_dir, tmp_path, base_url="http://127.0.0.1:9/v1", cost_threshold=0.01)
     with pytest.raises(annotate.CostConfirmationRequired, match="confirm_cost"):
         annotate.annotate(cfg)
-    assert not annotate.store_path(tmp_path).exists()  # refused before any call
-    assert annotate.main(["run", "--data-dir", str(data_dir), "--run-dir", str(tmp_path),
-                          "--cost-threshold", "0.01", "--image-detail", "low"]) == 2
+    assert not RunLayout(tmp_path).expert_store.exists()  # refused before any call
+    assert annotate.main(cli_args("run", data_dir, tmp_path, "--cost-threshold", "0.01")) == 1
+    assert "error: estimated cost" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the client
 
 
-def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, train, tmp_path):
-    stage1 = annotate.stratified_split(train, 0.25, 0)[0]
-    script = {stage1[0]: ["429", "429"], stage1[1]: ["500", "timeout"], stage1[2]: ["malformed", "slow"],
-              stage1[3]: ["timeout", "500", "429", "malformed"]}
-    # The timeout leaves ample room for a normal reply on a loaded 2-core machine, so every
-    # timeout the client sees is one the server injected.
-    faults = Faults(retry_after=0.3, hang=4.0, slow=0.2, script=script, rate_429=0.1, rate_500=0.1,
-                    rate_malformed=0.05, seed=1)
-    with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), mistake_rate=0.0, faults=faults)) as server:
-        cfg = config(data_dir, tmp_path, base_url=server.base_url, request_timeout=2.5, concurrency=8)
-        report = annotate.annotate(cfg)
-        injected = dict(server.injected)
-    records = ResponseStore(annotate.store_path(tmp_path)).records()
-    assert sorted(r["sample_id"] for r in records) == sorted(stage1)  # exactly one record per sample
-    assert all(r["error"] is None and check_response(r["response"], next(
-        s.label for s in train if s.id == r["sample_id"]))[0] is None for r in records)
-    kinds = {"429": "rate_limit", "500": "server_error", "timeout": "timeout", "malformed": "malformed"}
-    assert dict(report.retries) == {kinds[k]: n for k, n in injected.items() if k in kinds}
-    assert report.sent == report.succeeded == len(stage1) and report.failed == 0
-    by_id = {r["sample_id"]: r for r in records}
-    # the script runs first; after it the random rates apply
-    assert by_id[stage1[0]]["attempts"] >= 3 and by_id[stage1[3]]["attempts"] >= 5
+def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, train, stage1, tmp_path, expert):
+    script = {stage1[0]: ["429", "429"], stage1[1]: ["500", "timeout"], stage1[2]: ["malformed"],
+              stage1[3]: ["timeout", "500", "429"]}
+    # Retry-After (1.2 s) is longer than the client's own first two backoffs (0.5 s + 1 s), so
+    # the wait below shows it was honoured. The timeout leaves ample room for a normal reply on
+    # a loaded 2-core machine, so every timeout the client sees is one the server injected.
+    faults = Faults(retry_after=1.2, hang=4.0, slow=0.2, script=script, rate_429=0.05, rate_500=0.1, seed=1)
+    server = expert(faults, mistake_rate=0.0)
+    cfg = config(data_dir, tmp_path, base_url=server.base_url, request_timeout=2.5, concurrency=8)
+    report = annotate.annotate(cfg)
+    injected = dict(server.injected)
+    first = records(tmp_path)
+    assert sorted(r["sample_id"] for r in first) == sorted(stage1)  # exactly one record per sample
+    by_id = {r["sample_id"]: r for r in first}
+    gold = {s.id: s.label for s in train}
+
+    # a body that is not JSON is not retried by the client: it ends as one error record
+    broken = by_id.pop(stage1[2])
+    assert broken["error_kind"] == "malformed" and broken["response"] is None and broken["attempts"] == 1
+    assert server.base_url in broken["error"] and "toy-expert" in broken["error"]
+    assert all(r["error"] is None and check_response(r["response"], gold[r["sample_id"]])[0] is None
+               for r in by_id.values())
+    assert report.sent == len(stage1) and report.failed == 1 and report.errors == {"malformed": 1}
+
+    # every attempt is counted by its outcome, the client's retries included
+    kinds = {"429": "rate_limit", "500": "server_error", "timeout": "timeout"}
+    assert {kinds[k]: n for k, n in injected.items() if k in kinds} == {
+        k: n for k, n in report.attempts.items() if k != "ok"}
+    assert report.attempts["ok"] == len(stage1)  # the malformed body came with status 200
+    assert by_id[stage1[0]]["attempts"] >= 3 and by_id[stage1[3]]["attempts"] >= 4
     waited = (datetime.fromisoformat(by_id[stage1[0]]["finished_at"])
               - datetime.fromisoformat(by_id[stage1[0]]["started_at"])).total_seconds()
-    assert waited >= 0.6  # two Retry-After: 0.3 honoured, though the backoff alone is <= 0.05 s
-    usage = sum(r["usage"]["prompt_tokens"] * 2.5 + r["usage"]["completion_tokens"] * 10 for r in records) / 1e6
-    assert report.actual["usd"] == pytest.approx(usage) and report.actual["records"] == len(stage1)
+    assert waited >= 2.4
+    ok = list(by_id.values())
+    usd = sum(r["usage"]["prompt_tokens"] * 2.5 + r["usage"]["completion_tokens"] * 10 for r in ok) / 1e6
+    assert report.actual["usd"] == pytest.approx(usd) and report.actual["records"] == len(stage1)
+
+    # the next run sends only the failed request
+    server.cfg.faults.rate_429 = server.cfg.faults.rate_500 = 0.0
+    again = annotate.annotate(cfg)
+    assert again.skipped == len(stage1) - 1 and again.sent == again.succeeded == 1
+    assert [r["sample_id"] for r in records(tmp_path)[len(first):]] == [stage1[2]]
 
 
-def test_a_request_that_keeps_failing_ends_in_one_error_record_and_is_retried_next_run(data_dir, train, tmp_path):
-    stage1 = annotate.stratified_split(train, 0.25, 0)[0]
-    faults = Faults(script={stage1[0]: ["500"] * 3})
-    with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), faults=faults)) as server:
-        cfg = config(data_dir, tmp_path, base_url=server.base_url, max_retries=2)
-        first = annotate.annotate(cfg)
-        second = annotate.annotate(cfg)
-    assert first.failed == 1 and first.retries["server_error"] == 3
+def test_a_request_that_keeps_failing_ends_in_one_error_record_and_is_retried_next_run(
+        data_dir, stage1, tmp_path, expert):
+    server = expert(Faults(script={stage1[0]: ["500"] * 3}))
+    cfg = config(data_dir, tmp_path, base_url=server.base_url, max_retries=2)
+    first = annotate.annotate(cfg)
+    assert first.failed == 1 and first.errors == {"server_error": 1} and first.attempts["server_error"] == 3
+    failed = [r for r in records(tmp_path) if r["error"]]
+    assert len(failed) == 1 and failed[0]["attempts"] == 3 and "HTTP 500" in failed[0]["error"]
+    second = annotate.annotate(cfg)
     assert second.skipped == len(stage1) - 1 and second.sent == second.succeeded == 1
-    records = ResponseStore(annotate.store_path(tmp_path)).records()
-    assert [r["error"] is not None for r in records if r["sample_id"] == stage1[0]] == [True, False]
+    assert [r["error"] is not None for r in records(tmp_path) if r["sample_id"] == stage1[0]] == [True, False]
 
 
-def test_rerun_skips_done_work_and_a_new_template_is_not_reused(data_dir, tmp_path):
-    with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"))) as server:
-        cfg = config(data_dir, tmp_path, base_url=server.base_url, limit=5)
-        assert annotate.annotate(cfg).sent == 5
-        cfg.limit = None
-        report = annotate.annotate(cfg)
-        assert report.skipped == 5 and report.sent == report.planned - 5
-        assert annotate.annotate(cfg).sent == 0
-        template = tmp_path / "t.txt"
-        template.write_text(annotate.EXPERT_TEMPLATE_PATH.read_text() + "\nBe brief.")
-        cfg.template_path = str(template)
-        changed = annotate.annotate(cfg)
-        assert changed.skipped == 0 and changed.sent == changed.planned
+def test_rerun_skips_done_work_and_a_new_template_is_not_reused(data_dir, tmp_path, expert):
+    server = expert()
+    cfg = config(data_dir, tmp_path, base_url=server.base_url, limit=5)
+    assert annotate.annotate(cfg).sent == 5
+    cfg.limit = None
+    report = annotate.annotate(cfg)
+    assert report.skipped == 5 and report.sent == report.planned - 5
+    assert annotate.annotate(cfg).sent == 0
+    template = tmp_path / "t.txt"
+    template.write_text(annotate.EXPERT_TEMPLATE_PATH.read_text() + "\nBe brief.")
+    cfg.template_path = str(template)
+    changed = annotate.annotate(cfg)
+    assert changed.skipped == 0 and changed.sent == changed.planned
     hashes = Counter(r["prompt_hash"] for r in successes(tmp_path))
     assert len(hashes) == 2 * report.planned and set(hashes.values()) == {1}
 
@@ -210,61 +275,145 @@ def test_store_ignores_and_repairs_a_torn_last_line(tmp_path):
     assert [r["sample_id"] for r in store.records()] == ["a", "c"]
     assert store.path.read_text().count("\n") == 2
     store.path.write_text(json.dumps(good) + "\nnot json\n" + json.dumps(good) + "\n")
-    with pytest.raises(ValueError, match=r"r.jsonl:2: corrupt record"):
+    with pytest.raises(ValueError, match=r"r.jsonl:2: not a JSON object"):
         store.records()
     store.path.write_text(json.dumps({"sample_id": "a"}) + "\n")
-    with pytest.raises(ValueError, match=r"r.jsonl:1: record lacks field 'prompt_hash'"):
+    with pytest.raises(ValueError, match=r"r.jsonl:1: field 'prompt_hash': missing"):
         store.records()
 
 
 def test_one_writer_at_a_time(tmp_path):
     with ResponseStore(tmp_path / "r.jsonl"):
-        with pytest.raises(RuntimeError, match="another annotation run"):
+        with pytest.raises(RuntimeError, match="another process is writing"):
             ResponseStore(tmp_path / "r.jsonl").open()
 
 
-def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(data_dir, train, tmp_path):
-    stage1 = annotate.stratified_split(train, 0.25, 0)[0]
-    store = annotate.store_path(tmp_path)
-    faults = Faults(latency=0.15)
-    with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), faults=faults)) as server:
-        args = ["run", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--base-url", server.base_url,
-                "--model", "toy-expert", "--image-detail", "low", "--concurrency", "2", "--no-progress"]
-        proc = subprocess.Popen([sys.executable, "-m", "morelib.annotate", *args], cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.time() + 30
-        while time.time() < deadline and (not store.exists() or store.read_text().count("\n") < 6):
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        before = store.read_text().count("\n")
-        assert 6 <= before < len(stage1)  # killed mid-run
-        with open(store, "a") as f:  # what a kill during a write would leave
-            f.write('{"sample_id": "train-1", "prompt_hash": "torn')
-        report = annotate.annotate(config(data_dir, tmp_path, base_url=server.base_url))
+def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(data_dir, stage1, tmp_path, expert):
+    store = RunLayout(tmp_path).expert_store
+    server = expert(Faults(latency=0.15))
+    proc = subprocess.Popen([sys.executable, "-m", "morelib.annotate",
+                             *cli_args("run", data_dir, tmp_path, "--base-url", server.base_url, "--concurrency", 2)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not store.exists() or store.read_text().count("\n") < 6):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = store.read_text().count("\n")
+    assert 6 <= before < len(stage1)  # killed mid-run
+    with open(store, "a") as f:  # what a kill during a write would leave
+        f.write('{"sample_id": "train-1", "prompt_hash": "torn')
+    report = annotate.annotate(config(data_dir, tmp_path, base_url=server.base_url))
     assert report.skipped == before and report.sent == len(stage1) - before
     lines = store.read_text().splitlines()
-    records = [json.loads(line) for line in lines]  # every line parses: the torn one is gone
-    assert sorted(r["sample_id"] for r in records) == sorted(stage1)  # no loss, no duplicate
+    rows = [json.loads(line) for line in lines]  # every line parses: the torn one is gone
+    assert sorted(r["sample_id"] for r in rows) == sorted(stage1)  # no loss, no duplicate
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+@pytest.mark.parametrize("argv", [["--help"], *([c, "--help"] for c in annotate.COMMANDS)])
+def test_help_works_for_every_command(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        annotate.main(argv)
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: python -m morelib.annotate")
+    if argv[0] == "run":  # every setting is a flag, with its documented help
+        assert "--dead-endpoint-timeout" in out and "25%" in out
+
+
+def test_a_dead_endpoint_stops_the_run_within_its_bound(data_dir, tmp_path, capsys):
+    url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there: connection refused
+    t0 = time.perf_counter()
+    code = annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", url, "--dead-endpoint-timeout", "1"))
+    seconds = time.perf_counter() - t0
+    err = capsys.readouterr().err
+    assert code == 1 and seconds < 10
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and url in lines[0] and "'toy-expert'" in lines[0] and "cannot connect" in lines[0]
+    assert "Traceback" not in err
+    assert successes(tmp_path) == []  # every request stays pending for the next run
+
+
+def test_a_rejected_model_stops_the_run_at_once(data_dir, tmp_path, capsys, expert):
+    server = expert()
+    code = annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", server.base_url, "--model", "gpt-4o"))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert server.base_url in line and "'gpt-4o'" in line and "HTTP 404" in line
+    assert records(tmp_path) == []  # no error records: nothing was the samples' fault
+    assert server.replies == 0
+
+
+def test_a_rejected_key_stops_the_run_and_is_never_shown(data_dir, tmp_path, capsys, expert, monkeypatch):
+    secret = "sk-wrong-SECRET-5e1d"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    server = expert(api_key="sk-the-right-one")
+    code = annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", server.base_url))
+    err = capsys.readouterr().err
+    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 1 and "HTTP 401" in line and server.base_url in line and "'toy-expert'" in line
+    assert secret not in err and records(tmp_path) == []
+
+
+def test_a_run_with_failed_requests_exits_non_zero_and_counts_them(data_dir, stage1, tmp_path, capsys, expert):
+    server = expert(Faults(script={stage1[0]: ["500"] * 2, stage1[1]: ["malformed"]}))
+    code = annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", server.base_url, "--max-retries", 1))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"error: 2 of {len(stage1)} requests failed (malformed: 1, server_error: 1)" in err
+    report = json.loads(RunLayout(tmp_path).annotation_report.read_text())
+    assert report["failed"] == 2 and report["errors"] == {"malformed": 1, "server_error": 1}
+    assert "sk-test" not in RunLayout(tmp_path).annotation_report.read_text()
+    assert annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", server.base_url)) == 0  # the retry
+
+
+def test_an_empty_split_is_refused(data_dir, tmp_path, capsys):
+    empty = tmp_path / "data"
+    shutil.copytree(data_dir / "txt", empty / "txt")
+    (empty / "txt" / "train.txt").write_text("\n")
+    code = annotate.main(cli_args("estimate", empty, tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"error: {empty / 'txt' / 'train.txt'}:") and "no facts" in err
+    assert not RunLayout(tmp_path / "run").split_ids.exists()
+
+
+def test_profile_and_set_give_the_defaults_and_flags_win(data_dir, tmp_path, capsys):
+    argv = ["estimate", "--profile", "toy", "--set", "fraction=0.5", "--data-dir", str(data_dir),
+            "--run-dir", str(tmp_path), "--image-detail", "high"]
+    command, cfg, _ = annotate.parse_settings(argv)
+    assert command == "estimate" and cfg.fraction == 0.5 and cfg.image_detail == "high"
+    assert cfg.model == "toy-expert" and cfg.run_dir == str(tmp_path)  # from the profile; --run-dir wins
+    assert annotate.main(argv) == 0
+    assert len(annotate.read_split_ids(tmp_path)["stage1"]) > 0
+    assert annotate.main([*argv, "--set", "no_such_key=1"]) == 1
+    assert "error: --set 'no_such_key=1': section '01_annotation': unknown key 'no_such_key'" in capsys.readouterr().err
+
+
+def test_offline_expert_runs_without_a_server_of_ones_own(data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    assert annotate.main(cli_args("run", data_dir, run_dir, "--offline-expert", "--limit", 3)) == 0
+    assert len(successes(run_dir)) == 3
 
 
 # ----------------------------------------------------------------------------- Batch API
 
 
-def test_batch_files_and_ingest(data_dir, train, tmp_path):
+def test_batch_files_and_ingest(data_dir, stage1, tmp_path):
     cfg = config(data_dir, tmp_path)
     paths = annotate.write_batch_files(cfg, max_bytes=40_000)
-    assert len(paths) > 1  # split by size
+    assert len(paths) > 1 and paths[0].parent == RunLayout(tmp_path).batch_inputs  # split by size
     lines = [json.loads(line) for p in paths for line in p.read_text().splitlines()]
-    stage1 = annotate.stratified_split(train, 0.25, 0)[0]
     assert [line["custom_id"].split("::")[0] for line in lines] == stage1
     assert all(line["url"] == "/v1/chat/completions" and line["method"] == "POST" for line in lines)
     assert len(lines[0]["body"]["messages"][0]["content"]) == 3
 
     # a Batch API output file: answers from the offline expert, one failed request
-    from morelib.expert_server import ExpertServer as Server
-
-    with Server(ExpertConfig(str(data_dir / "toy_meta.jsonl"), mistake_rate=0.0)) as server:
+    with ExpertServer(ExpertConfig(str(data_dir / "toy_meta.jsonl"), mistake_rate=0.0)) as server:
         out = []
         for i, line in enumerate(lines):
             sample_id = line["custom_id"].split("::")[0]
@@ -279,11 +428,12 @@ def test_batch_files_and_ingest(data_dir, train, tmp_path):
     results.write_text("".join(json.dumps(r) + "\n" for r in out))
     assert annotate.ingest_batch_results(cfg, results) == {"ok": len(lines) - 1, "error": 1}
     assert annotate.ingest_batch_results(cfg, results) == {"skipped": len(lines) - 1, "error": 1}
-    records = ResponseStore(annotate.store_path(tmp_path)).records()
-    ok = [r for r in records if not r["error"]]
-    assert len(ok) == len(lines) - 1 and all(r["mode"] == "batch" for r in records)
-    online = sum(cfg.prices.cost(r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) for r in ok)
-    assert cost.tally(ok, cfg.prices)["usd"] == pytest.approx(online / 2)
+    rows = records(tmp_path)
+    ok = [r for r in rows if not r["error"]]
+    assert len(ok) == len(lines) - 1 and all(r["mode"] == "batch" for r in rows)
+    prices = cost.Prices.from_settings(cfg)
+    online = sum(prices.cost(r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) for r in ok)
+    assert cost.tally(ok, prices)["usd"] == pytest.approx(online / 2)
     # only the failed request is still pending
     assert len(annotate.write_batch_files(cfg)) == 1
     results.write_text("not json\n")
@@ -296,8 +446,6 @@ def test_batch_files_and_ingest(data_dir, train, tmp_path):
 
 def test_notebook_never_leaks_the_api_key(data_dir, tmp_path):
     """Run notebook 01 with a sentinel key in the environment; the key appears nowhere."""
-    import shutil
-
     import papermill
     from jupyter_client.kernelspec import KernelSpecManager
 

@@ -10,8 +10,8 @@ import nbformat
 import pytest
 
 from morelib import data
-from morelib.config import declared_parameters, repo_root
-from morelib.run import chain_notebooks, run_chain
+from morelib.config import repo_root
+from morelib.run import INJECTED, chain_notebooks, declared_parameters, run_chain
 
 # Smaller than the toy profile so the whole chain stays quick in CI; owners of later notebooks
 # add their own size overrides here.
@@ -22,35 +22,34 @@ CHAIN_OVERRIDES = [
     "00_prepare.n_show=2",
     "00_prepare.tiny_model={}",  # TinySettings' smallest defaults
     # Later stages: fewer epochs/steps and one GRPO variant (owners: adjust to your notebooks).
-    "03_sft.epochs=2",
-    "03_sft.label_epochs=1",
+    "03_sft.num_train_epochs=2",
     "03_sft.blank_images_ablation=false",
     "05_grpo.variants=[progressive]",
     "05_grpo.max_steps=2",
     "06_evaluation.models=[zero_shot, sft_label_full, stage1, grpo_progressive]",
     "06_evaluation.limit=60",
     "06_evaluation.n_boot=50",
-    # Never overwrite the committed figures/ from a test.
-    "06_evaluation.figures_dir='{run_dir}/figures'",
-    "07_case_studies.figures_dir='{run_dir}/figures'",
 ]
 
 
-def test_committed_notebooks_are_clean_and_declare_the_common_parameters():
+def test_every_notebook_takes_the_profile_and_nothing_else():
     notebooks = chain_notebooks()
     assert notebooks and notebooks[0].stem == "00_prepare"
     for path in notebooks:
-        nb = nbformat.read(path, as_version=4)
-        code = [cell for cell in nb.cells if cell.cell_type == "code"]
-        assert all(not cell.outputs and cell.execution_count is None for cell in code), f"{path}: has outputs"
-        assert "parameters" in code[0].metadata.get("tags", []), f"{path}: first code cell is not tagged"
-        declared = declared_parameters(path)
-        assert (declared["profile"], declared["run_dir"], declared["seed"]) == ("toy", "runs/toy", 0), path
+        # A hyperparameter lives in morelib/settings.py and the profiles, never in a notebook.
+        assert declared_parameters(path) == list(INJECTED), path
+
+
+def repository_files() -> dict[str, bytes]:
+    """Every file under figures/, notebooks/ and configs/, by path, with its bytes."""
+    return {str(p): p.read_bytes() for d in ("figures", "notebooks", "configs")
+            for p in sorted((repo_root() / d).rglob("*")) if p.is_file() and ".ipynb_checkpoints" not in p.parts}
 
 
 @pytest.mark.chain
 def test_toy_chain_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
+    before = repository_files()
     timings = run_chain("toy", run_dir=run_dir, overrides=CHAIN_OVERRIDES)
     stems = [path.stem for path in chain_notebooks()]
     assert list(timings) == stems
@@ -102,15 +101,24 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     table = pd.read_csv(run_dir / "figures" / "table1.csv")
     assert set(table["source"]) == {"reported (paper)", "toy run"}
     assert len(table[table["source"] == "reported (paper)"]) == 13
+    # The toy rows sit in a block of their own, after every paper row, and say so in their names.
+    toy_rows = table[table["source"] == "toy run"]
+    assert toy_rows.index.min() > table[table["source"] == "reported (paper)"].index.max()
+    assert toy_rows["group"].nunique() == 1 and all(toy_rows["model"].str.endswith("[toy run]"))
     preds = [json.loads(line) for line in (run_dir / "predictions" / "stage1__test.jsonl").read_text().splitlines()]
     by_id = {p["id"]: p for p in preds}
     test_ids = [s.id for s in data.load_split(run_dir / "data", "test")][:60]
     expected = score([by_id[i]["gold"] for i in test_ids], [by_id[i]["label"] for i in test_ids])
-    ours = table[(table["source"] == "toy run") & (table["model"] == "MORE-R1 (Stage 1)")].iloc[0]
+    ours = table[(table["source"] == "toy run") & (table["model"] == "MORE-R1 (Stage 1) [toy run]")].iloc[0]
     assert abs(ours["F1"] - 100 * expected["f1"]) < 0.01
     for name in ("figure3", "figure4"):
         assert (run_dir / "figures" / f"{name}.png").stat().st_size > 10_000
+    paired = pd.read_csv(run_dir / "figures" / "paired_f1.csv")
+    assert list(paired.columns) == ["model", "delta_f1", "ci_low", "ci_high"]
+    assert (paired["ci_low"] <= paired["delta_f1"]).all() and (paired["delta_f1"] <= paired["ci_high"]).all()
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600
     assert not (repo_root() / "notebooks" / "runs").exists()  # nothing written beside the sources
+    # A run never touches the repository's files (figures go to the run directory; `make figures` copies them).
+    assert repository_files() == before

@@ -10,9 +10,9 @@ from PIL import Image
 
 from morelib import data
 from morelib.data import (
-    BadValue, BoxOutOfRange, DataError, EmptyBox, MissingField, MissingImage, MissingObject, SpanMismatch,
-    UnknownLabel, UnparsableLine, box_to_pixels, crop_object, load_entity_dict, load_images, load_split,
-    relations_for, validate,
+    BadValue, BoxOutOfRange, DataError, EmptyBox, EmptySplit, MissingField, MissingImage, MissingObject,
+    SpanMismatch, UnknownLabel, UnparsableLine, box_to_pixels, crop_object, load_entity_dict, load_images,
+    load_split, relations_for, validate,
 )
 from morelib.labels import RELATIONS
 
@@ -69,6 +69,23 @@ def test_load_split_builds_the_sample(tmp_path):
     assert (sample.object_name, sample.box) == ("obj_0", (0.25, 0.5, 0.5, 0.5))
     assert sample.image_path == tmp_path / "img_org" / "train" / IMG
     assert sample.label == "/per/org/member_of"
+    assert sample.data_dir == tmp_path
+
+
+@pytest.mark.parametrize("lines, why", [([], "holds no sample lines"), (["", "   "], "holds no sample lines")])
+def test_an_empty_split_is_an_error_naming_the_file(tmp_path, lines, why):
+    make_dir(tmp_path, lines)
+    with pytest.raises(EmptySplit, match=why) as info:
+        load_split(tmp_path, "train")
+    assert info.value.file == str(tmp_path / "txt" / "train.txt")
+
+
+def test_a_split_of_invalid_lines_only_is_empty_too(tmp_path):
+    make_dir(tmp_path, [line(relation="bogus"), "not a dict"])
+    report = []
+    with pytest.raises(EmptySplit, match="all 2 lines are invalid"):
+        load_split(tmp_path, "train", skip_invalid=True, report=report)
+    assert [type(p).__name__ for p in report] == ["UnknownLabel", "UnparsableLine"]
 
 
 def test_loader_accepts_box_key_string_coordinates_and_token_list_names(tmp_path):
@@ -203,6 +220,38 @@ def test_validate_reports_a_missing_split_file(tmp_path):
     assert {(p.field, Path(p.file).name) for p in report.problems} == {("file", "valid.txt"), ("file", "test.txt")}
 
 
+def test_validate_refuses_an_empty_split(tmp_path):
+    make_dir(tmp_path, [line()])
+    for split in ("valid", "test"):
+        make_dir(tmp_path, [line()] if split == "valid" else [], split=split)
+    report = validate(tmp_path)
+    assert [(type(p).__name__, Path(p.file).name) for p in report.problems] == [("EmptySplit", "test.txt")]
+
+
+def test_cli_refuses_an_empty_split_naming_the_file(tmp_path, capsys):
+    for split in ("train", "valid", "test"):
+        make_dir(tmp_path, [] if split == "train" else [line()], split=split)
+    assert data.main(["validate", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path}: 1 problem(s)")
+    assert f"{tmp_path / 'txt' / 'train.txt'}:0: file: no facts in the train split" in err[0]
+
+
+def test_cli_help_and_one_line_errors(tmp_path, capsys):
+    for argv in (["--help"], ["validate", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            data.main(argv)
+        assert info.value.code == 0
+    assert "--splits" in capsys.readouterr().out
+    assert data.main(["validate", str(tmp_path / "nowhere")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'}: no such data directory\n"
+    with pytest.raises(SystemExit) as info:
+        data.main(["check", str(tmp_path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: python -m morelib.data: argument COMMAND: invalid choice")
+
+
 def test_cli_exits_nonzero_and_names_file_line_field(tmp_path, capsys):
     for split in ("train", "valid", "test"):
         make_dir(tmp_path, [line(), line(relation="bogus"), line(t={"name": "obj_0", "pos": [0.5, 0.5, 0.5, -1]})],
@@ -212,3 +261,16 @@ def test_cli_exits_nonzero_and_names_file_line_field(tmp_path, capsys):
     assert f"{tmp_path / 'txt' / 'valid.txt'}:2: relation: unknown label 'bogus'" in out
     assert f"{tmp_path / 'txt' / 'test.txt'}:3: t.pos: empty box" in out
     assert "/per/org/member_of" in out and "none ratio" in out
+
+
+def test_console_scripts_point_at_command_lines_with_help(capsys):
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    for name in ("morelib-data", "morelib-toy", "morelib-tiny", "morelib-inference"):
+        module, function = scripts[name].split(":")
+        with pytest.raises(SystemExit) as info:
+            getattr(importlib.import_module(module), function)(["--help"])
+        assert info.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: python -m {module}"), name

@@ -7,7 +7,7 @@ import pytest
 from morelib import toy
 from morelib.data import load_split
 from morelib.difficulty import (
-    PREDICTIONS_NAME,
+    POOL_PREDICTIONS,
     comparison_table,
     difficulty,
     label_table,
@@ -16,7 +16,9 @@ from morelib.difficulty import (
     split_pool,
     split_rows,
 )
+from morelib.files import FileFormatError
 from morelib.inference import Generation
+from morelib.layout import RunLayout
 
 
 def prediction(i, gold, pred):
@@ -65,12 +67,26 @@ def test_duplicate_predictions_are_refused():
         split_rows(SYNTHETIC + [SYNTHETIC[0]])
 
 
-def test_read_split_names_the_bad_line(tmp_path):
+GOOD_ROW = '{"id": "a", "label": "none", "pred": "none", "difficulty": "easy"}\n'
+
+
+@pytest.mark.parametrize("second_line, field", [
+    ('{"id": "b", "label": "none", "pred": "none", "difficulty": "medium"}', "difficulty"),
+    ('{"id": "b", "label": "/per/per/cousin", "difficulty": "hard"}', "label"),
+    ('{"id": "a", "label": "none", "difficulty": "hard"}', "id"),
+    ('{"id": "b", "label": "none"}', "difficulty"),
+    ('{"id": 7, "label": "none", "difficulty": "hard"}', "id"),
+])
+def test_read_split_names_the_bad_line_and_field(tmp_path, second_line, field):
     path = tmp_path / "split.jsonl"
-    path.write_text('{"id": "a", "label": "none", "pred": "none", "difficulty": "easy"}\n'
-                    '{"id": "b", "label": "none", "pred": "none", "difficulty": "medium"}\n')
-    with pytest.raises(ValueError, match=r"split\.jsonl:2: field 'difficulty'"):
+    path.write_text(GOOD_ROW + "\n" + second_line + "\n")  # a blank line still counts
+    with pytest.raises(FileFormatError, match=rf"split\.jsonl:3: field '{field}'"):
         read_split(path)
+
+
+def test_read_split_names_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.jsonl: no such file"):
+        read_split(tmp_path / "nothing.jsonl")
 
 
 def test_split_pool_writes_the_run_files(tmp_path):
@@ -78,8 +94,9 @@ def test_split_pool_writes_the_run_files(tmp_path):
     train = load_split(data_dir, "train")
     pool = [s.id for s in train[::2]]
     run_dir = tmp_path / "run"
-    (run_dir / "annotation").mkdir(parents=True)
-    (run_dir / "annotation" / "split_ids.json").write_text(json.dumps({"stage1": [], "stage2_pool": pool}))
+    layout = RunLayout(run_dir)
+    layout.split_ids.parent.mkdir(parents=True)
+    layout.split_ids.write_text(json.dumps({"stage1": [], "stage2_pool": pool}))
 
     class Oracle:
         """Right on every other sample, unparsable otherwise."""
@@ -90,8 +107,8 @@ def test_split_pool_writes_the_run_files(tmp_path):
 
     rows = split_pool(run_dir, data_dir, Oracle())
     assert [r["id"] for r in rows] == pool
-    assert read_split(run_dir / "difficulty" / "split.jsonl") == rows
-    assert (run_dir / "predictions" / PREDICTIONS_NAME).is_file()
+    assert read_split(layout.difficulty_split) == rows
+    assert [r["id"] for r in map(json.loads, layout.predictions(*POOL_PREDICTIONS).read_text().splitlines())] == pool
     assert {r["difficulty"] for r in rows} == {"easy", "hard"}
     for r in rows:
         expected = "easy" if int(r["id"].split("-")[1]) % 4 == 1 else "hard"

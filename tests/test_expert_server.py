@@ -79,6 +79,19 @@ def test_the_plain_openai_client_talks_to_it(meta_path):
             client.chat.completions.create(model="toy-expert", messages=[{"role": "user", "content": "hi"}])
 
 
+def test_it_rejects_an_unknown_model_and_a_wrong_key_as_a_real_endpoint_does(meta_path):
+    with ExpertServer(ExpertConfig(str(meta_path), api_key="sk-right")) as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="sk-right", max_retries=0)
+        with pytest.raises(openai.NotFoundError, match="model `gpt-4o` does not exist"):
+            client.chat.completions.create(model="gpt-4o", extra_headers={SAMPLE_ID_HEADER: "train-1"},
+                                           messages=[{"role": "user", "content": "... the relation is none."}])
+        assert _ask(client, "train-1", "none").choices[0].message.content
+        wrong = openai.OpenAI(base_url=server.base_url, api_key="sk-wrong", max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            _ask(wrong, "train-1", "none")
+        assert server.replies == 1
+
+
 def test_mistakes_are_seeded_per_sample(meta_path):
     def replies(seed):
         with ExpertServer(ExpertConfig(str(meta_path), seed=seed, mistake_rate=0.5)) as server:

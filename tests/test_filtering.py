@@ -6,7 +6,9 @@ from types import SimpleNamespace
 import pytest
 
 from morelib import filtering
+from morelib.files import FileFormatError
 from morelib.filtering import check_response
+from morelib.layout import RunLayout
 
 GOLD = "/per/org/member_of"
 STEPS = "\n".join(f"Step {i}: thought {i}." for i in range(1, 7))
@@ -78,9 +80,9 @@ def test_build_stage1_uses_the_latest_successful_record(tmp_path, monkeypatch):
                for i, label in enumerate([GOLD, "none", GOLD, "none"], 1)]
     monkeypatch.setattr("morelib.data.load_split", lambda data_dir, split: samples)
     run = tmp_path / "run"
-    (run / "annotation").mkdir(parents=True)
-    (run / "annotation" / "split_ids.json").write_text(json.dumps(
-        {"stage1": ["train-1", "train-2", "train-3"], "stage2_pool": ["train-4"]}))
+    layout = RunLayout(run)
+    layout.split_ids.parent.mkdir(parents=True)
+    layout.split_ids.write_text(json.dumps({"stage1": ["train-1", "train-2", "train-3"], "stage2_pool": ["train-4"]}))
     good_none = GOOD.replace(GOLD, "none")
     records = [
         {"sample_id": "train-1", "prompt_hash": "old", "model": "m", "response": "garbage", "error": None},
@@ -90,21 +92,24 @@ def test_build_stage1_uses_the_latest_successful_record(tmp_path, monkeypatch):
         {"sample_id": "train-3", "prompt_hash": "new", "model": "m", "response": good_none, "error": None},
         {"sample_id": "train-4", "prompt_hash": "new", "model": "m", "response": good_none, "error": None},
     ]
-    (run / "annotation" / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    layout.expert_store.write_text("".join(json.dumps(r) + "\n" for r in records))
     results = filtering.build_stage1(run, tmp_path / "data")
     assert [(r.id, r.reason) for r in results] == [("train-1", None), ("train-2", None), ("train-3", "wrong_answer")]
-    rows = filtering.read_stage1(run)
+    rows = filtering.read_stage1(layout.stage1_set)
     assert rows == [{"id": "train-1", "label": GOLD, "completion": GOOD},
                     {"id": "train-2", "label": "none", "completion": good_none}]
-    rejected = [json.loads(line) for line in (run / "sft" / "stage1_rejected.jsonl").read_text().splitlines()]
+    rejected = [json.loads(line) for line in filtering.rejected_path(layout.stage1_set).read_text().splitlines()]
     assert [(r["id"], r["reason"]) for r in rejected] == [("train-3", "wrong_answer")]
     table = filtering.label_table(results)
     assert table.loc[GOLD, "sent"] == 2 and table.loc[GOLD, "kept"] == 1 and table.loc["none", "keep_rate"] == 1.0
 
 
-def test_read_stage1_names_the_bad_line(tmp_path):
-    path = filtering.stage1_path(tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"id": "a", "label": "none", "completion": "x"}) + "\n" + json.dumps({"id": "b"}) + "\n")
-    with pytest.raises(ValueError, match=r"stage1.jsonl:2: field 'label'"):
-        filtering.read_stage1(tmp_path)
+@pytest.mark.parametrize("row, field", [
+    ({"id": "b"}, "label"),
+    ({"id": "b", "label": "none", "completion": None}, "completion"),
+])
+def test_read_stage1_names_the_bad_line(tmp_path, row, field):
+    path = tmp_path / "stage1.jsonl"
+    path.write_text(json.dumps({"id": "a", "label": "none", "completion": "x"}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(FileFormatError, match=rf"stage1.jsonl:2: field '{field}'"):
+        filtering.read_stage1(path)

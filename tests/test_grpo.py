@@ -1,6 +1,6 @@
-"""Stage 2 GRPO: the rewards reach TRL and move the LLM but not the vision tower, the printed
-plan is mixing.easy_counts, the mix is saved and reused, resume continues the log, and the
-step log carries the quantities the issue asks for."""
+"""Stage 2 GRPO: the rewards reach TRL and move the LLM but not the vision tower, the printed plan
+is mixing.easy_counts, the mix is saved and reused, resume continues the log, a real two-process
+run shares one mix, and the step log carries what the notebook plots."""
 
 import json
 import shutil
@@ -9,110 +9,100 @@ import pandas as pd
 import pytest
 import torch
 
-from morelib import toy
-from morelib.data import load_split
-from morelib.grpo import (
-    DONE_FILE, GRPOSettings, build_trainer, epoch_end_steps, load_or_build_mix, read_difficulty_split,
-    read_log, train, train_none_ratio, write_plan,
-)
-from morelib.mixing import easy_counts
-from morelib.tiny import TinySettings, build_tiny_model
+from morelib import grpo, report
+from morelib.config import ConfigError, load_settings, with_changes
+from morelib.difficulty import write_split
+from morelib.files import read_jsonl
+from morelib.layout import RunLayout
+from morelib.mixing import easy_counts, none_share
+from morelib.training import DONE_FILE, is_done, read_summary
 
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
 REQUIRED_LOG_KEYS = (
     "rewards/format_reward/mean", "rewards/length_reward/mean", "rewards/answer_reward/mean",
-    "kl", "completions/mean_length", "frac_reward_zero_std", "step", "mix_epoch",
+    "kl", "completions/mean_length", "frac_reward_zero_std", "step", "mix_epoch", "generated",
 )
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """Toy data, a tiny 'Stage 1' model and a fake difficulty split (every 3rd pool sample hard)."""
+def run_dir(toy_world):
+    """A run directory with the tiny model as 'Stage 1' and a difficulty split (every 3rd pool sample hard)."""
     torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("grpo")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=2, train=80, valid=10, test=10))
-    run_dir = root / "run"
-    build_tiny_model(run_dir / "checkpoints" / "stage1", data_dir, seed=0, settings=SMALL)
-    pool = load_split(data_dir, "train")[20:]
-    split = run_dir / "difficulty" / "split.jsonl"
-    split.parent.mkdir(parents=True)
-    with open(split, "w") as f:
-        for k, s in enumerate(pool):
-            f.write(json.dumps({"id": s.id, "label": s.label, "pred": s.label,
-                                "difficulty": "hard" if k % 3 == 0 else "easy"}) + "\n")
-    return data_dir, run_dir
+    run_dir = toy_world.run_dir("grpo", models=["stage1"])
+    pool = toy_world.samples("train")[20:]
+    write_split([{"id": s.id, "label": s.label, "pred": s.label, "difficulty": "hard" if k % 3 == 0 else "easy"}
+                 for k, s in enumerate(pool)], RunLayout(run_dir).difficulty_split)
+    return run_dir
 
 
-def settings(world, **overrides) -> GRPOSettings:
-    data_dir, run_dir = world
-    # Small enough for CPU: 2 prompts x 4 completions of 16 tokens. The length threshold sits
-    # inside the spread of random 16-token outputs, so groups have a learning signal.
-    base = dict(run_dir=str(run_dir), data_dir=str(data_dir), max_hard_samples=4, max_easy_samples=6,
-                num_generations=4, per_device_batch_size=8, max_completion_length=16, length_threshold=40,
-                learning_rate=1e-3, save_steps=2, max_steps=3)
-    return GRPOSettings(**{**base, **overrides})
+@pytest.fixture
+def settings(run_dir, toy_world):
+    """The toy profile's GRPO settings, shrunk for CPU: 2 prompts x 4 completions of 16 tokens. The
+    length threshold sits inside the spread of random 16-token outputs, so groups have a learning signal."""
+
+    def make(**changes):
+        small = dict(data_dir=str(toy_world.data_dir), max_hard_samples=4, max_easy_samples=6, num_generations=4,
+                     per_device_train_batch_size=8, max_completion_length=16, length_threshold=40,
+                     learning_rate=1e-3, save_steps=2, max_steps=3)
+        return load_settings("05_grpo", "toy", run_dir=run_dir, **{**small, **changes})
+
+    return make
 
 
-def fresh(s: GRPOSettings) -> GRPOSettings:
+def fresh(s):
     shutil.rmtree(s.work_dir, ignore_errors=True)
-    shutil.rmtree(s.out_dir, ignore_errors=True)
+    shutil.rmtree(s.model_dir, ignore_errors=True)
     return s
 
 
-def test_plan_matches_easy_counts_and_keeps_none_share(world, capsys):
-    data_dir, _ = world
+def test_plan_matches_easy_counts_and_keeps_none_share(settings, toy_world, capsys):
+    split = read_jsonl(RunLayout(settings().run_dir).difficulty_split)
+    hard = [r["id"] for r in split if r["difficulty"] == "hard"]
+    easy = [r["id"] for r in split if r["difficulty"] == "easy"]
+    labels = {r["id"]: r["label"] for r in split}
     for variant in ("progressive", "raw", "balanced", "hard_only"):
-        s = fresh(settings(world, variant=variant, max_hard_samples=None, max_easy_samples=None))
-        hard, easy, labels = read_difficulty_split(s.split_path)
-        ratio = train_none_ratio(load_split(data_dir, "train"))
-        mixes, hard_used = load_or_build_mix(s, hard, easy, labels, ratio)
-        table = write_plan(s, mixes, labels, hard_used, num_processes=1)
-        assert list(table["n_easy"]) == easy_counts(len(hard), len(easy), s.epochs, s.gamma, variant)
-        assert list(table["n_hard"]) == [len(hard)] * s.epochs
+        s = fresh(settings(variant=variant, max_hard_samples=None, max_easy_samples=None))
+        mixes, plan = grpo.prepare_mix(s, num_processes=1)
+        assert list(plan["n_easy"]) == easy_counts(len(hard), len(easy), s.mix_epochs, s.gamma, variant)
+        assert list(plan["n_hard"]) == [len(hard)] * s.mix_epochs
         printed = capsys.readouterr().out
-        assert f"({variant})" in printed and str(table.loc[1, "n_easy"]) in printed
+        assert f"({variant})" in printed and str(plan.loc[1, "n_easy"]) in printed
         # Saved plan = printed plan.
-        saved = pd.read_csv(s.work_dir / "plan.csv", index_col="epoch")
-        assert saved["n_easy"].tolist() == table["n_easy"].tolist()
-        assert saved["n_none"].tolist() == table["n_none"].tolist()
+        saved = pd.read_csv(s.work_dir / grpo.PLAN_FILE, index_col="epoch")
+        assert saved["n_easy"].tolist() == plan["n_easy"].tolist()
+        assert saved["end_step"].tolist() == plan["end_step"].tolist()
     # Progressive epoch 1 is 1:1 and the easy draw keeps the training set's none share.
-    s = settings(world, variant="progressive", max_hard_samples=None, max_easy_samples=None)
-    mix = json.loads((s.work_dir / "mix.json").read_text())["epochs"][0]
-    easy_in_mix = [i for i in mix if i not in set(hard)]
+    ratio = none_share([s.label for s in toy_world.samples("train")])
+    mix = json.loads((settings(max_hard_samples=None, max_easy_samples=None).work_dir / grpo.MIX_FILE).read_text())
+    easy_in_mix = [i for i in mix["epochs"][0] if i not in set(hard)]
     assert len(easy_in_mix) == len(hard)
-    none_share = sum(labels[i] == "none" for i in easy_in_mix) / len(easy_in_mix)
-    assert abs(none_share - ratio) <= 1 / len(easy_in_mix) + 1e-9
+    share = sum(labels[i] == "none" for i in easy_in_mix) / len(easy_in_mix)
+    assert abs(share - ratio) <= 1 / len(easy_in_mix) + 1e-9
 
 
-def test_mix_is_saved_and_reused_not_rebuilt(world):
-    s = fresh(settings(world))
-    hard, easy, labels = read_difficulty_split(s.split_path)
-    first, _ = load_or_build_mix(s, hard, easy, labels, 0.7)
-    # A rebuilt mix would be shuffled again by the seed; the saved one is read back verbatim.
-    path = s.work_dir / "mix.json"
-    saved = json.loads(path.read_text())
-    saved["epochs"][0] = list(reversed(saved["epochs"][0]))
-    path.write_text(json.dumps(saved))
-    again, _ = load_or_build_mix(s, hard, easy, labels, 0.7)
-    assert again[0] == list(reversed(first[0])) and again[1:] == first[1:]
-    # A different mix setting refuses the saved mix, naming the file and the field.
-    with pytest.raises(ValueError, match=r"mix\.json.*settings\.gamma"):
-        load_or_build_mix(settings(world, gamma=0.25), hard, easy, labels, 0.7)
+def test_the_plan_counts_steps_from_the_trainers_batch(settings):
+    s = fresh(settings(variant="hard_only", num_iterations=2))
+    # 8 completions per device / 4 per prompt = 2 prompts per generation batch, 2 updates each.
+    assert grpo.prompts_per_generation(s, num_processes=1) == 2
+    assert grpo.prompts_per_generation(s, num_processes=2) == 4
+    mixes, plan = grpo.prepare_mix(s)
+    assert plan["end_step"].tolist() == [len(mixes[0]) // 2 * 2 * (e + 1) for e in range(len(mixes))]
+    # A batch that does not hold whole groups is refused when the settings are built.
+    with pytest.raises(ConfigError, match="divisible by num_generations"):
+        settings(per_device_train_batch_size=6)
 
 
-def test_epoch_end_steps():
-    s = GRPOSettings(run_dir="x", data_dir="x", num_generations=4, per_device_batch_size=8, num_iterations=2)
-    # 2 prompts per generation batch, each batch serves 2 updates; 5 rows -> 3 batches (straddling).
-    assert epoch_end_steps([["a"] * 5, ["b"] * 4, ["c"] * 3], s, num_processes=1) == [6, 10, 12]
-    with pytest.raises(ValueError, match="multiple of num_generations"):
-        epoch_end_steps([["a"]], GRPOSettings(run_dir="x", data_dir="x", num_generations=3,
-                                              per_device_batch_size=8), num_processes=1)
+def test_reward_settings_are_checked():
+    with pytest.raises(ConfigError, match="reward_weights: 1 weights for 3 rewards"):
+        load_settings("05_grpo", "toy", ["reward_weights=[1.0]"])
+    with pytest.raises(ConfigError, match="variant: 'mixed'"):
+        load_settings("05_grpo", "toy", variant="mixed")
 
 
-def test_rewards_reach_trl_and_train_the_llm_only(world):
-    trainer = build_trainer(fresh(settings(world, max_steps=2)))
+def test_rewards_reach_trl_and_train_the_llm_only(settings):
+    trainer = grpo.build_trainer(fresh(settings(max_steps=2)))
     assert trainer.reward_func_names == ["format_reward", "length_reward", "answer_reward"]
     assert trainer.loss_type == "grpo" and trainer.beta == 0.001 and trainer.ref_model is not None
+    assert trainer.args.num_train_epochs == 1 and trainer.args.shuffle_dataset is False
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     changed = {n for n, p in trainer.model.named_parameters() if not torch.equal(p, before[n])}
@@ -124,24 +114,32 @@ def test_rewards_reach_trl_and_train_the_llm_only(world):
     assert all(torch.equal(ref[n], before[n]) for n in before)
 
 
-def test_train_logs_resumes_and_skips(world, capsys):
-    s = fresh(settings(world, max_steps=2))
-    out = train(s)
-    assert (out / DONE_FILE).exists() and (out / "model.safetensors").exists()
-    rows = read_log(s.run_dir, s.variant)
+def test_a_missing_stage1_model_is_named(settings, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.*Stage 1 model is missing"):
+        grpo.build_trainer(settings(stage1_model=str(tmp_path / "nowhere")))
+
+
+def test_train_logs_resumes_and_skips(settings, capsys):
+    s = fresh(settings(max_steps=2))
+    out = grpo.train(s)
+    assert out == s.model_dir and is_done(out) and (out / "model.safetensors").exists()
+    summary = read_summary(out)
+    assert summary["variant"] == "progressive" and summary["global_step"] == 2 and summary["world_size"] == 1
+    rows = read_jsonl(s.work_dir / grpo.STEP_LOG)
     assert [r["step"] for r in rows] == [1, 2]
     for key in REQUIRED_LOG_KEYS:
         assert all(key in r for r in rows), key
     assert rows[0]["generated"] and not rows[1]["generated"]  # num_iterations=2 reuses the batch
-    mix_before = (s.work_dir / "mix.json").read_text()
+    mix_before = (s.work_dir / grpo.MIX_FILE).read_text()
     # As if the run had logged step 3 and died before its next checkpoint: the rerun repeats step 3.
-    with open(s.work_dir / "log.jsonl", "a") as f:
+    with open(s.work_dir / grpo.STEP_LOG, "a") as f:
         f.write(json.dumps({"step": 3, "stale": True}) + "\n")
 
     # Resuming restores the checkpoint's weights, not the Stage 1 weights it started from
     # (transformers 5's own non-strict reload silently restores nothing).
     ckpt = out / "ckpt" / "checkpoint-2"
-    resumed = build_trainer(settings(world, max_steps=4))
+    longer = settings(max_steps=4)
+    resumed = grpo.build_trainer(longer)
     initial = {n: p.detach().clone() for n, p in resumed.model.named_parameters()}
     resumed._load_from_checkpoint(str(ckpt))
     saved = type(resumed.model).from_pretrained(ckpt).state_dict()
@@ -152,50 +150,49 @@ def test_train_logs_resumes_and_skips(world, capsys):
     # Rerun with more steps after losing the final model: resumes from checkpoint-2 with the same mix.
     for name in (DONE_FILE, "model.safetensors"):
         (out / name).unlink()
-    train(settings(world, max_steps=4))
+    capsys.readouterr()
+    grpo.train(longer)
     printed = capsys.readouterr().out
-    assert "resuming from" in printed and "checkpoint-2" in printed and "reusing the saved mix" in printed
-    assert (s.work_dir / "mix.json").read_text() == mix_before
-    rows = read_log(s.run_dir, s.variant)
+    assert "resuming from" in printed and "checkpoint-2" in printed
+    assert (s.work_dir / grpo.MIX_FILE).read_text() == mix_before
+    rows = read_jsonl(s.work_dir / grpo.STEP_LOG)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any(r.get("stale") for r in rows)
+    assert read_summary(out)["global_step"] == 4
 
     # Finished: a rerun skips.
-    train(settings(world, max_steps=4))
+    grpo.train(longer)
     assert "already holds a finished model" in capsys.readouterr().out
 
-
-def test_bad_split_file_names_line_and_field(tmp_path):
-    path = tmp_path / "split.jsonl"
-    path.write_text('{"id": "train-1", "label": "none", "difficulty": "hard"}\n'
-                    '{"id": "train-2", "label": "none", "difficulty": "medium"}\n')
-    with pytest.raises(ValueError, match=r"split\.jsonl:2: field 'difficulty'"):
-        read_difficulty_split(path)
-    path.write_text('{"id": "train-1", "label": "/per/per/nope", "difficulty": "hard"}\n')
-    with pytest.raises(ValueError, match=r"split\.jsonl:1: field 'label'"):
-        read_difficulty_split(path)
+    # What notebook 05 shows from the step log: per-variant summary and reward curves.
+    table = report.grpo_summary({"progressive": s.work_dir})
+    assert table.loc["progressive", "steps"] == 4
+    for name in ("answer", "format", "length"):
+        assert 0.0 <= table.loc["progressive", f"{name}_start"] <= 1.0
+    assert table.loc["progressive", "peak_rss_mb"] > 0
+    paths = report.save_figure(report.plot_reward_curves({"progressive": s.work_dir}), s.work_dir, "rewards")
+    assert paths[0].stat().st_size > 5_000
 
 
-def test_settings_round_trip_through_launch_file(tmp_path):
-    from morelib.launch import write_settings
-
-    s = GRPOSettings(run_dir="runs/toy", data_dir="d", variant="hard_only", reward_weights=[1.0, 0.5, 2.0])
-    path = write_settings(s, tmp_path / "s.json")
-    assert GRPOSettings.from_json(path) == s
-    with pytest.raises(ValueError, match="variant"):
-        GRPOSettings(run_dir="x", data_dir="x", variant="nope")
-    with pytest.raises(ValueError, match="reward_weights"):
-        GRPOSettings(run_dir="x", data_dir="x", reward_weights=[1.0])
-
-
-def test_two_process_run_shares_one_mix(world, tmp_path):
+def test_two_process_run_shares_one_mix(settings, tmp_path):
     """A real 2-process (gloo) run: one process builds the mix and the log, both train on it."""
     from morelib.launch import launch, write_settings
 
-    s = fresh(settings(world, variant="balanced", per_device_batch_size=4, max_steps=2))
+    s = fresh(settings(variant="balanced", per_device_train_batch_size=4, max_steps=2))
     log = tmp_path / "train.log"
-    launch("morelib.grpo", write_settings(s, tmp_path / "settings.json"), num_processes=2, log_path=log)
+    launch("morelib.grpo", write_settings(s, tmp_path / "settings.json"), num_processes=2, log_path=log,
+           env={"OMP_NUM_THREADS": "1"})
     text = log.read_text()
-    assert "rank 0 of world size 2" in text and "rank 1 of world size 2" in text
+    assert "rank 0 of 2" in text and "rank 1 of 2" in text
     assert text.count("Sample-mixing plan (balanced)") == 1
-    assert [r["step"] for r in read_log(s.run_dir, s.variant)] == [1, 2]
-    assert (s.out_dir / DONE_FILE).exists()
+    assert [r["step"] for r in read_jsonl(s.work_dir / grpo.STEP_LOG)] == [1, 2]
+    assert read_summary(s.model_dir)["world_size"] == 2
+    # The plan counted steps for two processes: 4 completions each, so 2 prompts per generation
+    # batch (one process would take 1), and epoch 1's 8 rows end at update 4 x num_iterations.
+    assert (grpo.prompts_per_generation(s, 2), grpo.prompts_per_generation(s, 1)) == (2, 1)
+    assert pd.read_csv(s.work_dir / grpo.PLAN_FILE)["end_step"].iloc[0] == 4 * s.num_iterations
+
+
+def test_variants_share_the_stage1_model_and_split_their_files(settings):
+    progressive, raw = settings(), with_changes(settings(), variant="raw")
+    assert progressive.stage1_dir == raw.stage1_dir == RunLayout(progressive.run_dir).checkpoint("stage1")
+    assert progressive.work_dir != raw.work_dir and progressive.model_dir != raw.model_dir

@@ -1,10 +1,13 @@
 """Batched inference: left padding, batch == one-by-one greedy, parsing, resumable prediction
-files, the OpenAI-compatible backend (against a fake loopback server) and the CLI."""
+files, the same decoding on every backend (none reads the model's generation config), the vLLM
+engine's arguments and its child process (with a fake ``vllm`` module), the OpenAI-compatible
+backend (against a fake loopback server) and the command line."""
 
 import base64
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -116,7 +119,10 @@ def test_a_broken_line_inside_the_file_is_an_error(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
     with pytest.raises(ValueError, match=r"p\.jsonl:2"):
-        read_predictions(path, repair_tail=True)
+        read_predictions(path)
+    path.write_text('{"id": "a"}\n{"gold": "none"}\n')
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: field 'id': missing"):
+        read_predictions(path)
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -181,9 +187,237 @@ def test_cli_predicts_the_listed_ids(world, tmp_path, capsys):
     ids = [s.id for s in load_split(data_dir, "test")[:3]]
     (tmp_path / "ids.json").write_text(json.dumps({"stage2_pool": ids}))
     out = tmp_path / "pred.jsonl"
-    args = ["--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(out),
+    args = ["predict", "--model", str(model_dir), "--data", str(data_dir), "--split", "test", "--out", str(out),
             "--ids-file", str(tmp_path / "ids.json"), "--ids-key", "stage2_pool",
             "--batch-size", "2", "--max-new-tokens", "4", "--device", "cpu"]
     assert main(args) == 0
     assert [r["id"] for r in read_predictions(out)] == ids
     assert "3 predictions" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- the same decoding everywhere
+
+SETTINGS = GenerationSettings(max_new_tokens=77, temperature=0.7, top_p=0.9, top_k=20, repetition_penalty=1.05,
+                              batch_size=3, seed=11)
+
+
+def test_greedy_output_ignores_the_models_generation_config(world, samples):
+    import copy
+
+    backend = world[2]
+    model, tokenizer = backend.model, backend.processor.tokenizer
+    greedy = GenerationSettings(max_new_tokens=12, batch_size=len(samples))
+    before = [p.text for p in generate(backend, samples, greedy)]
+    own = copy.deepcopy(model.generation_config)
+    try:
+        # What a checkpoint's generation_config.json may hold (Qwen's release sets such defaults).
+        model.generation_config.repetition_penalty = 1.5
+        model.generation_config.no_repeat_ngram_size = 2
+        first = backend.model.generate(**backend.encode(samples[:1]), max_new_tokens=1, do_sample=False)[0, -1]
+        model.generation_config.suppress_tokens = [int(first)]
+        after = [p.text for p in generate(backend, samples, greedy)]
+        # The same settings through a plain generate() do inherit them: the output changes.
+        inputs = backend.encode(samples)
+        plain = model.generate(**inputs, max_new_tokens=12, do_sample=False)[:, inputs["input_ids"].shape[1]:]
+        inherited = [tokenizer.decode(row, skip_special_tokens=True) for row in plain.tolist()]
+    finally:
+        model.generation_config = own
+    assert after == before
+    assert sum(a != b for a, b in zip(inherited, before)) >= len(samples) // 2
+
+
+def test_every_backend_gets_every_decoding_field_with_the_same_values():
+    from morelib.inference import hf_generation_config, openai_request_kwargs, vllm_sampling_kwargs
+
+    hf = hf_generation_config(SETTINGS, eos_token_id=[5, 6], pad_token_id=0)
+    vllm = vllm_sampling_kwargs(SETTINGS)
+    api = openai_request_kwargs(SETTINGS)
+    api_fields = {**api, **api["extra_body"]}
+    expected = {"max_new_tokens": 77, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.05}
+    assert {name: getattr(hf, name) for name in expected} == expected
+    assert hf.do_sample is True and hf.num_beams == 1 and hf.eos_token_id == [5, 6]
+    renamed = {"max_tokens" if name == "max_new_tokens" else name: value for name, value in expected.items()}
+    assert {name: vllm[name] for name in renamed} == renamed and vllm["seed"] == 11
+    assert {name: api_fields[name] for name in renamed} == renamed and api["seed"] == 11
+    # Greedy: no sampling in transformers, temperature 0 (vLLM's greedy) elsewhere; the penalty stays.
+    greedy = GenerationSettings(repetition_penalty=1.2)
+    hf_greedy = hf_generation_config(greedy, eos_token_id=[5], pad_token_id=0)
+    assert hf_greedy.do_sample is False and hf_greedy.repetition_penalty == 1.2
+    assert vllm_sampling_kwargs(greedy)["temperature"] == 0 == openai_request_kwargs(greedy)["temperature"]
+
+
+def test_openai_request_fields_reach_a_vllm_style_server_at_the_top_level(fake_server):
+    from openai import OpenAI
+
+    from morelib.inference import openai_request_kwargs
+
+    client = OpenAI(base_url=fake_server, api_key="EMPTY", max_retries=0)
+    client.chat.completions.create(model="stage1", messages=[{"role": "user", "content": "hi"}],
+                                   **openai_request_kwargs(SETTINGS, max_pixels=12544))
+    body = FakeOpenAI.requests[0]["body"]
+    # vLLM's ChatCompletionRequest reads these as top-level fields.
+    assert {k: body[k] for k in ("max_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed",
+                                 "mm_processor_kwargs")} == {
+        "max_tokens": 77, "temperature": 0.7, "top_p": 0.9, "top_k": 20, "repetition_penalty": 1.05, "seed": 11,
+        "mm_processor_kwargs": {"max_pixels": 12544}}
+
+
+def test_pixel_limits_reach_the_transformers_processor(world, samples):
+    from morelib.inference import make_backend
+
+    default = generate(world[2], samples[:1], GenerationSettings(max_new_tokens=2))[0]
+    capped = make_backend(world[1], "transformers", device="cpu", max_pixels=56 * 56, max_model_len=99)
+    small = generate(capped, samples[:1], GenerationSettings(max_new_tokens=2))[0]
+    # The 112x112 image drops from 4x4 merged tokens to 2x2 (the crop is small already).
+    assert default.prompt_tokens - small.prompt_tokens == 16 - 4
+
+
+# ----------------------------------------------------------------------------- vLLM (a fake module)
+
+FAKE_VLLM = '''
+"""A stand-in for vllm: records what the engine is given and answers every prompt with 'none'."""
+import json
+import os
+
+
+class SamplingParams:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+
+class _Completion:
+    def __init__(self):
+        self.text = "<think> Step 1: x </think> <answer>none</answer>"
+        self.token_ids = [1, 2, 3]
+
+
+class _Output:
+    def __init__(self, n_prompt):
+        self.prompt_token_ids = list(range(n_prompt))
+        self.outputs = [_Completion()]
+
+
+class LLM:
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+
+    def generate(self, requests, params, use_tqdm=True):
+        with open(os.environ["FAKE_VLLM_RECORD"], "a") as f:
+            f.write(json.dumps({"pid": os.getpid(), "llm": self.kwargs, "sampling": params.kwargs,
+                                "images": [len(r["multi_modal_data"]["image"]) for r in requests],
+                                "prompts": [r["prompt"] for r in requests]}) + "\\n")
+        return [_Output(100 + i) for i, _ in enumerate(requests)]
+'''
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch):
+    """A fake ``vllm`` package, importable here and in child processes; returns its record file."""
+    import importlib
+    import sys
+
+    package = tmp_path / "fakes" / "vllm"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(FAKE_VLLM)
+    record = tmp_path / "vllm_calls.jsonl"
+    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakes"))
+    monkeypatch.syspath_prepend(str(tmp_path / "fakes"))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    importlib.invalidate_caches()
+    return record
+
+
+def read_calls(record):
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def test_vllm_engine_gets_image_limits_pixels_context_and_every_sampling_field(world, samples, fake_vllm):
+    from morelib.inference import VLLMBackend, make_backend
+
+    backend = make_backend(world[1], "vllm", in_subprocess=False, max_model_len=4096,
+                           min_pixels=3136, max_pixels=12544, gpu_memory_utilization=0.3)
+    assert isinstance(backend, VLLMBackend)
+    predictions = generate(backend, samples[:3], SETTINGS)
+    assert [p.label for p in predictions] == ["none"] * 3 and predictions[1].prompt_tokens == 101
+    (call,) = read_calls(fake_vllm)
+    assert call["llm"] == {"model": str(world[1]), "dtype": "auto", "seed": 0,
+                           "limit_mm_per_prompt": {"image": 2, "video": 0},
+                           "mm_processor_kwargs": {"min_pixels": 3136, "max_pixels": 12544},
+                           "max_model_len": 4096, "gpu_memory_utilization": 0.3}
+    assert call["sampling"] == {"n": 1, "max_tokens": 77, "temperature": 0.7, "top_p": 0.9, "top_k": 20,
+                                "min_p": 0.0, "repetition_penalty": 1.05, "presence_penalty": 0.0,
+                                "frequency_penalty": 0.0, "seed": 11}
+    assert call["images"] == [2, 2, 2]
+    # The prompt is the chat-templated student prompt the transformers backend encodes too.
+    assert call["prompts"][0].count("<|image_pad|>") == 2 and call["prompts"][0].endswith("<|im_start|>assistant\n")
+
+
+def test_vllm_runs_each_model_in_a_child_process(world, tmp_path, fake_vllm, capsys):
+    """Evaluation with vLLM: one child process per model, so each engine's GPU memory is freed."""
+    import os
+
+    from morelib import evaluation
+    from morelib.inference import SubprocessBackend, make_backend
+    from morelib.layout import RunLayout
+
+    data_dir, model_dir, _ = world
+    assert isinstance(make_backend(model_dir, "vllm"), SubprocessBackend)
+    layout = RunLayout(tmp_path / "run")
+    for key in ("stage1", "grpo_progressive"):  # finished models: their files and done.json
+        layout.checkpoint(key).mkdir(parents=True)
+        for item in Path(model_dir).iterdir():
+            (layout.checkpoint(key) / item.name).symlink_to(item)
+        layout.model_done(key).write_text("{}")
+    test = load_split(data_dir, "test")[:4]
+    out = evaluation.evaluate_models(test, layout.root, str(tmp_path / "no-base"), keys=["zero_shot", "stage1", "grpo_progressive"],
+                                     backend="vllm", settings=GenerationSettings(max_new_tokens=9, batch_size=4),
+                                     backend_options={"max_model_len": 2048, "max_pixels": 12544})
+    assert list(out) == ["stage1", "grpo_progressive"]
+    assert [r["id"] for r in out["stage1"]] == [s.id for s in test]
+    calls = read_calls(fake_vllm)
+    assert len(calls) == 2 and len({c["pid"] for c in calls}) == 2 and os.getpid() not in {c["pid"] for c in calls}
+    assert [c["llm"]["model"] for c in calls] == [str(layout.checkpoint("stage1")), str(layout.checkpoint("grpo_progressive"))]
+    assert all(c["llm"]["max_model_len"] == 2048 and c["llm"]["mm_processor_kwargs"] == {"max_pixels": 12544}
+               and c["sampling"]["max_tokens"] == 9 for c in calls)
+    assert "4 predictions in" in capsys.readouterr().out  # the child's output is shown here
+
+    # Cached now: no child process is started again.
+    evaluation.evaluate_models(test, layout.root, str(tmp_path / "no-base"), keys=["stage1"], backend="vllm")
+    assert len(read_calls(fake_vllm)) == 2
+
+
+def test_a_failing_child_process_is_one_error_naming_the_model(world, tmp_path, samples):
+    from morelib.inference import make_backend, predict_to_file
+
+    backend = make_backend(tmp_path / "no-model", "vllm")
+    with pytest.raises(RuntimeError, match=r"vllm inference of .*no-model failed in its child process \(exit code 1\): "
+                                           r"model path .*no-model: no such directory"):
+        predict_to_file(backend, samples[:2], tmp_path / "p.jsonl", progress=False)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_cli_help_and_one_line_errors(world, tmp_path, capsys):
+    data_dir, model_dir, _ = world
+    for argv in (["--help"], ["predict", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 0
+    help_text = capsys.readouterr().out
+    for option in ("--repetition_penalty", "--top_k", "--served_model_name", "--vllm_max_model_len", "--max_pixels"):
+        assert option in help_text
+    common = ["--data", str(data_dir), "--out", str(tmp_path / "p.jsonl")]
+    assert main(["predict", "--model", "runs/x/nothing", *common]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: model path runs/x/nothing: no such directory") and err.count("\n") == 1
+    assert main(["predict", "--model", str(model_dir), "--data", str(tmp_path / "none"), "--out", "x.jsonl"]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'none'}: no such data directory\n"
+    (tmp_path / "ids.json").write_text('{"pool": []}')
+    argv = ["predict", "--model", str(model_dir), *common, "--ids_file", str(tmp_path / "ids.json"), "--ids_key", "x"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'ids.json'}: field 'x': not found; keys are ['pool']\n"
+    assert main(argv + ["--debug"]) == 1
+    assert "Traceback (most recent call last)" in capsys.readouterr().err
+

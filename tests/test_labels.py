@@ -46,3 +46,9 @@ def test_load_rel2id_orders_by_id_and_rejects_gaps(tmp_path):
     path.write_text(json.dumps({"b": 2, "a": 0}))
     with pytest.raises(ValueError, match="without gaps"):
         load_rel2id(path)
+    path.write_text('{"a": 0,\n "b": }')
+    with pytest.raises(ValueError, match=r"rel2id\.json:2: not valid JSON"):
+        load_rel2id(path)
+    path.write_text('["a", "b"]')
+    with pytest.raises(ValueError, match=r"rel2id\.json: expected an object"):
+        load_rel2id(path)

@@ -1,6 +1,7 @@
 """Launching a training module as a subprocess: settings files, command lines, streaming, errors."""
 
-import dataclasses
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -8,53 +9,30 @@ import pytest
 from morelib.launch import LaunchError, launch, launch_command, read_settings, settings_from_argv, write_settings
 
 
-@dataclasses.dataclass
-class Lora:
-    r: int = 8
-    """LoRA rank."""
-
-
-@dataclasses.dataclass
-class Settings:
-    output_dir: Path
-    """Where checkpoints go."""
-    epochs: int = 1
-    sizes: tuple[int, ...] = (1, 2)
-    lora: Lora | None = None
-    note: str = ""
-
-
-# A "training module": reports its rank and world size, then fails if asked to.
+# A "training module": reports its rank and world size, then fails if asked to. It reads its own
+# small settings file; launch() only hands it `--settings FILE`.
 MODULE = '''
-import os, sys
-from dataclasses import dataclass
-from pathlib import Path
-from morelib.launch import settings_from_argv
-
-@dataclass
-class S:
-    output_dir: Path
-    fail: bool = False
-
-if __name__ == "__main__":
-    s = settings_from_argv(S)
-    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
-    if world != "1":
-        import torch.distributed as dist
-        dist.init_process_group("gloo")
-        world = str(dist.get_world_size())
-        dist.destroy_process_group()
-    print(f"rank {rank} of {world} writes to {s.output_dir.name}", flush=True)
-    if s.fail:
-        print("about to fail", file=sys.stderr, flush=True)
-        sys.exit(3)
+import argparse, json, os, sys
+parser = argparse.ArgumentParser()
+parser.add_argument("--settings", required=True)
+s = json.load(open(parser.parse_known_args()[0].settings))
+rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+if world != "1":
+    import torch.distributed as dist
+    dist.init_process_group("gloo")
+    world = str(dist.get_world_size())
+    dist.destroy_process_group()
+print("a trainer's chatter that only the log file keeps", flush=True)
+print(f"[toytrain] rank {rank} of {world} writes to {os.path.basename(s['output_dir'])}", flush=True)
+if s.get("fail"):
+    print("about to fail", file=sys.stderr, flush=True)
+    sys.exit(3)
 '''
 
 
-@dataclasses.dataclass
-class S:  # the same fields as the module's S
-    output_dir: Path
-    fail: bool = False
+def toy_settings(path: Path, **values) -> Path:
+    path.write_text(json.dumps({key: str(value) if isinstance(value, Path) else value for key, value in values.items()}))
+    return path
 
 
 @pytest.fixture
@@ -63,24 +41,33 @@ def module(tmp_path):
     return {"PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
 
 
-def test_settings_round_trip_restores_paths_tuples_and_nested(tmp_path):
-    settings = Settings(output_dir=tmp_path / "out", epochs=3, sizes=(4, 5), lora=Lora(r=16))
+def test_settings_round_trip_through_the_settings_file(tmp_path):
+    """The launched process rebuilds exactly the object the notebook built, changes included."""
+    from morelib.config import load_settings, with_changes
+
+    settings = with_changes(load_settings("05_grpo", "toy", ["gamma=0.25"], run_dir=tmp_path / "run"),
+                            variant="raw", reward_weights=[1.0, 0.5, 2.0])
     path = write_settings(settings, tmp_path / "s" / "settings.json")
-    assert read_settings(Settings, path) == settings
-    assert settings_from_argv(Settings, ["--settings", str(path)]) == settings
+    assert read_settings(path) == settings
+    # Arguments a launcher adds of its own are left alone.
+    back = settings_from_argv(["--settings", str(path), "--local-rank=0"])
+    assert back == settings and (back.variant, back.gamma, back.generation_batch_size) == ("raw", 0.25, 8)
 
 
-def test_settings_with_unknown_or_missing_field_name_the_field_and_file(tmp_path):
+def test_a_bad_settings_file_names_the_file_and_the_key(tmp_path):
     path = tmp_path / "settings.json"
-    path.write_text('{"output_dir": "x", "epochs": 2, "learning_rat": 0.1}')
-    with pytest.raises(ValueError, match=r"settings.json: unknown field\(s\) learning_rat for Settings"):
-        read_settings(Settings, path)
-    path.write_text('{"epochs": 2}')
-    with pytest.raises(ValueError, match=r"missing field\(s\) output_dir"):
-        read_settings(Settings, path)
-    path.write_text('{"epochs": 2,\n oops}')
-    with pytest.raises(ValueError, match="settings.json, line 2"):
-        read_settings(Settings, path)
+    path.write_text('{"section": "03_sft", "values": {"learning_rat": 0.1}}')
+    with pytest.raises(ValueError, match=r"settings\.json: .*section '03_sft': unknown key 'learning_rat' "
+                                         r"\(did you mean 'learning_rate'\?\)"):
+        read_settings(path)
+    path.write_text('{"section": "09_nothing", "values": {}}')
+    with pytest.raises(ValueError, match=r"settings\.json: .*'09_nothing'"):
+        read_settings(path)
+    path.write_text('{"section": "03_sft",\n oops}')
+    with pytest.raises(ValueError, match=r"settings\.json:2: not valid JSON"):
+        read_settings(path)
+    with pytest.raises(SystemExit):
+        settings_from_argv([])  # --settings is required
 
 
 def test_launch_commands():
@@ -100,15 +87,16 @@ def test_launch_commands():
             launch_command("m", "s.json", **bad)
 
 
-def test_launch_streams_output_to_notebook_and_log(tmp_path, module, capfd):
-    settings = write_settings(S(output_dir=tmp_path / "ckpt"), tmp_path / "settings.json")
+def test_launch_shows_progress_lines_and_logs_everything(tmp_path, module, capfd):
+    settings = toy_settings(tmp_path / "settings.json", output_dir=tmp_path / "ckpt")
     log = launch("toytrain", settings, log_path=tmp_path / "logs" / "train.log", distributed="none", env=module)
-    assert "rank 0 of 1 writes to ckpt" in capfd.readouterr().out
-    assert "rank 0 of 1 writes to ckpt" in log.read_text()
+    shown = capfd.readouterr().out
+    assert "[toytrain] rank 0 of 1 writes to ckpt" in shown and "chatter" not in shown
+    assert "rank 0 of 1 writes to ckpt" in log.read_text() and "chatter" in log.read_text()
 
 
 def test_launch_failure_raises_with_the_log_tail(tmp_path, module):
-    settings = write_settings(S(output_dir=tmp_path / "ckpt", fail=True), tmp_path / "settings.json")
+    settings = toy_settings(tmp_path / "settings.json", output_dir=tmp_path / "ckpt", fail=True)
     with pytest.raises(LaunchError) as error:
         launch("toytrain", settings, log_path=tmp_path / "train.log", distributed="none", env=module)
     message = str(error.value)
@@ -116,8 +104,9 @@ def test_launch_failure_raises_with_the_log_tail(tmp_path, module):
 
 
 def test_accelerate_multi_gpu_gives_two_real_processes_on_cpu(tmp_path, module):
-    # method-facts: `--cpu --num_processes 2` silently runs one process; --multi_gpu (gloo) runs two.
-    settings = write_settings(S(output_dir=tmp_path / "ckpt"), tmp_path / "settings.json")
+    # `--cpu --num_processes 2` silently runs one process; --multi_gpu (gloo) runs two
+    # (docs/paper-notes.md, "Two CPU processes need --multi_gpu").
+    settings = toy_settings(tmp_path / "settings.json", output_dir=tmp_path / "ckpt")
     log = launch("toytrain", settings, num_processes=2, log_path=tmp_path / "train.log", env=module)
     text = log.read_text()
     assert "rank 0 of 2" in text and "rank 1 of 2" in text
@@ -135,3 +124,71 @@ def test_cpu_runs_use_every_core_unless_told(monkeypatch):
     assert command[command.index("--num_cpu_threads_per_process") + 1] == "1"
     monkeypatch.setattr("morelib.launch._has_cuda", lambda: True)
     assert "--num_cpu_threads_per_process" not in launch_command("m", "s.json")
+
+
+# ----------------------------------------------------------------------------- accelerate configs
+
+REPO = Path(__file__).resolve().parent.parent
+ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+
+
+def accelerate_launch_env(argv, cwd, monkeypatch):
+    """What ``accelerate launch ARGV`` run in ``cwd`` hands its processes: accelerate's own parsing,
+    validation and environment; then the DeepSpeed plugin its processes build from that environment."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin
+    from accelerate.utils.launch import prepare_deepspeed_cmd_env
+
+    monkeypatch.chdir(cwd)
+    for name in [n for n in os.environ if n.startswith("ACCELERATE_")]:
+        monkeypatch.delenv(name)
+    args = launch_command_parser().parse_args([*argv, "train.py"])
+    args, defaults, mixed_precision_from_config = _validate_launch_command(args)
+    if not args.use_deepspeed:
+        return args, None
+    # The same field list accelerate's launch_command builds before starting DeepSpeed processes.
+    fields = list(defaults.deepspeed_config) if defaults else []
+    fields += ["mixed_precision"] if mixed_precision_from_config else []
+    args.deepspeed_fields_from_accelerate_config = ",".join(fields)
+    _, env = prepare_deepspeed_cmd_env(args)
+    for name, value in env.items():
+        if name.startswith("ACCELERATE_"):
+            monkeypatch.setenv(name, value)
+    return args, DeepSpeedPlugin()
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_configs_work_by_hand_from_any_directory(config, tmp_path, monkeypatch):
+    from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
+
+    assert isinstance(load_config_from_file(str(config)), ClusterConfig)
+    args, plugin = accelerate_launch_env(["--config_file", str(config)], tmp_path, monkeypatch)
+    assert args.mixed_precision == "bf16" and args.num_processes >= 1
+    if "deepspeed" not in config.name:
+        assert plugin is None
+        return
+    # The inline settings must say what morelib.launch's DeepSpeed JSON of the same stage says.
+    json_file = REPO / "configs" / "deepspeed" / f"{config.stem.split('_')[-1]}.json"
+    reference = json.loads(json_file.read_text())["zero_optimization"]
+    assert plugin.deepspeed_config["zero_optimization"]["stage"] == reference["stage"]
+    assert plugin.zero3_init_flag == (reference["stage"] == 3)
+    if reference["stage"] == 3:
+        assert plugin.zero3_save_16bit_model == reference["stage3_gather_16bit_weights_on_model_save"]
+    assert os.environ["ACCELERATE_MIXED_PRECISION"] == "bf16"
+
+
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_launch_passes_deepspeed_json_that_accelerate_accepts_from_any_directory(stage, tmp_path, monkeypatch):
+    command = launch_command("m", "s.json", 8, "bf16", deepspeed_config=f"configs/deepspeed/{stage}.json")
+    assert command[1:3] == ["-m", "accelerate.commands.launch"]
+    json_path = Path(command[command.index("--deepspeed_config_file") + 1])
+    assert json_path.is_absolute() and json_path == REPO / "configs" / "deepspeed" / f"{stage}.json"
+    args, plugin = accelerate_launch_env(command[3:-4], tmp_path, monkeypatch)
+    assert plugin.deepspeed_config["zero_optimization"]["stage"] == int(stage[-1])
+    assert os.environ["ACCELERATE_MIXED_PRECISION"] == "bf16"
+
+
+def test_launch_refuses_two_deepspeed_configs():
+    with pytest.raises(ValueError, match="already configures DeepSpeed"):
+        launch_command("m", "s.json", 8, "bf16", deepspeed_config="configs/deepspeed/zero3.json",
+                       accelerate_config="configs/accelerate/deepspeed_zero3.yaml")

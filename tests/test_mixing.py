@@ -1,36 +1,42 @@
 """Progressive Sample-Mixing: per-epoch counts, seeded stratified draws, the printed plan."""
 
+import json
 import warnings
 
 import pytest
 
-from morelib.mixing import VARIANTS, build_epoch_mixes, easy_counts, format_plan, none_share, plan_table
+from morelib.mixing import (
+    VARIANTS, build_epoch_mixes, easy_counts, epoch_end_steps, format_plan, load_or_build_mix, none_share,
+    plan_table, prompts_per_batch,
+)
+
+PAPER = dict(epochs=4, gamma=0.5)  # the paper's mix: 4 epochs, gamma 0.5
 
 
 def test_paper_numbers_for_every_variant():
-    assert easy_counts(2370, 8853) == [2370, 1185, 592, 296]
-    assert easy_counts(2370, 8853, variant="raw") == [8853] * 4
-    assert easy_counts(2370, 8853, variant="balanced") == [2370] * 4
-    assert easy_counts(2370, 8853, variant="hard_only") == [0] * 4
+    assert easy_counts(2370, 8853, **PAPER) == [2370, 1185, 592, 296]
+    assert easy_counts(2370, 8853, **PAPER, variant="raw") == [8853] * 4
+    assert easy_counts(2370, 8853, **PAPER, variant="balanced") == [2370] * 4
+    assert easy_counts(2370, 8853, **PAPER, variant="hard_only") == [0] * 4
     assert set(VARIANTS) == {"raw", "balanced", "hard_only", "progressive"}
 
 
 def test_rounding_is_explicit():
-    # 2370 / 4 = 592.5: Python's round (half to even) gives 592, as the issue states.
-    assert easy_counts(2370, 8853, rounding="half_up") == [2370, 1185, 593, 296]
-    assert easy_counts(2370, 8853, rounding="floor") == [2370, 1185, 592, 296]
+    # 2370 / 4 = 592.5: Python's round (half to even) gives 592.
+    assert easy_counts(2370, 8853, **PAPER, rounding="half_up") == [2370, 1185, 593, 296]
+    assert easy_counts(2370, 8853, **PAPER, rounding="floor") == [2370, 1185, 592, 296]
     assert easy_counts(10, 100, epochs=3, gamma=0.25, rounding="half_up") == [10, 3, 1]
     with pytest.raises(ValueError, match="rounding"):
-        easy_counts(10, 10, rounding="up")
+        easy_counts(10, 10, **PAPER, rounding="up")
 
 
 def test_counts_are_capped_by_the_easy_pool_and_inputs_checked():
-    assert easy_counts(100, 30) == [30, 30, 25, 12]
-    assert easy_counts(100, 30, variant="balanced") == [30] * 4
+    assert easy_counts(100, 30, **PAPER) == [30, 30, 25, 12]
+    assert easy_counts(100, 30, **PAPER, variant="balanced") == [30] * 4
     assert easy_counts(8, 100, epochs=2, gamma=1.0) == [8, 8]
     for bad in (dict(variant="mixed"), dict(gamma=0.0), dict(gamma=1.5), dict(epochs=0)):
         with pytest.raises(ValueError):
-            easy_counts(10, 10, **bad)
+            easy_counts(10, 10, **{**PAPER, **bad})
 
 
 def make_pool(n_hard=40, n_easy_none=150, n_easy_other=50):
@@ -62,9 +68,9 @@ def test_every_epoch_has_all_hard_samples_and_the_planned_easy_count():
 
 def test_draws_are_seeded_shuffled_and_independent_of_input_order():
     hard, easy, labels = make_pool()
-    a = build_epoch_mixes(hard, easy, labels, none_ratio=0.8, seed=3)
-    b = build_epoch_mixes(list(reversed(hard)), list(reversed(easy)), labels, none_ratio=0.8, seed=3)
-    c = build_epoch_mixes(hard, easy, labels, none_ratio=0.8, seed=4)
+    a = build_epoch_mixes(hard, easy, labels, **PAPER, none_ratio=0.8, seed=3)
+    b = build_epoch_mixes(list(reversed(hard)), list(reversed(easy)), labels, **PAPER, none_ratio=0.8, seed=3)
+    c = build_epoch_mixes(hard, easy, labels, **PAPER, none_ratio=0.8, seed=4)
     assert a == b
     assert a != c
     assert a[0][:40] != sorted(hard)  # shuffled: hard samples are not all in front
@@ -74,15 +80,15 @@ def test_draws_are_seeded_shuffled_and_independent_of_input_order():
 def test_default_none_ratio_comes_from_labels_by_id():
     hard, easy, labels = make_pool()
     ratio = none_share(list(labels.values()))
-    explicit = build_epoch_mixes(hard, easy, labels, none_ratio=ratio, seed=0)
-    assert build_epoch_mixes(hard, easy, labels, seed=0) == explicit
+    explicit = build_epoch_mixes(hard, easy, labels, **PAPER, none_ratio=ratio, seed=0)
+    assert build_epoch_mixes(hard, easy, labels, **PAPER, seed=0) == explicit
 
 
 def test_a_short_side_is_filled_from_the_other_and_said():
     hard, easy, labels = make_pool(n_hard=40, n_easy_none=150, n_easy_other=5)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        mixes = build_epoch_mixes(hard, easy, labels, none_ratio=0.5, seed=0)
+        mixes = build_epoch_mixes(hard, easy, labels, **PAPER, none_ratio=0.5, seed=0)
     said = [str(w.message) for w in caught]
     assert said[0] == "epoch 1: wanted 20 none + 20 non-none easy samples, pools hold 150 + 5; drew 35 + 5"
     assert len(said) == 2  # epochs 3 and 4 want at most 5 non-none: no shortfall
@@ -94,17 +100,82 @@ def test_raw_and_hard_only_variants():
     hard, easy, labels = make_pool()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # taking the whole pool is not a shortfall
-        raw = build_epoch_mixes(hard, easy, labels, variant="raw", none_ratio=0.5)
+        raw = build_epoch_mixes(hard, easy, labels, **PAPER, variant="raw", none_ratio=0.5)
     assert all(sorted(m) == sorted(hard + easy) for m in raw)
-    only = build_epoch_mixes(hard, easy, labels, variant="hard_only")
+    only = build_epoch_mixes(hard, easy, labels, **PAPER, variant="hard_only")
     assert all(sorted(m) == sorted(hard) for m in only)
 
 
 def test_bad_inputs_are_named():
     hard, easy, labels = make_pool()
     with pytest.raises(ValueError, match="both hard and easy"):
-        build_epoch_mixes(hard, easy + hard[:2], labels)
+        build_epoch_mixes(hard, easy + hard[:2], labels, **PAPER)
     with pytest.raises(ValueError, match="no label"):
-        build_epoch_mixes(hard + ["ghost"], easy, labels)
+        build_epoch_mixes(hard + ["ghost"], easy, labels, **PAPER)
     with pytest.raises(ValueError, match="none_ratio"):
-        build_epoch_mixes(hard, easy, labels, none_ratio=1.5)
+        build_epoch_mixes(hard, easy, labels, **PAPER, none_ratio=1.5)
+
+
+# ----------------------------------------------------------------------------- the saved mix
+
+
+def split_rows(n_hard=12, n_easy=30):
+    """Difficulty-split rows as notebook 04 writes them: every third easy sample is none."""
+    hard = [{"id": f"h{i}", "label": "/per/org/member_of", "difficulty": "hard"} for i in range(n_hard)]
+    easy = [{"id": f"e{i}", "label": "none" if i % 3 == 0 else "/per/per/partner", "difficulty": "easy"}
+            for i in range(n_easy)]
+    return hard + easy
+
+
+MIX = dict(variant="progressive", epochs=3, gamma=0.5, none_ratio=0.4, seed=0)
+
+
+def test_mix_is_built_once_saved_and_reused(tmp_path):
+    path = tmp_path / "grpo" / "progressive" / "mix.json"
+    mixes, hard = load_or_build_mix(path, split_rows(), **MIX)
+    assert hard == [f"h{i}" for i in range(12)]
+    assert [len(m) for m in mixes] == [12 + 12, 12 + 6, 12 + 3]
+    saved = json.loads(path.read_text())
+    assert saved["epochs"] == mixes and saved["hard_ids"] == hard and saved["n_easy_pool"] == 30
+    # A resumed run reads the saved mix verbatim (a rebuild would reshuffle it).
+    saved["epochs"][0] = list(reversed(saved["epochs"][0]))
+    path.write_text(json.dumps(saved))
+    again, _ = load_or_build_mix(path, split_rows(), **MIX)
+    assert again[0] == list(reversed(mixes[0])) and again[1:] == mixes[1:]
+    # Other processes only read; one that finds no saved mix says so.
+    assert load_or_build_mix(path, split_rows(), **MIX, write=False)[0] == again
+    with pytest.raises(FileNotFoundError, match="main process"):
+        load_or_build_mix(tmp_path / "other.json", split_rows(), **MIX, write=False)
+
+
+def test_a_saved_mix_built_with_other_settings_is_refused(tmp_path):
+    path = tmp_path / "mix.json"
+    load_or_build_mix(path, split_rows(), **MIX)
+    for change, field in ((dict(gamma=0.25), "gamma"), (dict(seed=1), "seed"), (dict(variant="raw"), "variant"),
+                          (dict(max_hard=4), "max_hard_samples")):
+        with pytest.raises(ValueError, match=rf"mix\.json: field 'settings\.{field}' .* delete .* to rebuild"):
+            load_or_build_mix(path, split_rows(), **{**MIX, **change})
+
+
+def test_seeded_subsets_cap_hard_and_easy(tmp_path):
+    mixes, hard = load_or_build_mix(tmp_path / "a.json", split_rows(), **{**MIX, "variant": "raw"}, max_hard=4, max_easy=5)
+    assert len(hard) == 4 and all(len(m) == 9 for m in mixes)
+    same, _ = load_or_build_mix(tmp_path / "b.json", split_rows(), **{**MIX, "variant": "raw"}, max_hard=4, max_easy=5)
+    assert same == mixes
+    with pytest.raises(ValueError, match="no hard samples"):
+        load_or_build_mix(tmp_path / "c.json", split_rows(n_hard=0), **MIX)
+
+
+def test_prompts_per_generation_batch():
+    # TRL counts completions per device: 8 per device x 2 processes x 1 step = 16 = 2 prompts x 8 completions.
+    assert prompts_per_batch(8, 2, 1, 8) == 2
+    assert prompts_per_batch(16, 8, 1, 8) == 16  # the paper profile on 8 GPUs
+    with pytest.raises(ValueError, match="multiple of num_generations=3"):
+        prompts_per_batch(8, 1, 1, 3)
+
+
+def test_epoch_end_steps():
+    # 2 prompts per generation batch, each batch serves 2 updates; 5 rows -> 3 batches (the third
+    # straddles epochs 1 and 2 and counts to epoch 1); the incomplete last batch is dropped.
+    assert epoch_end_steps([["a"] * 5, ["b"] * 4, ["c"] * 3], 2, 2) == [6, 10, 12]
+    assert epoch_end_steps([["a"] * 4, ["b"] * 4], 2, 1) == [2, 4]

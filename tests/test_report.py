@@ -9,6 +9,7 @@ from PIL import Image
 
 from morelib import evaluation, report
 from morelib.data import Sample
+from morelib.layout import RunLayout
 from morelib.reported import GROUPS, TABLE1
 
 A, B = "/per/org/member_of", "/per/per/partner"
@@ -40,15 +41,16 @@ def test_table1_keeps_reported_and_run_rows_apart(tmp_path):
     assert len(df) == 13 + 3
     assert set(df["source"]) == {"reported (paper)", "toy run"}
     ours = df[df["source"] == "toy run"].set_index("model")
-    assert ours.loc["MORE-R1", "F1"] == 50.0 and ours.loc["MORE-R1 (Stage 1)", "F1"] == 33.33
-    assert ours.loc["MORE-R1 (Stage 1)", "unparsed"] == 2
-    assert "Stage 2 variant: raw" not in set(df["model"])
+    assert ours.loc["MORE-R1 [toy run]", "F1"] == 50.0 and ours.loc["MORE-R1 (Stage 1) [toy run]", "F1"] == 33.33
+    assert ours.loc["MORE-R1 (Stage 1) [toy run]", "unparsed"] == 2
+    assert not any("variant" in name for name in df["model"])
     paper = df[df["source"] == "reported (paper)"].set_index("model")
     assert paper.loc["MORE-R1", "F1"] == 67.80
-    # Groups in the paper's order; in each group the reported rows come first.
-    assert list(dict.fromkeys(df["group"])) == list(GROUPS)
-    reasoning = df[df["group"] == GROUPS[2]]
-    assert list(reasoning["source"]) == ["reported (paper)"] * 2 + ["toy run"] * 2
+    # The paper's groups hold the paper's rows only, in the paper's order; this run's rows follow in a
+    # block of their own, named for the run, in the order of the paper's groups.
+    assert list(dict.fromkeys(df["group"])) == [*GROUPS, report.run_block_name("toy")]
+    assert set(df[df["group"].isin(GROUPS)]["source"]) == {"reported (paper)"}
+    assert list(ours.index) == ["zero-shot (base model) [toy run]", "MORE-R1 (Stage 1) [toy run]", "MORE-R1 [toy run]"]
 
     written = report.write_table1(df, [tmp_path / "a", tmp_path / "b"], profile="toy")
     assert sorted(p.name for p in written) == ["table1.csv", "table1.csv", "table1.md", "table1.md", "table1.tex", "table1.tex"]
@@ -56,11 +58,11 @@ def test_table1_keeps_reported_and_run_rows_apart(tmp_path):
     assert list(back.columns) == report.TABLE1_COLUMNS
     assert back[["Acc", "P", "R", "F1"]].to_numpy().tolist() == df[["Acc", "P", "R", "F1"]].to_numpy().tolist()
     md = (tmp_path / "b" / "table1.md").read_text()
-    assert "| MORE-R1 | toy run | 60.00 | 50.00 | 50.00 | 50.00 | 10 | 0 |" in md
+    assert "| MORE-R1 [toy run] | toy run | 60.00 | 50.00 | 50.00 | 50.00 | 10 | 0 |" in md
     assert "| MORE-R1 | reported (paper) | 84.91 | 65.88 | 69.83 | 67.80 | 3036 |  |" in md
     assert "this run's (toy run: a tiny random model" in md
     tex = (tmp_path / "a" / "table1.tex").read_text()
-    assert r"\begin{tabular}" in tex and r"Qwen2.5-VL-SFT(25\%)" in tex and tex.count(r"\midrule") == 3
+    assert r"\begin{tabular}" in tex and r"Qwen2.5-VL-SFT(25\%)" in tex and tex.count(r"\midrule") == 4  # three paper groups and the run's block
 
 
 def test_table1_rejects_an_unknown_group():
@@ -92,6 +94,17 @@ def test_figure3_and_evaluation_figures(tmp_path):
     assert_png(paths[0])
     paths = report.figure_confusion(confusion(gold, pred), tmp_path, "toy", title="MORE-R1")
     assert_png(paths[0])
+
+
+def test_figures_are_byte_stable(tmp_path):
+    """The same figure is the same bytes on every run (no dates or versions), so a rerun leaves
+    the committed figures unchanged."""
+    variant_scores = {v: scores(0.5 + i / 10, 0.4, 0.3 + i / 20, 0.35) for i, v in enumerate(report.VARIANT_KEYS)}
+    first = report.figure3(variant_scores, tmp_path / "a", "toy")
+    again = report.figure3(variant_scores, tmp_path / "b", "toy")
+    for a, b in zip(first, again):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    assert b"CreationDate" not in first[1].read_bytes()
 
 
 PREDS = {
@@ -153,19 +166,20 @@ def test_load_predictions_parses_and_names_bad_rows(tmp_path):
     s = evaluation.score_rows(rows, n_boot=50)
     assert s["acc"] == 0.5 and s["n_unparsed"] == 1 and s["f1_low"] <= s["f1"] <= s["f1_high"]
     path.write_text(json.dumps({"id": "a", "text": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"p.jsonl: row 1 \(id 'a'\): missing field 'gold'"):
+    with pytest.raises(ValueError, match=r"p.jsonl:1: field 'gold': missing"):
         evaluation.load_predictions(path)
 
 
 def test_model_locations_and_skipping_missing_models(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    (run_dir / "checkpoints" / "stage1").mkdir(parents=True)
-    (run_dir / "checkpoints" / "stage1" / "sft_done.json").write_text("{}")
-    (run_dir / "checkpoints" / "grpo_raw" / "ckpt").mkdir(parents=True)  # unfinished: no marker
-    assert evaluation.model_location(run_dir, "stage1", "x") == run_dir / "checkpoints" / "stage1"
+    layout = RunLayout(run_dir)
+    layout.checkpoint("stage1").mkdir(parents=True)
+    layout.model_done("stage1").write_text("{}")  # written last by training: the model is finished
+    (layout.checkpoint("grpo_raw") / "ckpt").mkdir(parents=True)  # unfinished: no marker
+    assert evaluation.model_location(run_dir, "stage1", "x") == layout.checkpoint("stage1")
     assert evaluation.model_location(run_dir, "grpo_raw", "x") is None
     assert evaluation.model_location(run_dir, "zero_shot", "Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
-    assert evaluation.model_location(run_dir, "zero_shot", str(run_dir / "models" / "base")) is None
+    assert evaluation.model_location(run_dir, "zero_shot", str(layout.toy_base_model)) is None
     assert evaluation.model_location(run_dir, "zero_shot", "runs/no-such-run/models/base") is None
 
     class S:  # just what evaluate_models reads from a sample
@@ -175,7 +189,7 @@ def test_model_locations_and_skipping_missing_models(tmp_path, capsys):
     cached = evaluation.predictions_path(run_dir, "grpo_raw")
     cached.parent.mkdir(parents=True)
     cached.write_text("".join(json.dumps({"id": i, "gold": "none", "text": "none", "label": "none"}) + "\n" for i in ("test-2", "test-1")))
-    out = evaluation.evaluate_models(samples, run_dir, str(run_dir / "models" / "base"), keys=["zero_shot", "grpo_raw"])
+    out = evaluation.evaluate_models(samples, run_dir, str(layout.toy_base_model), keys=["zero_shot", "grpo_raw"])
     assert list(out) == ["grpo_raw"]
     assert [r["id"] for r in out["grpo_raw"]] == ["test-1", "test-2"]  # in sample order
     printed = capsys.readouterr().out
@@ -214,47 +228,47 @@ def write_synthetic_predictions(run_dir, samples, keys=tuple(ACCURACY), seed=0):
 
 
 @pytest.fixture(scope="module")
-def toy_run(tmp_path_factory):
-    from morelib import data, toy
-
-    run_dir = tmp_path_factory.mktemp("run")
-    toy.generate(run_dir / "data", toy.ToyConfig(seed=0, train=20, valid=10, test=60))
-    samples = data.load_split(run_dir / "data", "test")
+def toy_run(toy_world):
+    run_dir = toy_world.run_dir("report")
+    samples = toy_world.samples("test")
     write_synthetic_predictions(run_dir, samples)
     return run_dir, samples
 
 
-def run_notebook(stem, out_dir, **parameters):
+def run_notebook(stem, out_dir, run_dir, overrides):
+    """Execute a notebook as the chain runner does: it gets the profile, the run directory and the overrides."""
     import papermill
 
     from morelib.run import kernel_for_this_interpreter
 
     with kernel_for_this_interpreter() as kernel:
         papermill.execute_notebook(str(REPO / "notebooks" / f"{stem}.ipynb"), str(out_dir / f"{stem}.ipynb"),
-                                   parameters=parameters, kernel_name=kernel, cwd=str(REPO), progress_bar=False)
+                                   parameters={"profile": "toy", "run_dir": str(run_dir), "overrides": overrides},
+                                   kernel_name=kernel, cwd=str(REPO), progress_bar=False)
     return (out_dir / f"{stem}.ipynb").read_text()
 
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_notebooks_06_and_07_on_cached_predictions(toy_run, tmp_path):
+def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path):
     run_dir, samples = toy_run
-    figures = tmp_path / "figures"
-    common = dict(profile="toy", run_dir=str(run_dir), seed=0, data_dir=str(run_dir / "data"), figures_dir=str(figures))
+    figures = RunLayout(run_dir).figures
     # No model anywhere: every model comes from its cached predictions file.
-    run_notebook("06_evaluation", tmp_path, base_model=str(run_dir / "models" / "base"), n_boot=100, **common)
+    overrides = [f"data_dir={toy_world.data_dir}", f"base_model={RunLayout(run_dir).toy_base_model}"]
+    run_notebook("06_evaluation", tmp_path, run_dir, overrides + ["06_evaluation.n_boot=100"])
     for name in ("table1.md", "table1.csv", "table1.tex", "figure3.png", "figure3.pdf", "per_label_f1.png", "confusion_matrix.png"):
-        assert (figures / name).is_file() and (run_dir / "figures" / name).is_file(), name
+        assert (figures / name).is_file(), name
     table = pd.read_csv(figures / "table1.csv")
     ours = table[table["source"] == "toy run"].set_index("model")
     assert len(ours) == 5  # the four Stage 2 variants other than MORE-R1 are in Figure 3 only
     expected = evaluation.score_rows(evaluation.load_predictions(evaluation.predictions_path(run_dir, "stage1")), n_boot=0)
-    assert ours.loc["MORE-R1 (Stage 1)", "F1"] == round(100 * expected["f1"], 2)
-    assert ours.loc["MORE-R1 (Stage 1)", "unparsed"] == expected["n_unparsed"]
+    stage1 = "MORE-R1 (Stage 1) [toy run]"  # a run row names its run, so it is never read as the paper's
+    assert ours.loc[stage1, "F1"] == round(100 * expected["f1"], 2)
+    assert ours.loc[stage1, "unparsed"] == expected["n_unparsed"]
     assert_png(figures / "figure3.png")
 
-    out = run_notebook("07_case_studies", tmp_path, **common)
+    out = run_notebook("07_case_studies", tmp_path, run_dir, overrides)
     assert_png(figures / "figure4.png", min_bytes=30_000, min_size=(1200, 800))
     labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(evaluation.predictions_path(run_dir, k))}
               for k in report.CASE_MODELS}

@@ -4,17 +4,21 @@ import time
 
 import pytest
 
-from morelib import rewards
-from morelib.rewards import answer_reward, format_reward, get_reward_funcs, length_reward, make_length_reward, total_reward
+from morelib.rewards import (
+    REWARDS, format_reward, get_reward_funcs, make_answer_reward, make_length_reward, reward_components, total_reward,
+)
 
 STEPS = " ".join(f"Step {i}: looking at part {i} of the problem." for i in range(1, 7))
 GOOD = f"<think> {STEPS} </think> <answer>/per/org/member_of</answer>"
 LONG_GOOD = f"<think> {STEPS} {'More careful reasoning. ' * 60}</think> <answer>/per/org/member_of</answer>"
 GOLD = "/per/org/member_of"
+PAPER_LENGTH = 1024  # the paper's length threshold, in characters
+length_reward = make_length_reward(PAPER_LENGTH)
+answer_reward = make_answer_reward()
 
 
 def rewards_of(text, gold=GOLD, **options):
-    return rewards.reward_components([text], [gold], **options)
+    return reward_components([text], [gold], min_chars=PAPER_LENGTH, **options)
 
 
 def test_well_formed_long_correct_output_gets_every_reward():
@@ -93,7 +97,7 @@ def test_text_after_answer_loses_format_and_padding_is_stopped_by_the_guard():
     assert len(padded) > 1024
     assert format_reward([padded]) == [0.0]
     assert length_reward([padded]) == [1.0]  # the paper's length reward counts any characters
-    guarded = make_length_reward(require_format=True)
+    guarded = make_length_reward(PAPER_LENGTH, require_format=True)
     assert guarded([padded]) == [0.0]
     assert guarded([LONG_GOOD]) == [1.0]
     # A second label after </answer> never changes what was answered.
@@ -117,19 +121,30 @@ def test_length_threshold_is_strictly_more_than_min_chars():
 def test_lookup_by_name_keeps_order_and_names_trl_logs():
     funcs = get_reward_funcs(["answer", "format"])
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
-    assert [f.__name__ for f in get_reward_funcs()] == ["format_reward", "length_reward", "answer_reward"]
-    assert set(rewards.REWARD_FUNCS) == {"format", "length", "answer"}
-    with pytest.raises(ValueError, match="unknown reward"):
+    names = ["format", "length", "answer"]
+    assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
+    assert set(REWARDS) == {"format", "length", "answer"}
+    with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
         get_reward_funcs(["format", "lenght"])
+
+
+def test_the_length_threshold_has_no_default():
+    """The threshold comes from the settings (paper: 1,024; toy: smaller), never from a hidden default."""
+    with pytest.raises(TypeError, match="min_chars"):
+        get_reward_funcs(["length"])
+    short, long = get_reward_funcs(["length"], min_chars=5)[0], get_reward_funcs(["length"], min_chars=500)[0]
+    assert short(["x" * 100]) == [1.0] and long(["x" * 100]) == [0.0]
+    guarded = get_reward_funcs(["length"], min_chars=5, length_requires_format=True)[0]
+    assert guarded(["x" * 100]) == [0.0] and guarded([GOOD]) == [1.0]
 
 
 def test_total_reward_is_a_weighted_sum():
     texts = [LONG_GOOD, GOOD, "none", "garbage"]
     gold = [GOLD, "none", "none", GOLD]
-    assert total_reward(texts, gold) == [3.0, 1.0, 1.0, 0.0]
-    assert total_reward(texts, gold, weights=[0.5, 0.25, 2.0]) == [2.75, 0.5, 2.0, 0.0]
-    with pytest.raises(ValueError):
-        total_reward(texts, gold, weights=[1.0])
+    assert total_reward(texts, gold, min_chars=PAPER_LENGTH) == [3.0, 1.0, 1.0, 0.0]
+    assert total_reward(texts, gold, weights=[0.5, 0.25, 2.0], min_chars=PAPER_LENGTH) == [2.75, 0.5, 2.0, 0.0]
+    with pytest.raises(ValueError, match="1 weights for 3 rewards"):
+        total_reward(texts, gold, weights=[1.0], min_chars=PAPER_LENGTH)
 
 
 def test_giant_completions_are_scored_quickly():
@@ -137,11 +152,11 @@ def test_giant_completions_are_scored_quickly():
     many_steps = "<think> " + "Step 1: " * 100_000 + f"</think> <answer>{GOLD}</answer>"
     many_thinks = "<think> " * 100_000 + f"</think> <answer>{GOLD}</answer>"
     unclosed = "<think> " + "x" * 1_000_000
-    # Tag spam at the size a 1,024-token completion can reach (answer.py's regex is quadratic in
-    # the number of unclosed <answer> tags; see the report).
+    # Tag spam at the size a 1,024-token completion can reach (a regex over unclosed <answer> tags
+    # can be quadratic in their number).
     tag_spam = "<answer>" * 2_000
     start = time.perf_counter()
-    out = rewards.reward_components([giant_reasoning, many_steps, many_thinks, unclosed, tag_spam], [GOLD] * 5)
+    out = reward_components([giant_reasoning, many_steps, many_thinks, unclosed, tag_spam], [GOLD] * 5, min_chars=PAPER_LENGTH)
     elapsed = time.perf_counter() - start
     assert out["format"] == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert out["length"] == [1.0, 1.0, 1.0, 1.0, 1.0]

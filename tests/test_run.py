@@ -1,4 +1,4 @@
-"""The chain runner on tiny fake notebooks: order, injected parameters, failure, resume."""
+"""The chain runner on tiny fake notebooks: order, what it injects, failure, resume, figures."""
 
 import json
 import sys
@@ -8,30 +8,42 @@ import pytest
 import yaml
 
 from morelib.config import ConfigError
-from morelib.run import ChainError, chain_notebooks, kernel_for_this_interpreter, main, run_chain, select
+from morelib.files import read_json
+from morelib.layout import RunLayout
+from morelib.run import (
+    INJECTED, KEPT_FIGURES, ChainError, chain_notebooks, check_notebooks, copy_figures, declared_parameters,
+    kernel_for_this_interpreter, main, run_chain, select,
+)
 from nbtools import make_notebook
 
-PARAMS = 'profile = "toy"\nrun_dir = "runs/toy"\nseed = 0\n'
+PARAMS = 'profile = "toy"\nrun_dir = None\noverrides = []\n'
+# Each fake notebook records what the runner injected; the last one also builds its settings from
+# it, as the real notebooks do (only one does: importing the settings takes seconds per kernel).
+RECORD = (
+    "import json, pathlib\n"
+    "row = {{'stem': {stem!r}, 'injected': [profile, run_dir, overrides]}}\n"
+    "if {builds!r}:\n"
+    "    from morelib.config import load_settings\n"
+    "    settings = load_settings('06_evaluation', profile, overrides, run_dir)\n"
+    "    row.update(seed=settings.seed, n_boot=settings.n_boot, run_dir=settings.run_dir)\n"
+    "with open(pathlib.Path(run_dir) / 'trace.jsonl', 'a') as f:\n"
+    "    f.write(json.dumps(row) + '\\n')"
+)
 
 
 def fake_chain(tmp_path: Path, second_fails: bool = False) -> tuple[Path, Path]:
     """Three notebooks that append their stem and parameters to run_dir/trace.jsonl."""
     notebooks = tmp_path / "notebooks"
-    record = (
-        "import json, pathlib\n"
-        "with open(pathlib.Path(run_dir) / 'trace.jsonl', 'a') as f:\n"
-        "    f.write(json.dumps({{'stem': {stem!r}, 'seed': seed, 'value': value}}) + '\\n')"
-    )
     for stem in ("00_first", "01_second", "02_third"):
-        cells = [("md", f"# {stem}"), ("params", PARAMS + "value = 1"), ("code", record.format(stem=stem))]
+        cells = [("md", f"# {stem}"), ("params", PARAMS), ("code", RECORD.format(stem=stem, builds=stem == "02_third"))]
         if stem == "01_second" and second_fails:
             cells.append(("code", "x = 1\nraise ValueError('broken on purpose')"))
         make_notebook(cells, notebooks / f"{stem}.ipynb")
     (notebooks / "helper.ipynb").write_text("{}")  # not numbered: not part of the chain
     profile = tmp_path / "fake.yaml"
     profile.write_text(yaml.safe_dump({
-        "common": {"profile": "fake", "run_dir": str(tmp_path / "run"), "seed": 7, "unused_common": 1},
-        "01_second": {"value": 42},
+        "common": {"profile": "fake", "run_dir": str(tmp_path / "run"), "seed": 7},
+        "06_evaluation": {"n_boot": 42},
     }))
     return notebooks, profile
 
@@ -50,23 +62,36 @@ def test_select_by_stem_number_and_only(tmp_path):
         select(notebooks, "05_x")
 
 
-def test_chain_runs_in_order_with_injected_parameters(tmp_path):
+def test_declared_parameters_and_the_injected_names(tmp_path):
+    good = make_notebook([("md", "# x"), ("params", PARAMS + "extra: int = 3"), ("code", "pass")], tmp_path / "00_a.ipynb")
+    assert declared_parameters(good) == ["profile", "run_dir", "overrides", "extra"]
+    old_style = make_notebook([("params", 'profile = "toy"\nseed = 0'), ("code", "pass")], tmp_path / "01_b.ipynb")
+    with pytest.raises(ChainError, match=r"01_b\.ipynb: parameters cell lacks run_dir, overrides"):
+        check_notebooks([good, old_style])
+    untagged = make_notebook([("code", "x = 1")], tmp_path / "02_c.ipynb")
+    with pytest.raises(ChainError, match=r"02_c\.ipynb: no cell tagged 'parameters'"):
+        declared_parameters(untagged)
+
+
+def test_chain_runs_in_order_with_the_profile_injected(tmp_path):
     notebooks, profile = fake_chain(tmp_path)
     assert [p.stem for p in chain_notebooks(notebooks)] == ["00_first", "01_second", "02_third"]
-    timings = run_chain(profile, notebooks_dir=notebooks, overrides=["02_third.value=5"])
+    timings = run_chain(profile, notebooks_dir=notebooks, overrides=["06_evaluation.n_boot=5"])
     assert list(timings) == ["00_first", "01_second", "02_third"]
+    run = RunLayout(tmp_path / "run")
+    injected = [str(profile), str(run.root), ["06_evaluation.n_boot=5"]]
     assert trace(tmp_path) == [
-        {"stem": "00_first", "seed": 7, "value": 1},
-        {"stem": "01_second", "seed": 7, "value": 42},
-        {"stem": "02_third", "seed": 7, "value": 5},
+        {"stem": "00_first", "injected": injected},
+        {"stem": "01_second", "injected": injected},
+        # The notebook's settings: common's seed, the override over the profile's n_boot.
+        {"stem": "02_third", "injected": injected, "seed": 7, "n_boot": 5, "run_dir": str(run.root)},
     ]
-    run = tmp_path / "run"
-    assert sorted(p.name for p in (run / "notebooks").iterdir()) == ["00_first.ipynb", "01_second.ipynb", "02_third.ipynb"]
-    saved = json.loads((run / "timings.json").read_text())
+    assert sorted(p.name for p in run.notebooks.iterdir()) == ["00_first.ipynb", "01_second.ipynb", "02_third.ipynb"]
+    saved = read_json(run.timings)
     assert set(saved["notebooks"]) == set(timings) and all(v["status"] == "ok" for v in saved["notebooks"].values())
-    info = json.loads((run / "run_info.json").read_text())
-    assert info["config"]["02_third"] == {"value": 5} and info["seed"] == 7
-    assert "01_second" in (run / "logs" / "run.log").read_text()
+    info = read_json(run.run_info)
+    assert info["config"]["06_evaluation"] == {"n_boot": 5} and info["seed"] == 7
+    assert "01_second" in run.run_log.read_text()
 
 
 def test_chain_stops_at_failure_naming_notebook_and_cell_then_resumes(tmp_path):
@@ -78,23 +103,35 @@ def test_chain_stops_at_failure_naming_notebook_and_cell_then_resumes(tmp_path):
     # In [1] parameters, In [2] papermill's injected parameters, In [3] record, In [4] the failure
     assert "In [4]" in message and "'x = 1'" in message
     assert [row["stem"] for row in trace(tmp_path)] == ["00_first", "01_second"]  # 02 never ran
-    assert json.loads((tmp_path / "run" / "timings.json").read_text())["notebooks"]["01_second"]["status"] == "failed"
+    assert read_json(RunLayout(tmp_path / "run").timings)["notebooks"]["01_second"]["status"] == "failed"
 
     # Fix the notebook, resume from it: 00 is not run again, 01 and 02 are.
     fixed, _ = fake_chain(tmp_path / "fixed")
     (notebooks / "01_second.ipynb").write_text((fixed / "01_second.ipynb").read_text())
     assert list(run_chain(profile, notebooks_dir=notebooks, start="01_second")) == ["01_second", "02_third"]
     assert [row["stem"] for row in trace(tmp_path)] == ["00_first", "01_second", "01_second", "02_third"]
-    statuses = json.loads((tmp_path / "run" / "timings.json").read_text())["notebooks"]
+    statuses = read_json(RunLayout(tmp_path / "run").timings)["notebooks"]
     assert {stem: v["status"] for stem, v in statuses.items()} == {"00_first": "ok", "01_second": "ok", "02_third": "ok"}
 
 
-def test_unknown_parameter_fails_before_anything_runs(tmp_path):
+@pytest.mark.parametrize("override, message", [
+    ("06_evaluation.epochs=2", r"--set '06_evaluation\.epochs=2': section '06_evaluation': unknown key 'epochs'"),
+    ("03_sft.target=labels", r"--set '03_sft\.target=labels': section '03_sft': target"),
+])
+def test_a_bad_setting_fails_before_anything_runs(tmp_path, override, message):
     notebooks, profile = fake_chain(tmp_path)
-    with pytest.raises(ConfigError, match="'epochs'.*02_third.ipynb"):
-        run_chain(profile, notebooks_dir=notebooks, overrides=["02_third.epochs=2"])
+    with pytest.raises(ConfigError, match=message):
+        run_chain(profile, notebooks_dir=notebooks, overrides=[override])
     assert trace(tmp_path) == []
     assert not (tmp_path / "run" / "notebooks").exists()
+
+
+def test_a_notebook_that_cannot_take_the_profile_fails_before_anything_runs(tmp_path):
+    notebooks, profile = fake_chain(tmp_path)
+    make_notebook([("params", 'profile = "toy"\nseed = 0'), ("code", "pass")], notebooks / "03_old.ipynb")
+    with pytest.raises(ChainError, match=r"03_old\.ipynb: parameters cell lacks run_dir, overrides"):
+        run_chain(profile, notebooks_dir=notebooks)
+    assert trace(tmp_path) == []
 
 
 def test_private_kernel_points_at_this_interpreter():
@@ -105,7 +142,39 @@ def test_private_kernel_points_at_this_interpreter():
         assert spec.argv[0] == sys.executable
 
 
+def test_copy_figures_copies_only_the_kept_files(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    figures = RunLayout(run_dir).figures
+    figures.mkdir(parents=True)
+    for name in ("table1.md", "figure3.png", "scratch.png"):
+        (figures / name).write_text(name)
+    dest = tmp_path / "repo_figures"
+    copied = copy_figures(run_dir, dest)
+    assert sorted(p.name for p in copied) == ["figure3.png", "table1.md"]
+    assert sorted(p.name for p in dest.iterdir()) == ["figure3.png", "table1.md"]
+    assert (dest / "table1.md").read_text() == "table1.md"
+    assert set(KEPT_FIGURES) >= {"table1.md", "figure3.png", "figure4.png"}
+
+    # The command line: --only none copies without running a notebook (into the repository's figures/).
+    profile = tmp_path / "p.yaml"
+    profile.write_text(yaml.safe_dump({"common": {"profile": "p", "run_dir": str(run_dir)}}))
+    monkeypatch.setattr("morelib.run.repo_root", lambda: tmp_path / "repo")
+    assert main(["--profile", str(profile), "--only", "none", "--copy-figures"]) == 0
+    assert sorted(p.name for p in (tmp_path / "repo" / "figures").iterdir()) == ["figure3.png", "table1.md"]
+    assert "copied 2 files" in capsys.readouterr().out
+
+
 def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
     _, profile = fake_chain(tmp_path)
     assert main(["--profile", str(profile), "--check", "--set", "00_prepare.nope=1"]) == 1
-    assert "error:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set '00_prepare.nope=1': section '00_prepare': unknown key 'nope'")
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_shipped_notebooks_take_the_profile():
+    notebooks = chain_notebooks()
+    assert [p.stem for p in notebooks][:1] == ["00_prepare"]
+    check_notebooks(notebooks)
+    for path in notebooks:
+        assert declared_parameters(path) == list(INJECTED), path.name

@@ -1,63 +1,75 @@
-"""Stage 1 SFT: the loss mask, the frozen vision tower, resuming, skipping, and a real 2-process run."""
+"""Stage 1 SFT: the loss mask, the frozen vision tower, over-long rows, resuming, skipping, LoRA
+merging, and a real 2-process run."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import TrainerCallback
 
-from morelib import sft, toy
-from morelib.data import load_split
+from morelib import sft
+from morelib.config import ConfigError, load_settings
+from morelib.files import FileFormatError, write_json, write_jsonl
+from morelib.layout import RunLayout
 from morelib.launch import launch, write_settings
-from morelib.tiny import TinySettings, build_tiny_model
+from morelib.prompts import prompt_template
+from morelib.training import DONE_FILE, is_done, read_log, read_summary
 
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
 COMPLETION = "<think>\nStep 1: a solid red circle.\n</think>\n<answer>{label}</answer>"
+# About 750 tokens longer than COMPLETION with the tiny model's tokenizer: a row of ~1,050 tokens.
+LONG_COMPLETION = "<think>\n" + "Step 1: a solid red circle on the left. " * 30 + "\n</think>\n<answer>{label}</answer>"
+LONG_ROWS = 3  # the Stage 1 set's last rows carry LONG_COMPLETION
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sft")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=3, train=40, valid=10, test=10))
-    model_dir = build_tiny_model(root / "model", data_dir, seed=0, settings=SMALL)
-    samples = load_split(data_dir, "train")
-    train_file = root / "stage1.jsonl"
-    with open(train_file, "w") as f:
-        for s in samples[:12]:
-            f.write(json.dumps({"id": s.id, "label": s.label, "completion": COMPLETION.format(label=s.label)}) + "\n")
-    ids_file = root / "split_ids.json"
-    ids_file.write_text(json.dumps({"stage1": [s.id for s in samples[:8]], "stage2_pool": []}))
-    return {"root": root, "data": data_dir, "model": model_dir, "train_file": train_file,
-            "ids_file": ids_file, "samples": samples}
+def world(toy_world):
+    """A run directory holding what notebooks 01 and 02 hand to 03: the split ids and the Stage 1 set."""
+    run_dir = toy_world.run_dir("sft")
+    layout = RunLayout(run_dir)
+    samples = toy_world.samples("train")
+    write_jsonl(layout.stage1_set, [{"id": s.id, "label": s.label, "completion": COMPLETION.format(label=s.label)}
+                                    for s in samples[:12]])
+    write_json(layout.split_ids, {"stage1": [s.id for s in samples[:8]], "stage2_pool": [s.id for s in samples[8:]]})
+    return {"run_dir": run_dir, "data": toy_world.data_dir, "model": toy_world.model_dir, "samples": samples}
 
 
-def settings(world, name, **overrides):
-    values = dict(model_path=str(world["model"]), data_dir=str(world["data"]),
-                  output_dir=str(world["root"] / "runs" / name), train_file=str(world["train_file"]),
-                  epochs=1, per_device_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
-                  max_length=None, logging_steps=1, save_strategy="no", max_steps=2)
-    values.update(overrides)
-    return sft.SFTSettings(**values)
+def settings(world, name, **changes):
+    """The toy profile's SFT settings with a few steps on the tiny model."""
+    values = dict(data_dir=str(world["data"]), base_model=str(world["model"]), model_name=name,
+                  per_device_train_batch_size=2, gradient_accumulation_steps=1, learning_rate=1e-3,
+                  max_length=2048, logging_steps=1, save_strategy="no", max_steps=2)
+    return load_settings("03_sft", "toy", run_dir=world["run_dir"], **{**values, **changes})
+
+
+def by_id(world):
+    return {s.id: s for s in world["samples"]}
+
+
+def supervised_text(trainer, rows):
+    """For each row: the decoded tokens the loss covers, and the decoded tokens before them."""
+    batch = trainer.data_collator(rows)
+    tokenizer = trainer.processing_class.tokenizer
+    out = []
+    for i in range(len(rows)):
+        labels, ids = batch["labels"][i], batch["input_ids"][i]
+        kept = (labels != -100).nonzero().flatten()
+        # One contiguous block of supervised tokens, at the very end of the real tokens ...
+        assert kept.numel() > 0 and (kept.diff() == 1).all()
+        assert kept[-1] == batch["attention_mask"][i].nonzero().max()
+        assert torch.equal(labels[kept], ids[kept])
+        out.append((tokenizer.decode(ids[kept]).strip(), tokenizer.decode(ids[: kept[0]])))
+    return out
 
 
 def test_loss_mask_covers_the_completion_only(world):
     trainer = sft.build_trainer(settings(world, "mask"))
     rows = [trainer.train_dataset[i] for i in range(3)]
     assert [len(r["images"]) for r in rows] == [2, 2, 2]
-    batch = trainer.data_collator(rows)
-    tokenizer = trainer.processing_class.tokenizer
-    for i, row in enumerate(rows):
-        labels, ids = batch["labels"][i], batch["input_ids"][i]
-        kept = (labels != -100).nonzero().flatten()
-        # One contiguous block of supervised tokens, at the very end of the real tokens ...
-        assert kept.numel() > 0 and (kept.diff() == 1).all()
-        assert kept[-1] == batch["attention_mask"][i].nonzero().max()
+    for row, (supervised, before) in zip(rows, supervised_text(trainer, rows)):
         # ... which is exactly the assistant completion (and the end-of-turn that stops generation).
         completion = row["completion"][0]["content"][0]["text"]
-        assert tokenizer.decode(ids[kept]).strip() == completion + "<|im_end|>"
-        assert "<|image_pad|>" in tokenizer.decode(ids[: kept[0]])
-        assert torch.equal(labels[kept], ids[kept])
+        assert supervised == completion + "<|im_end|>"
+        assert "<|image_pad|>" in before
 
 
 def test_no_gradient_reaches_the_vision_tower_and_llm_weights_change(world):
@@ -80,37 +92,74 @@ def test_no_gradient_reaches_the_vision_tower_and_llm_weights_change(world):
     assert any("language_model.layers" in n for n in changed)
 
 
+@pytest.fixture
+def with_long_rows(world, toy_world):
+    """A run directory whose Stage 1 set ends with LONG_ROWS rows of ~1,050 tokens (the others ~300)."""
+    run_dir = toy_world.run_dir("sft_long")
+    samples = world["samples"][:12]
+    template = [COMPLETION] * (12 - LONG_ROWS) + [LONG_COMPLETION] * LONG_ROWS
+    write_jsonl(RunLayout(run_dir).stage1_set, [{"id": s.id, "label": s.label, "completion": t.format(label=s.label)}
+                                                for s, t in zip(samples, template)])
+    return {**world, "run_dir": run_dir}
+
+
+def test_an_overlong_row_is_dropped_and_counted_never_truncated(with_long_rows, capsys):
+    s = settings(with_long_rows, "overlong", max_length=600, overlong_policy="drop", max_steps=1)
+    trainer = sft.build_trainer(s)
+    long_ids = [r.id for r in with_long_rows["samples"][12 - LONG_ROWS:12]]
+    assert trainer.dropped_overlong == long_ids
+    assert len(trainer.train_dataset) == 12 - LONG_ROWS
+    printed = capsys.readouterr().out
+    assert f"{LONG_ROWS} of 12 rows are longer than max_length=600 tokens: {long_ids[0]} (" in printed
+    # Every kept row reaches the loss whole, answer included.
+    rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+    for row, (supervised, _) in zip(rows, supervised_text(trainer, rows)):
+        assert supervised == row["completion"][0]["content"][0]["text"] + "<|im_end|>"
+    # The count reaches the model's summary.
+    out = sft.train(s)
+    assert read_summary(out)["dropped_overlong"] == long_ids and read_summary(out)["rows"] == 12 - LONG_ROWS
+
+
+def test_an_overlong_row_is_refused_with_policy_error(with_long_rows):
+    with pytest.raises(ValueError, match=r"3 of 12 rows are longer than max_length=600 tokens: .*overlong_policy=drop"):
+        sft.build_trainer(settings(with_long_rows, "refused", max_length=600, overlong_policy="error"))
+    with pytest.raises(ConfigError, match="overlong_policy: 'truncate'"):
+        settings(with_long_rows, "x", overlong_policy="truncate")
+
+
 def test_label_target_uses_the_bare_label_and_the_chosen_ids(world):
-    everything = sft.build_dataset(settings(world, "x", target="label", train_file=None), {s.id: s for s in world["samples"]},
-                                   sft.training_rows(settings(world, "x", target="label", train_file=None),
-                                                     {s.id: s for s in world["samples"]}))
-    assert len(everything) == len(world["samples"])
-    quarter = settings(world, "y", target="label", train_file=None, ids_file=str(world["ids_file"]), ids_key="stage1")
-    rows = sft.training_rows(quarter, {s.id: s for s in world["samples"]})
-    assert rows == [(s.id, s.label) for s in world["samples"][:8]]
+    samples = by_id(world)
+    everything = sft.training_rows(settings(world, "x", target="label", prompt="label"), samples)
+    assert everything == [(s.id, s.label) for s in world["samples"]]
+    quarter = sft.training_rows(settings(world, "y", target="label", prompt="label", ids_key="stage1"), samples)
+    assert quarter == [(s.id, s.label) for s in world["samples"][:8]]
+    with pytest.raises(FileFormatError, match=r"split_ids\.json: field 'stage9': missing"):
+        sft.training_rows(settings(world, "z", target="label", ids_key="stage9"), samples)
 
 
 def test_blank_images_keep_the_size_and_hide_the_content(world):
-    by_id = {s.id: s for s in world["samples"]}
+    samples = by_id(world)
     plain = settings(world, "plain")
-    blank = settings(world, "blank", blank_images=True)
-    rows = sft.training_rows(plain, by_id)
-    real = sft.build_dataset(plain, by_id, rows)[0]["images"]
-    empty = sft.build_dataset(blank, by_id, rows)[0]["images"]
+    rows = sft.training_rows(plain, samples)
+    template = prompt_template(plain.prompt)
+    real = sft.build_dataset(samples, rows, template)[0]["images"]
+    empty = sft.build_dataset(samples, rows, template, blank_images=True)[0]["images"]
     assert [im.size for im in real] == [im.size for im in empty]
     assert all(len(im.getcolors()) == 1 for im in empty) and len(real[0].getcolors(10**5)) > 1
 
 
-def test_bad_training_file_names_file_line_and_field(world, tmp_path):
-    bad = tmp_path / "stage1.jsonl"
-    bad.write_text(json.dumps({"id": "train-1", "completion": "x"}) + "\n" + json.dumps({"id": "train-2"}) + "\n")
-    with pytest.raises(ValueError, match=r"stage1.jsonl:2: field 'completion'"):
-        sft.read_completions(bad)
-    unknown = tmp_path / "unknown.jsonl"
-    unknown.write_text(json.dumps({"id": "train-99999", "completion": "x"}) + "\n")
-    with pytest.raises(ValueError, match="train-99999"):
-        sft.training_rows(settings(world, "u", train_file=str(unknown)), {s.id: s for s in world["samples"]})
-    with pytest.raises(ValueError, match="target"):
+def test_bad_training_file_names_file_line_and_field(world, toy_world):
+    run_dir = toy_world.run_dir("sft_bad")
+    stage1 = RunLayout(run_dir).stage1_set
+    stage1.parent.mkdir(parents=True)
+    stage1.write_text(json.dumps({"id": "train-1", "completion": "x"}) + "\n" + json.dumps({"id": "train-2"}) + "\n")
+    bad = {**world, "run_dir": run_dir}
+    with pytest.raises(FileFormatError, match=r"stage1\.jsonl:2: field 'completion'"):
+        sft.training_rows(settings(bad, "b"), by_id(world))
+    stage1.write_text(json.dumps({"id": "train-99999", "completion": "x"}) + "\n")
+    with pytest.raises(FileFormatError, match=r"stage1\.jsonl: ids not in the training split .*train-99999"):
+        sft.training_rows(settings(bad, "u"), by_id(world))
+    with pytest.raises(ConfigError, match="target: 'labels'"):
         settings(world, "t", target="labels")
 
 
@@ -132,54 +181,65 @@ def test_rerun_resumes_from_the_last_checkpoint_then_skips(world, capsys):
     straight = sft.train(settings(world, "straight", max_steps=4))
 
     longer = settings(world, "resume", max_steps=4, save_strategy="steps", save_steps=1)
-    out = Path(longer.output_dir)
+    out = longer.model_dir
+    assert longer.output_dir == str(out / "ckpt")
     # A run interrupted after step 2: checkpoints exist, the final model does not.
     interrupted = sft.build_trainer(longer)
     interrupted.add_callback(StopAfter(2))
     interrupted.train()
     assert (out / "ckpt" / "checkpoint-2").is_dir() and not (out / "ckpt" / "checkpoint-3").exists()
-    assert not sft.is_done(out)
+    assert not is_done(out)
 
     capsys.readouterr()
-    sft.train(longer)
+    assert sft.train(longer) == out
     assert "resuming from" in capsys.readouterr().out
-    log = sft.read_log(out)
+    log = read_log(out)
     assert [e["step"] for e in log if "loss" in e] == [1, 2, 3, 4]
-    assert json.loads((out / sft.DONE_FILE).read_text())["global_step"] == 4
+    summary = read_summary(out)
+    assert summary["global_step"] == 4 and summary["settings"]["model_name"] == "resume"
     # Resuming restores weights, optimizer, schedule and data order: same result as one straight run.
     resumed, reference = weights(out), weights(straight)
     assert all(torch.allclose(resumed[k], reference[k], atol=1e-5) for k in reference)
+    # The processor is saved next to the model, with the run's image limits, so later stages load it from there.
+    from morelib.model import load_processor
+
+    size = load_processor(out).image_processor.size
+    assert (size.shortest_edge, size.longest_edge) == (longer.min_pixels, longer.max_pixels)
 
     sft.train(longer)
     assert "skipping" in capsys.readouterr().out
 
 
 def test_lora_run_saves_a_merged_model(world):
-    out = sft.train(settings(world, "lora", use_lora=True, lora_r=4, lora_alpha=8, max_steps=1))
+    out = sft.train(settings(world, "lora", use_lora=True, lora_r=4, lora_alpha=8, max_steps=2, warmup_steps=0))
     assert (out / "config.json").exists() and not (out / "adapter_config.json").exists()
     from morelib.model import load_model
 
     model, _ = load_model(out, dtype="float32", device="cpu")
     assert not any("lora" in n for n, _ in model.named_parameters())
+    # The merge changed exactly the LLM's linear layers ("all-linear" of the LLM; the files keep the
+    # release's key layout) and nothing else: not the vision tower, embeddings or norms.
+    base, merged = weights(world["model"]), weights(out)
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert changed == {k for k in base if k.startswith("model.layers.") and k.endswith("_proj.weight")}
 
 
 def test_two_process_distributed_run_on_cpu(world):
     run = settings(world, "ddp", max_steps=2)
-    path = write_settings(run, world["root"] / "ddp_settings.json")
+    path = write_settings(run, run.model_dir / "settings.json")
     log = launch("morelib.sft", path, num_processes=2, distributed="multi_gpu",
-                 log_path=world["root"] / "ddp.log", env={"OMP_NUM_THREADS": "1"})
+                 log_path=run.model_dir / "train.log", env={"OMP_NUM_THREADS": "1"})
     text = log.read_text()
-    assert "rank 0 of world size 2" in text and "rank 1 of world size 2" in text
-    out = world["root"] / "runs" / "ddp"
-    assert json.loads((out / sft.DONE_FILE).read_text())["world_size"] == 2
+    assert "rank 0 of 2" in text and "rank 1 of 2" in text
+    assert json.loads((run.model_dir / DONE_FILE).read_text())["world_size"] == 2
     # Each update consumed 2 rows per process: 2 updates cover 8 of the 12 rows, not 4.
-    assert sft.read_log(out)[-1]["epoch"] == pytest.approx(8 / 12, abs=0.01)
+    assert read_log(run.model_dir)[-1]["epoch"] == pytest.approx(8 / 12, abs=0.01)
 
 
 def test_blank_image_samples_for_the_ablation_check(world, tmp_path):
     from morelib.data import load_images
 
-    samples = load_split(world["data"], "test")[:3]
+    samples = world["samples"][:3]
     blank = sft.blank_image_samples(samples, tmp_path / "blank")
     assert [(b.id, b.label, b.box) for b in blank] == [(s.id, s.label, s.box) for s in samples]
     for s, b in zip(samples, blank):

@@ -150,3 +150,23 @@ def test_a_lora_checkpoint_loads_merged(world, tmp_path):
     with torch.no_grad():
         assert not torch.allclose(base(**inputs).logits, expected, atol=1e-3)
     assert torch.allclose(got, expected, atol=1e-4)
+
+
+def test_cli_builds_the_same_model_and_fails_in_one_line(world, tmp_path, capsys):
+    from morelib import tiny
+
+    data_dir, model_dir = world
+    with pytest.raises(SystemExit) as info:
+        tiny.main(["--help"])
+    assert info.value.code == 0 and "--num_hidden_layers" in capsys.readouterr().out
+    argv = [str(tmp_path / "cli"), "--data", str(data_dir), "--hidden_size", "64", "--intermediate_size", "128",
+            "--vocab_size", "1024"]
+    assert tiny.main(argv) == 0
+    assert "tiny Qwen2.5-VL written to" in capsys.readouterr().out
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert digest(tmp_path / "cli" / name) == digest(model_dir / name), name
+    assert tiny.main([str(tmp_path / "x"), "--data", str(tmp_path / "no-data")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'no-data'}: no such data directory\n"
+    (tmp_path / "empty" / "txt").mkdir(parents=True)
+    assert tiny.main([str(tmp_path / "x"), "--data", str(tmp_path / "empty")]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty' / 'txt'}: no *.txt files to train the tokenizer on\n"

@@ -45,10 +45,40 @@ def test_rerun_into_the_same_directory_leaves_no_stale_images(tmp_path):
 
 
 def test_cli_writes_requested_sizes(tmp_path, capsys):
-    assert toy.main([str(tmp_path), "--seed", "2", "--train", "80", "--valid", "30", "--test", "30"]) == 0
-    n_train = len(load_split(tmp_path, "train"))
-    assert 80 <= n_train < 80 + 16  # whole image-text pairs are kept: at most 2 entities x 4 objects over
+    argv = ["generate", str(tmp_path), "--seed", "2", "--train", "80", "--valid", "30", "--test", "30",
+            "--object_counts", "2", "3"]
+    assert toy.main(argv) == 0
+    samples = load_split(tmp_path, "train")
+    assert 80 <= len(samples) < 80 + 16  # whole image-text pairs are kept: at most 2 entities x 4 objects over
+    assert set(Counter(s.img_id for s in samples).values()) <= {2, 3, 4, 6}  # 2 or 3 objects x 1 or 2 entities
     assert "train:" in capsys.readouterr().out
+    assert toy.main(["baselines", str(tmp_path)]) == 0
+    assert "image_only" in capsys.readouterr().out
+
+
+def test_cli_help_and_one_line_errors(tmp_path, capsys):
+    helps = {}
+    for argv in (["--help"], ["generate", "--help"], ["baselines", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            toy.main(argv)
+        assert info.value.code == 0
+        helps[argv[0]] = capsys.readouterr().out
+    assert "generate" in helps["--help"] and "baselines" in helps["--help"]
+    assert "ambiguous cue" in helps["generate"] and "(default: 0.2)" in helps["generate"]
+    assert toy.main(["baselines", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: {tmp_path / 'toy_meta.jsonl'}: no such file (is {tmp_path} a toy data directory?)\n"
+    with pytest.raises(SystemExit) as info:
+        toy.main(["generate", str(tmp_path), "--train", "many"])
+    assert info.value.code == 2 and "--train: invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_meta_lines_are_checked_with_file_and_line(tmp_path):
+    from morelib.files import FileFormatError
+
+    toy.meta_path(tmp_path).write_text('{"id": "train-1", "label": "none"}\n{"id": "train-2"}\n')
+    with pytest.raises(FileFormatError, match=r"toy_meta\.jsonl:2: field 'label': missing"):
+        toy.read_meta(tmp_path)
 
 
 def test_default_dataset_validates_and_matches_the_more_format(default_data):

@@ -1,0 +1,519 @@
+"""Pre-flight: count the tokens every stage will feed the model, before any GPU time is spent.
+
+    python -m morelib.preflight --profile paper [--set KEY=VALUE ...] [--run-dir DIR]
+
+For every sample of every stage it counts what the model sees: the chat template and the
+student prompt (the real tokenizer and chat template, one tokenization per distinct text), both
+images (full image and object crop, by the processor's own arithmetic in
+:mod:`morelib.vision_tokens`, from the image headers only), and the completion (the Stage 1
+set's texts, the label, or the stage's budget). It checks each stage against its limit:
+
+* ``sft_stage1``: prompt + expert reasoning against ``03_sft.max_length``. Before notebook 02
+  has written ``sft/stage1.jsonl`` the completion is a budget (``01_annotation.expected_output_tokens``,
+  the reasoning length the cost estimate assumes) and the check is an estimate: reported with the
+  room ``max_length`` leaves for the reasoning, not fatal (``--strict`` makes it so);
+* ``sft_label``: prompt + the bare label (the label-only baselines) against ``max_length``;
+* ``grpo``: prompt + ``05_grpo.max_completion_length`` against vLLM's max model length
+  (``vllm_max_model_length``; unset = derived here) or, without vLLM, the model's context;
+* ``inference``: prompt + ``inference.max_new_tokens`` against the engine's ``max_model_len``.
+
+It prints each stage's distribution (max, p99) and the rows over the limit with their ids, and
+exits with status 1 when a stage would truncate (or an image cannot be processed at all). A
+training row is never cut silently: SFT drops over-long rows by name (:func:`apply_overlong_policy`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from morelib.vision_tokens import PixelLimits, max_tokens_per_image, processor_limits, sample_image_sizes
+
+OVERLONG_POLICIES = ("drop", "error")
+SHOW_IDS = 10
+ROUND_MODEL_LEN = 256  # a derived max model length is rounded up to a multiple of this
+
+
+# ----------------------------------------------------------------------------- counting
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """What one sample costs: text of prompt and template, each image, and the completion."""
+
+    id: str
+    text_tokens: int                 # chat template + prompt text, without the image placeholders
+    image_tokens: tuple[int, ...]    # per image, in prompt order
+    completion_tokens: int | None = None
+    error: str | None = None         # the sample cannot be processed at all (e.g. a degenerate crop)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.text_tokens + sum(self.image_tokens)
+
+    def total(self, budget: int | None = None) -> int:
+        """Prompt plus the completion, or plus ``budget`` when the completion is not known."""
+        completion = self.completion_tokens if self.completion_tokens is not None else (budget or 0)
+        return self.prompt_tokens + completion
+
+
+class _Tokens:
+    """Token lengths of texts, each distinct text tokenized once (in batches)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[str, int] = {}
+
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        todo = sorted({t for t in texts if t not in self.cache})
+        for start in range(0, len(todo), 1024):
+            chunk = todo[start:start + 1024]
+            ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+            self.cache.update({text: len(row) for text, row in zip(chunk, ids)})
+        return [self.cache[t] for t in texts]
+
+    def count(self, text: str, token_id: int) -> int:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"].count(token_id)
+
+
+def completion_renderer(processor, prompt: list[dict]) -> Callable[[str], str]:
+    """``text -> completion text`` exactly as TRL renders a prompt-completion row: the full
+    conversation's chat template minus the prompt's (with the generation prompt)."""
+    from morelib.prompts import assistant_turn
+
+    sentinel = "\x00COMPLETION\x00"
+    prompt_text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    full = processor.apply_chat_template(prompt + assistant_turn(sentinel), tokenize=False)
+    if not full.startswith(prompt_text) or full.count(sentinel) != 1:
+        raise ValueError("the chat template does not render a completion after the prompt; cannot count it")
+    before, after = full[len(prompt_text):].split(sentinel)
+    return lambda text: before + text + after
+
+
+def count_tokens(
+    samples: Sequence,
+    processor,
+    limits: PixelLimits,
+    completions: Mapping[str, str] | None = None,
+    prompt_fn: Callable[[Any], list[dict]] | None = None,
+    sizes_cache: dict | None = None,
+    tokens: _Tokens | None = None,
+) -> list[TokenCount]:
+    """The token count of each sample's prompt (template, text, images) and completion.
+
+    ``limits``: the pixel limits every pipeline applies. ``completions``: id -> completion text
+    (rows without one get ``completion_tokens=None``). ``prompt_fn``: sample -> messages (default:
+    the reasoning student prompt). Images are measured from their headers only.
+    """
+    from morelib.prompts import student_prompt
+
+    prompt_fn = prompt_fn or student_prompt
+    tokens = tokens or _Tokens(processor.tokenizer)
+    image_token_id = processor.image_token_id
+    sizes_cache = {} if sizes_cache is None else sizes_cache
+    completions = completions or {}
+
+    prompts = [prompt_fn(sample) for sample in samples]
+    texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+    text_lengths = tokens.lengths(texts)
+    placeholders: dict[str, int] = {}  # per distinct prompt text: image placeholders in it
+    render = completion_renderer(processor, prompts[0]) if completions and prompts else None
+    completion_texts = [render(completions[s.id]) if s.id in completions else None for s in samples]
+    completion_lengths = tokens.lengths([t for t in completion_texts if t is not None])
+    completion_iter = iter(completion_lengths)
+
+    counts = []
+    for sample, prompt, text, length, completion in zip(samples, prompts, texts, text_lengths, completion_texts):
+        n_images = sum(1 for m in prompt for part in (m["content"] if isinstance(m["content"], list) else [])
+                       if part.get("type") == "image")
+        if text not in placeholders:
+            placeholders[text] = tokens.count(text, image_token_id)
+        if placeholders[text] != n_images:
+            raise ValueError(f"sample {sample.id}: the rendered prompt holds {placeholders[text]} image placeholders "
+                             f"for {n_images} images")
+        completion_tokens = next(completion_iter) if completion is not None else None
+        try:
+            image_tokens = tuple(limits.tokens(*size) for size in sample_image_sizes(sample, sizes_cache)[:n_images])
+            error = None
+        except (ValueError, OSError) as problem:  # a crop the processor refuses, an unreadable image
+            image_tokens, error = (), f"{sample.image_path}: {problem}"
+        counts.append(TokenCount(sample.id, length - placeholders[text], image_tokens, completion_tokens, error))
+    return counts
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def percentile(values: Sequence[int], q: float) -> int:
+    """Nearest-rank percentile (``q`` in [0, 100]) of non-empty ``values``."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def round_up(value: int, multiple: int = ROUND_MODEL_LEN) -> int:
+    return max(multiple, math.ceil(value / multiple) * multiple)
+
+
+@dataclass
+class StageCheck:
+    """One stage's rows checked against one limit."""
+
+    name: str
+    what: str                      # what is counted, e.g. "prompt + expert reasoning"
+    limit: int | None
+    limit_name: str                # where the limit comes from, e.g. "03_sft.max_length"
+    counts: list[TokenCount]
+    budget: int | None = None      # completion budget added to rows without a completion
+    estimate: bool = False         # the completion is a budget: over-long rows are a risk, not a certainty
+
+    def totals(self) -> list[tuple[str, int]]:
+        return [(c.id, c.total(self.budget)) for c in self.counts if c.error is None]
+
+    @property
+    def errors(self) -> list[TokenCount]:
+        return [c for c in self.counts if c.error is not None]
+
+    @property
+    def over(self) -> list[tuple[str, int]]:
+        if self.limit is None:
+            return []
+        return [(i, n) for i, n in self.totals() if n > self.limit]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors) or (bool(self.over) and not self.estimate)
+
+    def summary(self) -> str:
+        totals = [n for _, n in self.totals()]
+        prompts = [c.prompt_tokens for c in self.counts if c.error is None]
+        head = f"{self.name}: {len(self.counts)} rows, {self.what}"
+        if self.budget is not None:
+            head += f" (completion budget {self.budget})"
+        lines = [head]
+        if totals:
+            lines.append(f"  prompt tokens max {max(prompts)}, p99 {percentile(prompts, 99)}; "
+                         f"total max {max(totals)}, p99 {percentile(totals, 99)}")
+        limit = "none" if self.limit is None else f"{self.limit} ({self.limit_name})"
+        over = self.over
+        status = "FAIL" if self.failed else ("AT RISK" if over else "ok")
+        lines.append(f"  limit {limit}: {len(over)} rows over -> {status}")
+        if self.estimate and self.limit is not None and prompts:
+            lines.append(f"  room left for the completion: at least {self.limit - max(prompts)} tokens")
+        if over:
+            worst = max(over, key=lambda row: row[1])
+            ids = ", ".join(i for i, _ in over[:SHOW_IDS])
+            lines.append(f"  over the limit (first {min(SHOW_IDS, len(over))}): {ids}; longest {worst[0]} with {worst[1]}")
+        for count in self.errors[:SHOW_IDS]:
+            lines.append(f"  cannot process {count.id}: {count.error}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- over-long SFT rows
+
+
+class OverlongRowsError(ValueError):
+    """Rows longer than ``max_length`` with ``overlong_policy="error"``."""
+
+
+@dataclass
+class OverlongResult:
+    """Rows kept, and the ``(id, length)`` of every row dropped for being longer than ``max_length``."""
+
+    kept: list
+    dropped: list[tuple[str, int]] = field(default_factory=list)
+    max_length: int | None = None
+
+    def message(self) -> str:
+        if not self.dropped:
+            return f"all {len(self.kept)} rows fit max_length={self.max_length}"
+        ids = ", ".join(f"{i} ({n})" for i, n in self.dropped[:SHOW_IDS])
+        more = f" and {len(self.dropped) - SHOW_IDS} more" if len(self.dropped) > SHOW_IDS else ""
+        return (f"{len(self.dropped)} of {len(self.kept) + len(self.dropped)} rows are longer than "
+                f"max_length={self.max_length} tokens: {ids}{more}")
+
+
+def _row_id(row) -> str:
+    if isinstance(row, Mapping):
+        return str(row["id"])
+    if isinstance(row, (tuple, list)):
+        return str(row[0])
+    return str(getattr(row, "id"))
+
+
+def apply_overlong_policy(rows_with_lengths: Iterable[tuple[Any, int]], max_length: int | None,
+                          policy: str = "drop") -> OverlongResult:
+    """Keep the rows that fit ``max_length``; ``drop`` the others (counted and named, as ms-swift's
+    default does) or raise :class:`OverlongRowsError` (``error``). Never truncates a row.
+
+    ``rows_with_lengths``: ``(row, tokens)`` pairs; a row's id is ``row["id"]``, ``row[0]`` or ``row.id``.
+    ``max_length=None`` keeps everything.
+    """
+    if policy not in OVERLONG_POLICIES:
+        raise ValueError(f"overlong_policy={policy!r}: expected one of {OVERLONG_POLICIES}")
+    kept, dropped = [], []
+    for row, length in rows_with_lengths:
+        if max_length is not None and length > max_length:
+            dropped.append((_row_id(row), int(length)))
+        else:
+            kept.append(row)
+    result = OverlongResult(kept, dropped, max_length)
+    if dropped and policy == "error":
+        raise OverlongRowsError(result.message() + " (overlong_policy=error; raise max_length, lower max_pixels, "
+                                "or use overlong_policy=drop)")
+    if not kept and dropped:
+        raise OverlongRowsError(result.message() + ": no row is left to train on")
+    return result
+
+
+def sft_row_lengths(samples_by_id: Mapping[str, Any], rows: Sequence[tuple[str, str]], processor,
+                    limits: PixelLimits | None = None,
+                    prompt_fn: Callable | None = None) -> list[tuple[tuple[str, str], int]]:
+    """``((id, completion), tokens)`` for SFT rows: what :func:`apply_overlong_policy` takes."""
+    limits = limits or processor_limits(processor)
+    samples = [samples_by_id[i] for i, _ in rows]
+    counts = count_tokens(samples, processor, limits, {i: c for i, c in rows}, prompt_fn)
+    out = []
+    for row, count in zip(rows, counts):
+        if count.error:
+            raise ValueError(f"SFT row {row[0]}: {count.error}")
+        out.append((row, count.total()))
+    return out
+
+
+# ----------------------------------------------------------------------------- the profile's stages
+
+
+@dataclass
+class Limits:
+    """The limits and budgets of a profile, as plain values (what the CLI reads from the settings)."""
+
+    max_length: int | None                 # 03_sft.max_length
+    sft_prompt: str = "reasoning"          # 03_sft.prompt
+    reasoning_budget: int = 500            # 01_annotation.expected_output_tokens, before sft/stage1.jsonl exists
+    max_completion_length: int = 1024      # 05_grpo.max_completion_length
+    grpo_prompt: str = "reasoning"         # 05_grpo.prompt
+    use_vllm: bool = True                  # 05_grpo.use_vllm
+    vllm_max_model_length: int | None = None   # 05_grpo.vllm_max_model_length
+    max_new_tokens: int = 1024             # inference.max_new_tokens (and the largest per-model cap)
+    inference_backend: str = "vllm"        # inference.backend
+    vllm_max_model_len: int | None = None  # inference.vllm_max_model_len
+    model_context: int | None = None       # the model's max_position_embeddings
+
+
+@dataclass
+class Report:
+    checks: list[StageCheck]
+    limits: PixelLimits
+    derived: dict[str, int]                # settings left unset, with the value derived here
+
+    @property
+    def failed(self) -> bool:
+        return any(check.failed for check in self.checks)
+
+    def text(self) -> str:
+        per_image = max_tokens_per_image(self.limits.max_pixels)
+        lines = [f"pixel limits: min_pixels={self.limits.min_pixels}, max_pixels={self.limits.max_pixels} "
+                 f"(at most {per_image} tokens per image)"]
+        lines += [check.summary() for check in self.checks]
+        for name, value in self.derived.items():
+            lines.append(f"derived: {name} = {value} (the longest row, rounded up to a multiple of {ROUND_MODEL_LEN}; "
+                         "set it in the profile to fix it)")
+        lines.append("preflight: FAILED, a stage would truncate or cannot process a row" if self.failed
+                     else "preflight: ok")
+        return "\n".join(lines)
+
+
+def _engine_limit(uses_vllm: bool, setting: int | None, setting_name: str, need: int,
+                  model_context: int | None, derived: dict[str, int]) -> tuple[int | None, str]:
+    """The context a stage's engine has: vLLM's max model length (the setting, or derived from
+    ``need`` when unset, recorded in ``derived``), never more than the model's own context."""
+    context_name = "the model's max_position_embeddings"
+    if not uses_vllm:
+        return model_context, context_name
+    if setting is not None:
+        if model_context is not None and setting > model_context:
+            return model_context, f"{context_name}, below {setting_name}={setting}"
+        return setting, setting_name
+    value = round_up(need)
+    if model_context is not None and value > model_context:
+        return model_context, f"{context_name}; {setting_name} would need {value}"
+    derived[setting_name] = value
+    return value, f"{setting_name}, derived"
+
+
+def check_stages(splits: Mapping[str, Sequence], processor, pixel_limits: PixelLimits, limits: Limits,
+                 stage1_rows: Sequence[tuple[str, str]] | None = None, strict: bool = False) -> Report:
+    """Count and check every stage. ``splits``: split name -> samples; ``stage1_rows``: the Stage 1
+    set's ``(id, completion)`` pairs, or None before notebook 02 has written it."""
+    from morelib.prompts import PROMPTS, prompt_template, student_prompt
+
+    def prompt_fn(kind):
+        template = prompt_template(kind)
+        return lambda sample: student_prompt(sample, template)
+
+    tokens = _Tokens(processor.tokenizer)
+    sizes: dict = {}
+    train = list(splits.get("train", []))
+    by_id = {s.id: s for s in train}
+    checks: list[StageCheck] = []
+
+    # Stage 1 SFT: the real completions when they exist, else the expert's budget (an estimate).
+    if stage1_rows is not None:
+        missing = [i for i, _ in stage1_rows if i not in by_id]
+        if missing:
+            raise ValueError(f"sft/stage1.jsonl: ids not in the training split: {missing[:SHOW_IDS]}")
+        counts = count_tokens([by_id[i] for i, _ in stage1_rows], processor, pixel_limits, dict(stage1_rows),
+                              prompt_fn(limits.sft_prompt), sizes, tokens)
+        checks.append(StageCheck("sft_stage1", "prompt + expert reasoning (sft/stage1.jsonl)", limits.max_length,
+                                 "03_sft.max_length", counts))
+    else:
+        counts = count_tokens(train, processor, pixel_limits, None, prompt_fn(limits.sft_prompt), sizes, tokens)
+        checks.append(StageCheck("sft_stage1", "prompt + expected reasoning length (no sft/stage1.jsonl yet: an estimate)",
+                                 limits.max_length, "03_sft.max_length", counts, budget=limits.reasoning_budget,
+                                 estimate=not strict))
+    label_kind = "label" if "label" in PROMPTS else limits.sft_prompt
+    counts = count_tokens(train, processor, pixel_limits, {s.id: s.label for s in train}, prompt_fn(label_kind),
+                          sizes, tokens)
+    checks.append(StageCheck("sft_label", "prompt + label (label-only baselines)", limits.max_length,
+                             "03_sft.max_length", counts))
+
+    derived: dict[str, int] = {}
+    # GRPO: prompt + the completion budget must fit vLLM's context.
+    grpo_counts = count_tokens(train, processor, pixel_limits, None, prompt_fn(limits.grpo_prompt), sizes, tokens)
+    grpo_need = max((c.total(limits.max_completion_length) for c in grpo_counts if c.error is None), default=0)
+    grpo_limit, grpo_name = _engine_limit(limits.use_vllm, limits.vllm_max_model_length,
+                                          "05_grpo.vllm_max_model_length", grpo_need, limits.model_context, derived)
+    checks.append(StageCheck("grpo", "prompt + max_completion_length", grpo_limit, grpo_name, grpo_counts,
+                             budget=limits.max_completion_length))
+
+    # Inference (04, 06, 07): every split, the longer of the two student prompts.
+    rows = [s for name in ("train", "valid", "test") for s in splits.get(name, [])]
+    per_kind = [count_tokens(rows, processor, pixel_limits, None, prompt_fn(kind), sizes, tokens)
+                for kind in sorted(PROMPTS)]
+    longest = [max(options, key=lambda c: c.prompt_tokens) for options in zip(*per_kind)]
+    need = max((c.total(limits.max_new_tokens) for c in longest if c.error is None), default=0)
+    limit, name = _engine_limit(limits.inference_backend == "vllm", limits.vllm_max_model_len,
+                                "inference.vllm_max_model_len", need, limits.model_context, derived)
+    checks.append(StageCheck("inference", "prompt + max_new_tokens", limit, name, longest,
+                             budget=limits.max_new_tokens))
+    return Report(checks, pixel_limits, derived)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+def model_context(model_path: str | Path) -> int | None:
+    """The model's ``max_position_embeddings`` (vLLM's default max model length)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_path))
+    text = getattr(config, "text_config", config)
+    return getattr(text, "max_position_embeddings", None)
+
+
+def limits_from_profile(profile: str, overrides: Sequence[str] = (), run_dir: str | None = None):
+    """``(common settings, Limits)`` read through ``morelib.config.load_settings``."""
+    from morelib.config import load_settings
+
+    common = load_settings("common", profile, overrides, run_dir)
+    sft = load_settings("03_sft", profile, overrides, run_dir)
+    grpo = load_settings("05_grpo", profile, overrides, run_dir)
+    annotation = load_settings("01_annotation", profile, overrides, run_dir)
+    inference = load_settings("inference", profile, overrides, run_dir)
+    caps = [inference.max_new_tokens, *getattr(inference, "max_new_tokens_by_model", {}).values()]
+    limits = Limits(
+        max_length=sft.max_length,
+        sft_prompt=getattr(sft, "prompt", "reasoning"),
+        reasoning_budget=annotation.expected_output_tokens,
+        max_completion_length=grpo.max_completion_length,
+        grpo_prompt=getattr(grpo, "prompt", "reasoning"),
+        use_vllm=bool(grpo.use_vllm),
+        vllm_max_model_length=grpo.vllm_max_model_length,
+        max_new_tokens=max(caps),
+        inference_backend=inference.backend,
+        vllm_max_model_len=getattr(inference, "vllm_max_model_len", None),
+    )
+    return common, limits
+
+
+class Skipped(Exception):
+    """The pre-flight cannot run here (no data, no processor files); the message says why."""
+
+
+def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None,
+                 strict: bool = False) -> tuple[str, Report]:
+    """``(header line, report)`` of a profile; raises :class:`Skipped` when its data or model is absent.
+
+    ``report.derived`` holds the vLLM context lengths derived for settings left unset
+    (``05_grpo.vllm_max_model_length``, ``inference.vllm_max_model_len``): what to pass to vLLM.
+    """
+    from morelib.data import SPLITS, load_split
+    from morelib.files import read_jsonl
+    from morelib.layout import RunLayout
+    from morelib.model import load_processor
+
+    common, limits = limits_from_profile(profile, overrides, run_dir)
+    data_dir = Path(common.data_dir)
+    if not (data_dir / "txt").is_dir():
+        raise Skipped(f"no MORE data at {data_dir} (set common.data_dir; the toy profile writes it in 00_prepare)")
+    try:
+        processor = load_processor(common.base_model, min_pixels=common.min_pixels, max_pixels=common.max_pixels)
+        limits.model_context = model_context(common.base_model)
+    except OSError as error:  # FileNotFoundError included: no local copy and no hub access
+        raise Skipped(f"the processor files of {common.base_model} are not available "
+                      f"({str(error).splitlines()[0]}); download the model or point common.base_model at a "
+                      "local copy") from None
+    splits = {split: load_split(data_dir, split) for split in SPLITS if (data_dir / "txt" / f"{split}.txt").is_file()}
+    stage1_file = RunLayout(common.run_dir).stage1_set
+    stage1_rows = None
+    if stage1_file.is_file():
+        stage1_rows = [(row["id"], row["completion"]) for row in read_jsonl(stage1_file, required=("id", "completion"))]
+    header = (f"preflight: profile {profile}, model {common.base_model}, data {data_dir}"
+              + (f", Stage 1 set {stage1_file}" if stage1_rows is not None else ""))
+    return header, check_stages(splits, processor, processor_limits(processor), limits, stage1_rows, strict)
+
+
+def derived_overrides(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None) -> list[str]:
+    """``--set`` strings for the vLLM context lengths the profile leaves unset, derived from the token
+    counts (so vLLM does not fall back to the model's 128k context); ``[]`` when none is needed."""
+    try:
+        _, report = build_report(profile, overrides, run_dir)
+    except Skipped as skipped:
+        print(f"preflight: cannot derive vLLM context lengths: {skipped}")
+        return []
+    return [f"{name}={value}" for name, value in report.derived.items()]
+
+
+def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None, strict: bool = False,
+        out=None) -> int:
+    """The pre-flight of a profile; prints the report and returns the exit status (0 ok, 1 fail, 2 skipped)."""
+    out = out or sys.stdout
+    try:
+        header, report = build_report(profile, overrides, run_dir, strict)
+    except Skipped as skipped:
+        print(f"preflight: skipped: {skipped}", file=out)
+        return 2
+    print(header, file=out)
+    print(report.text(), file=out)
+    return 1 if report.failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="toy", help="configs/<name>.yaml or a YAML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[SECTION.]KEY=VALUE",
+                        help="override one setting, e.g. --set 03_sft.max_length=4096")
+    parser.add_argument("--run-dir", default=None, help="run directory (default: the profile's)")
+    parser.add_argument("--strict", action="store_true",
+                        help="also fail when the Stage 1 check is only an estimate (no sft/stage1.jsonl yet)")
+    args = parser.parse_args(argv)
+    return run(args.profile, args.overrides, args.run_dir, args.strict)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

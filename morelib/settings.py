@@ -1,0 +1,379 @@
+"""Every setting of the package: one documented field per hyperparameter, one class per profile section.
+
+A profile (``configs/toy.yaml``, ``configs/paper.yaml``) gives each field its value; the field's
+help text says what the paper states, or that the value is inferred and why (see
+``docs/paper-notes.md``). A hyperparameter lives here and in the profiles, nowhere else:
+notebooks and stage modules read it from the settings object that ``morelib.config`` builds.
+
+The two training stages extend TRL's own configs, as open-r1 does: ``SFTSettings`` is a
+``trl.SFTConfig`` and ``GRPOSettings`` a ``trl.GRPOConfig``, so every TRL or transformers option
+(``report_to``, ``max_grad_norm``, ``vllm_max_model_length``, ``push_to_hub``, ...) can be set from
+a profile by its TRL name. They add only this project's fields: paths, LoRA, the data mix,
+the rewards, the launcher.
+
+Profile sections and their classes are listed in ``SECTIONS``. ``common`` values (run
+directory, seed, data, base model, image resolution) go into every section whose class has a
+field of the same name.
+"""
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from trl import GRPOConfig, SFTConfig
+
+from morelib.layout import RunLayout
+
+
+def setting(default: Any, help: str) -> Any:
+    """A dataclass field with its help text (shown by ``--help`` and in the notebooks)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# Launch fields shared by the two training stages (notebook-side: how the subprocess starts).
+LAUNCHERS = ("auto", "none", "multi_gpu", "torchrun")
+
+
+@dataclass
+class CommonSettings:
+    """``common:``: what every notebook shares."""
+
+    profile: str = setting("toy", "Profile name; labels every figure and table (toy numbers are never the paper's).")
+    run_dir: str = setting("runs/toy", "Run directory; every file a notebook hands on lives here (morelib.layout).")
+    seed: int = setting(0, "Seed of sampling, data order, mixes and random initialisation (the paper states none).")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data: txt/, img_org/, ent_*_dict.pth (the NJUNLP/MORE release).")
+    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "The LVLM every stage starts from (paper: Qwen2.5-VL-7B-Instruct).")
+    min_pixels: int | None = setting(
+        None, "Smallest image area after resizing, in pixels, for training and every inference backend "
+              "(not stated; inferred: ms-swift 3.8's Qwen2.5-VL template default). None = the processor's.")
+    max_pixels: int | None = setting(
+        None, "Largest image area after resizing, in pixels (28x28 pixels = one image token); the same value goes "
+              "to SFT, GRPO, the HF processor, vLLM and the server path (not stated; inferred: ms-swift 3.8's "
+              "default). None = the processor's own (up to 16,384 tokens per image).")
+    trace_id: str | None = setting(None, "The sample every notebook follows (None = chosen by 00_prepare).")
+
+
+@dataclass
+class PrepareSettings:
+    """``00_prepare``: the data (toy world or a check of the real release) and the toy's tiny model."""
+
+    profile: str = setting("toy", "Profile name.")
+    run_dir: str = setting("runs/toy", "Run directory.")
+    seed: int = setting(0, "Seed of the toy world and the tiny model.")
+    data_dir: str = setting("{run_dir}/data", "Where the data is (paper) or is written (toy).")
+    base_model: str = setting("{run_dir}/models/base", "Where the tiny model is written (toy).")
+    trace_id: str | None = setting(None, "The sample every notebook follows (None = the first non-none test fact).")
+    build_toy: bool = setting(True, "Write the synthetic toy world and tiny model (toy); False = validate the real data.")
+    toy_train: int = setting(1500, "Toy training facts.")
+    toy_valid: int = setting(300, "Toy validation facts.")
+    toy_test: int = setting(500, "Toy test facts.")
+    tiny_model: dict = setting({}, "Overrides of the tiny Qwen2.5-VL's size (hidden_size, num_attention_heads, ...).")
+    overwrite: bool = setting(False, "Rebuild the toy data and model even when they exist.")
+    n_show: int = setting(4, "Samples drawn in the notebook.")
+
+
+@dataclass
+class AnnotationSettings:
+    """``01_annotation``: Stage 1 sampling and the expert's stepwise reasoning."""
+
+    run_dir: str = setting("runs/toy", "Run directory (writes annotation/split_ids.json and the expert store).")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
+    seed: int = setting(0, "Seed of the stratified sample.")
+    split: str = setting("train", "Split sampled for Stage 1.")
+    fraction: float = setting(0.25, "Share of every relation sent to the expert (paper: 25%, stratified by relation).")
+    offline_expert: bool = setting(False, "Serve the offline toy expert on a loopback port instead of calling base_url.")
+    expert_mistake_rate: float = setting(0.0, "Offline expert only: share of replies it gets wrong (exercises the filter).")
+    base_url: str = setting("https://api.openai.com/v1", "OpenAI-compatible endpoint of the expert.")
+    model: str = setting("gpt-4o", "Expert model (paper: GPT-4o).")
+    api_key_env: str = setting("OPENAI_API_KEY", "Name of the environment variable holding the key (never a file).")
+    template_path: str | None = setting(None, "Expert prompt template; None = morelib/templates/expert_prompt.txt.")
+    image_detail: str = setting("high", "image_url detail: low, high or auto (not stated; inferred: high).")
+    concurrency: int = setting(8, "Requests in flight.")
+    request_timeout: float = setting(120.0, "Seconds per attempt.")
+    max_retries: int = setting(8, "Retries per request on 429, 5xx and timeouts (the openai client's own backoff).")
+    dead_endpoint_timeout: float = setting(
+        60.0, "Seconds of nothing but connection failures (refused, DNS) after which the run stops; "
+              "unsent samples stay pending for the next run.")
+    max_tokens: int = setting(1024, "Completion cap per request.")
+    temperature: float | None = setting(None, "Expert sampling temperature (not stated: None = the endpoint's default).")
+    expected_output_tokens: int = setting(500, "Completion length assumed by the cost estimate.")
+    price_input_per_m: float = setting(2.5, "USD per 1M input tokens (GPT-4o).")
+    price_output_per_m: float = setting(10.0, "USD per 1M output tokens (GPT-4o).")
+    batch_discount: float = setting(0.5, "Batch API price factor.")
+    cost_threshold: float = setting(5.0, "USD; an estimate above this needs confirm_cost.")
+    confirm_cost: bool = setting(False, "Spend more than cost_threshold.")
+    write_batch_input: bool = setting(False, "Write Batch API input files (half price, 24 h) instead of calling online.")
+    limit: int | None = setting(None, "Send only the first N pending requests (smoke tests).")
+    progress: bool = setting(False, "Show a progress bar (off in executed notebooks: it floods them).")
+
+
+@dataclass
+class FilteringSettings:
+    """``02_filtering``: the paper's regex filter and the Stage 1 SFT set."""
+
+    run_dir: str = setting("runs/toy", "Run directory.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
+    model: str | None = setting(None, "Expert model whose replies are filtered; None = 01_annotation's model.")
+    n_examples: int = setting(1, "Rejected replies shown per reason.")
+
+
+@dataclass
+class GenerationSettings:
+    """``inference:``: how every model is decoded, by every backend (04, 06, 07 and 03's evaluations).
+
+    The transformers, vLLM and OpenAI-compatible backends all receive these values explicitly;
+    none inherits a model's ``generation_config`` (the Qwen release sets its own sampling defaults).
+    """
+
+    backend: str = setting("transformers", "transformers (in process), vllm (GPU; one subprocess per model) or openai (a server).")
+    base_url: str | None = setting(None, "backend openai: the URL of an OpenAI-compatible server (vllm serve).")
+    served_model_names: dict = setting({}, "backend openai: the served name of each model key; a missing key = the model's path.")
+    dtype: str = setting("auto", "Weights dtype for generation (auto, bfloat16, float32).")
+    batch_size: int = setting(16, "Samples per generate call (transformers, vLLM) or concurrent requests (openai).")
+    max_new_tokens: int = setting(1024, "Longest completion in tokens (inferred: the GRPO completion length, 1,024).")
+    max_new_tokens_by_model: dict = setting({}, "Per-model cap, e.g. label-only models answer in a few tokens.")
+    temperature: float = setting(0.0, "0 = greedy (paper: vLLM, temperature 0).")
+    top_p: float = setting(1.0, "Nucleus mass when sampling.")
+    top_k: int = setting(0, "Top-k when sampling, 0 = off.")
+    repetition_penalty: float = setting(1.0, "1.0 = none (set explicitly: the Qwen release's generation_config sets 1.05).")
+    seed: int = setting(0, "Seed of sampling.")
+    min_pixels: int | None = setting(None, "Image resolution limit (from common).")
+    max_pixels: int | None = setting(None, "Image resolution limit (from common).")
+    vllm_max_model_len: int | None = setting(None, "vLLM context in tokens; None = derived by morelib.preflight.")
+    vllm_gpu_memory_utilization: float = setting(0.9, "GPU memory share of the inference engine.")
+    served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
+                                                  "(set per model by for_model from served_model_names).")
+
+    def for_model(self, key: str) -> "GenerationSettings":
+        """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""
+        from dataclasses import replace
+
+        return replace(self, max_new_tokens=self.max_new_tokens_by_model.get(key, self.max_new_tokens),
+                       served_model_name=self.served_model_names.get(key, self.served_model_name))
+
+
+@dataclass
+class DifficultySettings:
+    """``04_difficulty``: the Stage 1 model answers the remaining 75%: right = easy, wrong = hard."""
+
+    run_dir: str = setting("runs/toy", "Run directory.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
+    model: str | None = setting(None, "The model that splits the pool; None = checkpoints/stage1.")
+
+
+def _cpu_without_gpu(config) -> None:
+    """On a machine without a GPU, train on the CPU: transformers then accepts a profile's bf16 (so the
+    paper profile builds anywhere), and a multi-process CPU run is treated as distributed (gloo)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        config.use_cpu = True
+
+
+# Fields the code sets itself: a profile that sets them is refused (config.py names them).
+SFT_DERIVED = ("output_dir", "remove_unused_columns")
+GRPO_DERIVED = ("output_dir", "num_train_epochs", "shuffle_dataset", "remove_unused_columns")
+
+
+@dataclass
+class SFTSettings(SFTConfig):
+    """``03_sft``: Stage 1 SFT and the label-only baselines, as a ``trl.SFTConfig``.
+
+    TRL fields keep TRL's names and meanings (``num_train_epochs``, ``per_device_train_batch_size``,
+    ``learning_rate``, ``warmup_steps`` (a float below 1 is a ratio), ``max_length``, ...). The
+    profile sets the paper's values; TRL defaults that differ from the paper's framework are set
+    explicitly there.
+    """
+
+    run_dir: str = setting("runs/toy", "Run directory; output_dir is derived from it and model_name.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data (the training split).")
+    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "Model the SFT starts from.")
+    min_pixels: int | None = setting(None, "Image resolution limit (from common).")
+    max_pixels: int | None = setting(None, "Image resolution limit (from common).")
+    model_name: str = setting("stage1", "Checkpoint this run writes: checkpoints/<model_name> (stage1, sft_label_full, ...).")
+    target: str = setting("reasoning", "reasoning: the filtered expert reasoning (Stage 1); label: the bare gold label (baselines).")
+    prompt: str = setting("reasoning", "Student prompt: reasoning (think, six steps, answer) or label (answer with the label only).")
+    ids_key: str | None = setting(None, "Label target: train on this list of annotation/split_ids.json (stage1 = the 25%); None = all.")
+    blank_images: bool = setting(False, "Ablation: blank both images, so only the text is informative.")
+    overlong_policy: str = setting(
+        "drop", "Rows longer than max_length: drop (counted and reported, as ms-swift does by default) or error. "
+                "A completion is never truncated silently.")
+    use_lora: bool = setting(True, "LoRA on the LLM instead of full fine-tuning (not stated; inferred: ms-swift 3.8's "
+                                   "default train type, and lr 1e-4 suggests it). The final model is merged.")
+    lora_r: int = setting(8, "LoRA rank (inferred: ms-swift 3.8 default).")
+    lora_alpha: int = setting(32, "LoRA alpha, scale = alpha / r (inferred: ms-swift 3.8 default).")
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA branch (inferred: ms-swift 3.8 default).")
+    lora_target_modules: list[str] = setting(
+        ["all-linear"], "LoRA targets (inferred: ms-swift 3.8 default, every linear layer of the LLM; vision frozen).")
+    label_baselines: bool = setting(True, "Also train the paper's Qwen2.5-VL-SFT and SFT(25%) baselines.")
+    blank_images_ablation: bool = setting(False, "Also train Stage 1 on blank images (does the model use the image?).")
+    ablation_eval_limit: int | None = setting(None, "Test facts used to evaluate the ablation; None = all.")
+    num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
+    distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
+    deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+
+    def __post_init__(self):
+        if self.target not in ("reasoning", "label"):
+            raise ValueError(f"target: {self.target!r} is not reasoning or label")
+        if self.prompt not in ("reasoning", "label"):
+            raise ValueError(f"prompt: {self.prompt!r} is not reasoning or label")
+        if self.overlong_policy not in ("drop", "error"):
+            raise ValueError(f"overlong_policy: {self.overlong_policy!r} is not drop or error")
+        if self.distributed not in LAUNCHERS:
+            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        self.output_dir = str(self.model_dir / "ckpt")
+        # Rows are built on access (morelib.sft.build_dataset) from columns the model never sees.
+        self.remove_unused_columns = False
+        _cpu_without_gpu(self)
+        super().__post_init__()
+
+    @property
+    def model_dir(self):
+        """The final model's directory, ``checkpoints/<model_name>``."""
+        return RunLayout(self.run_dir).checkpoint(self.model_name)
+
+
+@dataclass
+class GRPOSettings(GRPOConfig):
+    """``05_grpo``: Stage 2 GRPO with Progressive Sample-Mixing, as a ``trl.GRPOConfig``.
+
+    The per-epoch mixes are built in advance and trained as one pass in order, so TRL's own
+    epoch count is 1, its shuffling is off, and ``mix_epochs`` is the paper's epoch count.
+    """
+
+    run_dir: str = setting("runs/toy", "Run directory: reads the difficulty split, writes grpo/<variant>/.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data (the Stage 2 pool is part of the training split).")
+    stage1_model: str | None = setting(None, "Policy start and KL reference; None = checkpoints/stage1.")
+    min_pixels: int | None = setting(None, "Image resolution limit (from common); the same in the trainer and vLLM.")
+    max_pixels: int | None = setting(None, "Image resolution limit (from common); the same in the trainer and vLLM.")
+    model_dtype: str | None = setting(
+        None, "Weights of policy and reference: None = bfloat16 with bf16 (DeepSpeed keeps fp32 master weights), "
+              "else float32; float32 with bf16 keeps fp32 weights under autocast.")
+    use_lora: bool = setting(True, "LoRA on the LLM instead of full training (not stated; inferred: ms-swift 3.8's "
+                                   "default train type, for GRPO too). The reference is the adapter-free model; "
+                                   "the final model is merged.")
+    lora_r: int = setting(8, "LoRA rank (inferred: ms-swift 3.8 default).")
+    lora_alpha: int = setting(32, "LoRA alpha (inferred: ms-swift 3.8 default).")
+    lora_dropout: float = setting(0.05, "LoRA dropout (inferred: ms-swift 3.8 default).")
+    lora_target_modules: list[str] = setting(
+        ["all-linear"], "LoRA targets (inferred: ms-swift 3.8 default, every linear layer of the LLM; vision frozen).")
+    # --- the data mix (morelib.mixing) ---
+    variants: list[str] = setting(["progressive", "raw", "balanced", "hard_only"],
+                             "Variants the notebook trains: progressive is MORE-R1, the others are Figure 3's ablations.")
+    variant: str = setting("progressive", "The variant this run trains.")
+    mix_epochs: int = setting(4, "Epochs of the mix (paper: 4).")
+    gamma: float = setting(0.5, "Easy-share decay per epoch, progressive only (paper: 0.5; the formula "
+                                "easy(e) = round(n_hard * gamma^(e-1)) is inferred).")
+    none_ratio: float | None = setting(None, "Share of none among drawn easy samples; None = the training split's (paper).")
+    max_hard_samples: int | None = setting(None, "A seeded subset of at most this many hard samples; None = all (paper).")
+    max_easy_samples: int | None = setting(None, "A seeded subset of the easy pool; None = all (paper).")
+    # --- rewards (morelib.rewards; TRL's reward_weights weighs them) ---
+    reward_names: list[str] = setting(["format", "length", "answer"], "Reward functions by name (morelib.rewards.REWARDS).")
+    length_threshold: int = setting(1024, "The length reward pays outputs longer than this many characters "
+                                          "(paper: 1,024; characters, not tokens, is inferred).")
+    length_requires_format: bool = setting(False, "Guard, not in the paper: length reward only for well-formed outputs.")
+    answer_requires_format: bool = setting(False, "Guard, not in the paper: answer reward only for well-formed outputs.")
+    prompt: str = setting("reasoning", "Student prompt template (reasoning).")
+    image_token_check_every: int = setting(
+        1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images "
+           "(guards the vLLM path against TRL issue 6401); 0 = never.")
+    num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
+    distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
+    deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+
+    def __post_init__(self):
+        from morelib.mixing import VARIANTS
+
+        for variant in [self.variant, *self.variants]:
+            if variant not in VARIANTS:
+                raise ValueError(f"variant: {variant!r} is not one of {VARIANTS}")
+        if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_names):
+            raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
+                             f"rewards {self.reward_names}")
+        if self.distributed not in LAUNCHERS:
+            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        # The concatenated mix epochs are one pass, in order.
+        self.num_train_epochs = 1
+        self.shuffle_dataset = False
+        # Rows are built on access; the "label" column must reach the reward functions.
+        self.remove_unused_columns = False
+        self.output_dir = str(self.model_dir / "ckpt")
+        _cpu_without_gpu(self)
+        super().__post_init__()
+
+    @property
+    def model_dir(self):
+        """The final model of this variant, ``checkpoints/grpo_<variant>``."""
+        return RunLayout(self.run_dir).checkpoint(f"grpo_{self.variant}")
+
+    @property
+    def work_dir(self):
+        """``grpo/<variant>``: plan, mix, step log and training log."""
+        return RunLayout(self.run_dir).grpo_dir(self.variant)
+
+    @property
+    def stage1_dir(self):
+        from morelib.layout import resolve_path
+
+        return resolve_path(self.stage1_model) if self.stage1_model else RunLayout(self.run_dir).checkpoint("stage1")
+
+
+@dataclass
+class EvaluationSettings:
+    """``06_evaluation``: Table 1 and Figure 3 on the test split."""
+
+    profile: str = setting("toy", "Profile name (labels Table 1 and the figures).")
+    run_dir: str = setting("runs/toy", "Run directory.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
+    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "The zero-shot row's model.")
+    seed: int = setting(0, "Seed of the bootstrap.")
+    split: str = setting("test", "Evaluated split (settings are chosen on valid, never on test).")
+    models: list[str] = setting(["zero_shot", "sft_label_full", "sft_label_25", "stage1", "grpo_progressive",
+                            "grpo_raw", "grpo_balanced", "grpo_hard_only"], "Model keys evaluated (checkpoints/<key>).")
+    limit: int | None = setting(None, "Evaluate only the first N facts (quick checks).")
+    n_boot: int = setting(1000, "Bootstrap resamples for the 95% intervals.")
+
+
+@dataclass
+class CaseStudySettings:
+    """``07_case_studies``: Figure 4 and error analysis."""
+
+    run_dir: str = setting("runs/toy", "Run directory.")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
+    profile: str = setting("toy", "Profile name (labels the figure).")
+    seed: int = setting(0, "Seed of anything drawn at random in the notebook.")
+    split: str = setting("test", "Split of the cases.")
+    models: list[str] = setting(["sft_label_full", "stage1", "grpo_progressive"], "Models compared (Figure 4's three).")
+    sample_id: str | None = setting(None, "Figure 4's case; None = one where the models differ and MORE-R1's reasoning supports its answer.")
+    n_teaching: int = setting(1, "Extra cases shown per pattern.")
+    max_chars: int = setting(1400, "Characters of each output shown.")
+
+
+# Profile section -> settings class. Notebook sections are named by the notebook's stem.
+SECTIONS: dict[str, type] = {
+    "common": CommonSettings,
+    "inference": GenerationSettings,
+    "00_prepare": PrepareSettings,
+    "01_annotation": AnnotationSettings,
+    "02_filtering": FilteringSettings,
+    "03_sft": SFTSettings,
+    "04_difficulty": DifficultySettings,
+    "05_grpo": GRPOSettings,
+    "06_evaluation": EvaluationSettings,
+    "07_case_studies": CaseStudySettings,
+}
+DERIVED: dict[str, tuple[str, ...]] = {"03_sft": SFT_DERIVED, "05_grpo": GRPO_DERIVED}
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if f.init}
+
+
+def help_text(cls: type, name: str) -> str:
+    """The documented meaning of one field (TRL's own help for TRL fields)."""
+    for f in fields(cls):
+        if f.name == name:
+            return f.metadata.get("help", "")
+    raise KeyError(name)
+

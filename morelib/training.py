@@ -1,0 +1,142 @@
+"""The lifecycle SFT and GRPO share: skip a finished model, resume a killed run, write a summary.
+
+A training stage (``morelib.sft``, ``morelib.grpo``) builds its TRL trainer and hands it to
+:func:`train_to_done`, which
+
+1. skips the run when ``checkpoints/<model>/done.json`` exists (delete the folder to retrain);
+2. resumes from the newest ``ckpt/checkpoint-N`` of a killed run, with the saved weights
+   (:func:`resumable` fixes how transformers 5 reloads full-model checkpoints);
+3. saves the final model, writes the trainer's log history to ``log.jsonl`` and, last, the
+   summary ``done.json``: its presence means the model is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+
+def resumable(trainer_cls):
+    """A subclass of a transformers/TRL trainer class whose resume restores the saved weights.
+
+    transformers 5 writes full-model checkpoints in the release's key layout (``model.layers...``)
+    but reloads them with a plain non-strict ``load_state_dict``: no key matches, and training
+    silently resumes from the initial weights. ``from_pretrained`` converts the keys, and a strict
+    load proves that every weight came back.
+    """
+
+    class Resumable(trainer_cls):
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            target = self.accelerator.unwrap_model(model if model is not None else self.model)
+            if hasattr(target, "peft_config") or not (Path(resume_from_checkpoint) / "config.json").is_file():
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            dtype = next(target.parameters()).dtype
+            saved = type(target).from_pretrained(resume_from_checkpoint, dtype=dtype)
+            target.load_state_dict(saved.state_dict())  # strict: every weight must come back
+
+    Resumable.__name__ = Resumable.__qualname__ = f"Resumable{trainer_cls.__name__}"
+    return Resumable
+
+
+def last_checkpoint(ckpt_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ckpt_dir, or None for a fresh start."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(ckpt_dir)) if Path(ckpt_dir).is_dir() else None
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def save_final_model(trainer, out: Path) -> None:
+    """Save the trained model to ``out``; LoRA adapters are merged into their base first."""
+    if not getattr(trainer.args, "use_lora", False):
+        trainer.save_model(str(out))  # gathers sharded weights under DeepSpeed
+        return
+    adapter_dir = Path(out) / "adapter"
+    trainer.save_model(str(adapter_dir))
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        from morelib.model import load_model
+
+        # load_model merges an adapter directory into its base on load.
+        merged, _ = load_model(adapter_dir, dtype="bfloat16" if trainer.args.bf16 else "float32", device="cpu",
+                               freeze_vision=False)
+        merged.save_pretrained(str(out))
+
+
+def lora_for(settings):
+    """The LoRA of a stage's settings (``use_lora``, ``lora_*``), or None for full training."""
+    if not settings.use_lora:
+        return None
+    from morelib.model import LLM_LINEAR_REGEX, LoraSettings
+
+    targets = settings.lora_target_modules
+    # "all-linear" with a frozen vision tower means the LLM's linear layers (ms-swift's meaning).
+    return LoraSettings(r=settings.lora_r, alpha=settings.lora_alpha, dropout=settings.lora_dropout,
+                        target_modules=LLM_LINEAR_REGEX if targets == ["all-linear"] else targets)
+
+
+DONE_FILE = "done.json"
+LOG_FILE = "log.jsonl"
+
+
+def is_done(model_dir: str | Path) -> bool:
+    return (Path(model_dir) / DONE_FILE).exists()
+
+
+def read_summary(model_dir: str | Path) -> dict:
+    from morelib.files import read_json
+
+    return read_json(Path(model_dir) / DONE_FILE)
+
+
+def read_log(model_dir: str | Path) -> list[dict]:
+    """The trainer's log history of a finished model (one entry per line)."""
+    from morelib.files import read_jsonl
+
+    return read_jsonl(Path(model_dir) / LOG_FILE)
+
+
+def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
+                  save_final: Callable[[Any, Path], None] = save_final_model, summary: Callable[[Any], dict] | None = None,
+                  tag: str = "train") -> Path:
+    """Train (or resume, or skip when finished) into ``model_dir``; returns it.
+
+    ``build_trainer()`` makes the trainer (its ``args.output_dir`` is ``model_dir/ckpt``);
+    ``save_final(trainer, model_dir)`` writes the final model; ``summary(trainer)`` adds to ``done.json``.
+    """
+    from morelib.files import write_json, write_jsonl
+
+    model_dir = Path(model_dir)
+    if is_done(model_dir):
+        print(f"[{tag}] {model_dir} already holds a finished model; skipping (delete it to retrain)", flush=True)
+        return model_dir
+    model_dir.mkdir(parents=True, exist_ok=True)
+    trainer = build_trainer()
+    accelerator = trainer.accelerator
+    print(f"[{tag}] rank {accelerator.process_index} of {accelerator.num_processes}: "
+          f"{len(trainer.train_dataset)} rows -> {model_dir}", flush=True)
+    last = last_checkpoint(trainer.args.output_dir)
+    if last:
+        print(f"[{tag}] resuming from {last}", flush=True)
+    started = time.time()
+    trainer.train(resume_from_checkpoint=last)
+    seconds = time.time() - started
+    save_final(trainer, model_dir)
+    if trainer.is_world_process_zero():
+        trainer.processing_class.save_pretrained(str(model_dir))
+        write_jsonl(model_dir / LOG_FILE, trainer.state.log_history)
+        write_json(model_dir / DONE_FILE, {
+            "world_size": accelerator.num_processes, "global_step": trainer.state.global_step,
+            "rows": len(trainer.train_dataset), "train_seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb(),
+            **(summary(trainer) if summary else {}),
+        })
+    accelerator.wait_for_everyone()
+    return model_dir

@@ -1,0 +1,162 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (morelib)
+#     language: python
+#     name: morelib
+# ---
+
+# %% [markdown]
+# # 01 Annotation: expert reasoning for a quarter of the training set
+#
+# MORE-R1 starts with a *cold start*: a small set of worked examples, each a six-step reasoning
+# that ends in the right label, on which the model is fine-tuned (notebook 03). Writing such
+# reasoning by hand is slow, so the paper asks an expert model (GPT-4o) to write it, telling the
+# expert the gold answer so that its reasoning leads somewhere correct.
+#
+# This notebook
+#
+# 1. samples 25% of the training set **from each relation** (stratified, seeded); the other 75%
+#    is kept aside as the Stage 2 pool;
+# 2. builds the expert prompt for each sampled fact and estimates what the calls will cost;
+# 3. sends the requests to an OpenAI-compatible endpoint and stores every answer the moment it
+#    arrives, so that an interrupted run resumes where it stopped.
+#
+# In the toy profile the expert is `morelib.expert_server`, a small local server that speaks the
+# OpenAI API and writes reasoning from the facts behind each toy image. The paper profile points
+# `base_url` at the real API with `model = "gpt-4o"`; nothing else changes.
+
+# %% tags=["parameters"]
+profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
+run_dir = None      # None = the profile's run directory
+overrides = []      # change settings for this run, e.g. ["expert_mistake_rate=0.3"]
+
+# %%
+from collections import Counter
+
+import pandas as pd
+
+from morelib import annotate, cost
+from morelib.config import describe, load_settings
+from morelib.data import load_images, load_split
+from morelib.layout import RunLayout
+
+cfg = load_settings("01_annotation", profile, overrides, run_dir)
+layout = RunLayout(cfg.run_dir)
+train = load_split(cfg.data_dir, "train")
+print(f"{len(train)} training facts in {cfg.data_dir}")
+display(describe(cfg, ["fraction", "model", "offline_expert", "image_detail", "concurrency", "cost_threshold"]))
+
+# %% [markdown]
+# ## 1. A stratified 25% sample
+#
+# Sampling per relation keeps rare relations in the cold-start set: each relation contributes
+# `round(fraction x count)` facts (at least one), drawn with a generator seeded by `seed` and
+# the relation's name. The ids go to `annotation/split_ids.json`; notebook 04 uses the other
+# 75% (`stage2_pool`) for the easy/hard split.
+
+# %%
+stage1, pool = annotate.stratified_split(train, cfg.fraction, cfg.seed)
+print(annotate.write_split_ids(layout.root, stage1, pool))
+chosen = set(stage1)
+counts = pd.DataFrame({
+    "train": Counter(s.label for s in train),
+    "stage1": Counter(s.label for s in train if s.id in chosen),
+}).fillna(0).astype(int)
+counts["share"] = (counts["stage1"] / counts["train"]).round(2)
+print(f"stage 1: {len(stage1)} facts, stage 2 pool: {len(pool)} facts")
+counts
+
+# %% [markdown]
+# ## 2. The expert prompt
+#
+# The prompt has the paper's three parts: the **basic task description** (the same text the
+# student sees later), **six stepwise instructions** (object analysis, image-text relevance,
+# cross-modal alignment, entity types, candidate filtering by the type pair, decision), and the
+# **gold answer** (types and relation, or that there is no relation) with the request to reason
+# as if it had not been given. The template is one file, `template_path`; put the authors' own
+# wording there to use it. Both images, the full picture and the object crop, go with the text.
+
+# %%
+requests = annotate.plan_requests([s for s in train if s.id in chosen], cfg)
+example = next(r for r in requests if r.sample.label != "none")
+full, crop = load_images(example.sample)
+display(full, crop)
+print(f"{example.sample_id} (gold {example.sample.label}), prompt hash {example.prompt_hash}\n")
+print(example.prompt_text)
+
+# %% [markdown]
+# ## 3. What it will cost
+#
+# Before any call we count tokens: the text at about four characters per token, each image by
+# its detail level (85 tokens at `low`; at `high`, 85 plus 170 per 512-pixel tile after scaling
+# to 2048 px and a 768-px short side), and the expected reply length. Above `cost_threshold`
+# the run refuses to start unless `confirm_cost = True`. Requests already answered are not
+# counted: they will not be sent again.
+
+# %%
+store = annotate.ResponseStore.for_run(layout.root)
+todo = annotate.pending(requests, store, cfg.model)
+estimate = annotate.estimate_cost(todo, cfg)
+print(f"{len(requests) - len(todo)} of {len(requests)} already answered")
+print(estimate.summary())
+annotate.check_budget(estimate, cfg)
+
+# %% [markdown]
+# ## 4. Asking the expert
+#
+# The client is the official `openai` package, so any OpenAI-compatible endpoint works (OpenAI,
+# Azure-style gateways, a vLLM server). The API key comes from the environment variable named by
+# `api_key_env` and is never written anywhere. Requests run `concurrency` at a time; 429s, 5xx
+# errors, timeouts and broken replies are retried with exponential backoff, waiting at least as
+# long as a `Retry-After` header asks. Each finished request is appended to
+# `annotation/responses.jsonl` and flushed at once, so killing the run loses only the requests in
+# flight, and running this cell again sends only what is missing.
+#
+# For the toy profile we start the offline expert here. It needs no key; we put a placeholder in
+# the environment only if none is set.
+
+# %%
+# The toy profile serves the offline expert on a loopback port for the duration of the call;
+# the paper profile calls GPT-4o at base_url. The key comes from the environment only.
+with annotate.expert_endpoint(cfg) as endpoint:
+    print("expert endpoint:", endpoint.base_url)
+    report = annotate.annotate(endpoint)
+print(report.summary())
+print(annotate.save_report(layout.root, report, cfg))
+
+# %% [markdown]
+# ## 5. What came back
+#
+# The store holds one line per request: sample id, prompt hash, model, the raw reply, the token
+# usage the endpoint reported, timestamps and any error. The actual cost is tallied from the
+# reported usage. Notebook 02 filters these replies.
+
+# %%
+records = store.records()
+print(f"{len(records)} records in {store.path}")
+print("actual cost of all records:", cost.tally(records, cost.Prices.from_settings(cfg)))
+record = next(r for r in reversed(records) if r["response"])
+print({k: v for k, v in record.items() if k != "response"})
+print(record["response"])
+
+# %% [markdown]
+# ## 6. Beyond the paper: the Batch API
+#
+# OpenAI's Batch API halves the price for anyone who can wait up to 24 hours. `write_batch_files`
+# writes the pending requests as Batch input files (split under the 200 MB limit); upload them
+# with `purpose="batch"`, create a batch for `/v1/chat/completions`, and pass the downloaded
+# output file to `annotate.ingest_batch_results(cfg, path)`, which adds the answers to the same
+# store. From a shell: `python -m morelib.annotate batch-write ...` and `... batch-ingest --results FILE`.
+
+# %%
+if cfg.write_batch_input:
+    paths = annotate.write_batch_files(cfg)
+    print(paths or "nothing pending: every request already has an answer")

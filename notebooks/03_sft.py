@@ -1,0 +1,177 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (morelib)
+#     language: python
+#     name: morelib
+# ---
+
+# %% [markdown]
+# # 03 · Stage 1: supervised fine-tuning on the expert's reasoning
+#
+# Notebook 02 kept the expert answers that have the six-step structure and the right label. Here
+# the student learns to write them: **supervised fine-tuning** (SFT) on rows of
+#
+# * **prompt**: the student's view of one sample, the full image, the object crop and the basic
+#   task description (text, entity, candidate labels), nothing of the expert's hints;
+# * **completion**: the expert's `<think> Step 1 ... Step 6 </think> <answer>LABEL</answer>`.
+#
+# Three details matter:
+#
+# 1. **The loss covers the completion only.** The prompt tokens (and the image tokens) are masked
+#    out (label -100), so the model learns to *answer* prompts, not to write them. TRL's
+#    `SFTTrainer` does this for prompt-completion rows; `tests/test_sft.py` checks the mask.
+# 2. **The vision encoder and the projector are frozen**, as in the paper: only the language model
+#    learns. A test checks that no gradient reaches them.
+# 3. **Full fine-tuning or LoRA** (`use_lora`). The paper does not say which; LoRA is inferred
+#    from its learning rate and ms-swift's default, so it is a parameter (`docs/paper-notes.md`).
+#
+# Training runs as a subprocess under `accelerate launch` (`morelib.sft`): one process on the
+# toy, N GPUs with DeepSpeed on the paper profile. Its log goes to `checkpoints/<model>/train.log`. Checkpoints go to
+# `checkpoints/<model>/ckpt` and a rerun resumes from the last one; a finished model is skipped.
+#
+# The same code trains the paper's **label-only baselines** (Table 1): the completion is the bare
+# label, on the whole training set (Qwen2.5-VL-SFT) and on the same 25% (Qwen2.5-VL-SFT(25%)).
+
+# %% tags=["parameters"]
+profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
+run_dir = None      # None = the profile's run directory
+overrides = []      # change settings for this run, e.g. ["num_train_epochs=2", "label_baselines=false"]
+
+# %%
+import pandas as pd
+from IPython.display import display
+
+from morelib import report, sft
+from morelib.config import describe, load_profile, seed_everything, with_changes
+from morelib.files import read_jsonl
+from morelib.launch import launch, write_settings
+from morelib.layout import RunLayout
+from morelib.training import is_done, read_log, read_summary
+
+config = load_profile(profile, overrides, run_dir, default_section="03_sft")
+settings = config.settings("03_sft")
+seed_everything(settings.seed)
+layout = RunLayout(settings.run_dir)
+display(describe(settings, ["base_model", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
+                            "max_length", "use_lora", "label_baselines", "blank_images_ablation"]))
+
+
+def train(run_settings):
+    """Train one model in a subprocess; its log goes to checkpoints/<name>/train.log."""
+    name = run_settings.model_name
+    if is_done(run_settings.model_dir):
+        print(f"{name}: finished model in {run_settings.model_dir}; skipping (delete it to retrain)")
+        return
+    path = write_settings(run_settings, run_settings.model_dir / "settings.json")
+    launch("morelib.sft", path, num_processes=settings.num_processes,
+           mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
+           log_path=run_settings.model_dir / "train.log", distributed=settings.distributed)
+
+
+# %% [markdown]
+# ## 1 · The training rows
+#
+# One Stage 1 row: the id of a training sample, its gold label and the kept expert completion. The
+# prompt and the two images are rebuilt from the data directory when the row is read, so the
+# SFT file stays small and the images are decoded batch by batch, not all up front.
+
+# %%
+rows = read_jsonl(layout.stage1_set)
+print(f"{len(rows)} Stage 1 rows in {layout.stage1_set}")
+display(pd.DataFrame(rows[:3]))
+
+# %% [markdown]
+# ## 2 · Stage 1
+#
+# `epochs` passes over the kept rows. The loss printed is the mean cross-entropy of the completion
+# tokens; `mean_token_accuracy` is the share of completion tokens the model predicts right.
+
+# %%
+train(with_changes(settings, model_name="stage1", target="reasoning", prompt="reasoning"))
+
+# %% [markdown]
+# ## 3 · Label-only baselines
+#
+# The same trainer with the same settings, but the prompt asks for the label only and the
+# completion is the bare label (`/per/org/member_of`, `none`): no reasoning to imitate. As in the
+# paper, `sft_label_full` sees every training sample and `sft_label_25` only the 25% the expert
+# annotated, so comparing it with Stage 1 isolates what the reasoning adds. The label prompt
+# (`morelib/templates/label_task_description.txt`) is also the zero-shot prompt in notebook 06.
+
+# %%
+if settings.label_baselines:
+    train(with_changes(settings, model_name="sft_label_full", target="label", prompt="label"))
+    train(with_changes(settings, model_name="sft_label_25", target="label", prompt="label", ids_key="stage1"))
+
+# %% [markdown]
+# ## 4 · Ablation: Stage 1 with blank images
+#
+# If the model really uses the images, training and testing it with both images replaced by blank
+# ones of the same size (same number of image tokens, no content) must score clearly lower. On the
+# toy, the object's type and whether it is the headline's subject are visible only in the pixels.
+
+# %%
+if settings.blank_images_ablation:
+    train(with_changes(settings, model_name="stage1_blank", target="reasoning", blank_images=True))
+
+# %% [markdown]
+# ## 5 · Loss curves
+#
+# The Stage 1 loss falls fast at first (the fixed wording of the six steps) and then slowly (the
+# parts that depend on the sample: the object's look, the types, the label). The label-only runs
+# have a single short completion, so their loss is on another scale.
+
+# %%
+model_dirs = {n: layout.checkpoint(n) for n in ["stage1", "sft_label_full", "sft_label_25", "stage1_blank"]
+              if is_done(layout.checkpoint(n))}
+figure = report.plot_loss_curves(model_dirs)
+report.save_figure(figure, layout.figures, "03_sft_loss")
+display(figure)
+summaries = {n: read_summary(d) for n, d in model_dirs.items()}
+display(pd.DataFrame({n: {"rows": s["rows"], "dropped (too long)": len(s.get("dropped_overlong", [])),
+                          "updates": s["global_step"], "world size": s["world_size"],
+                          "final loss": next(e["loss"] for e in reversed(read_log(model_dirs[n])) if "loss" in e)}
+                      for n, s in summaries.items()}).T)
+
+# %% [markdown]
+# ## 6 · Does the model look at the images?
+#
+# A quick check on the test split (notebook 06 evaluates every model in full): Stage 1 with the
+# real images against the blank-images model with blank test images. Both use the same greedy
+# decoding and answer parser as the evaluation.
+
+# %%
+from morelib import data, metrics
+from morelib.inference import TransformersBackend, predict_to_file
+from morelib.prompts import prompt_template
+
+if settings.blank_images_ablation:
+    generation = config.settings("inference")
+    test = data.load_split(settings.data_dir, "test")[:settings.ablation_eval_limit]
+    checks = {
+        "stage1 (real images)": ("stage1", test, layout.predictions("stage1", "test")),
+        "stage1_blank (blank images)": ("stage1_blank", sft.blank_image_samples(test, layout.root / "ablation"),
+                                        layout.predictions("stage1_blank", "test_blank")),
+    }
+    scores = {}
+    for name, (model, samples, path) in checks.items():
+        backend = TransformersBackend.from_path(layout.checkpoint(model), dtype=generation.dtype,
+                                                min_pixels=generation.min_pixels, max_pixels=generation.max_pixels)
+        predictions = predict_to_file(backend, samples, path, generation, template=prompt_template("reasoning"),
+                                      progress=False)
+        scores[name] = metrics.score([p["gold"] for p in predictions], [p["label"] for p in predictions])
+    display(pd.DataFrame(scores).T)
+
+# %% [markdown]
+# ## Next
+#
+# `04_difficulty` lets the Stage 1 model answer the other 75% of the training set and splits it
+# into easy and hard samples for Stage 2.

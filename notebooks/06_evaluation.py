@@ -1,0 +1,215 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python (morelib)
+#     language: python
+#     name: morelib
+# ---
+
+# %% [markdown]
+# # 06 · Evaluation: Table 1 and Figure 3
+#
+# Every model the run produced answers the test split, with the same inference function the
+# difficulty split used (greedy decoding, the same prompt, the same answer parser):
+#
+# | key | model | paper row |
+# |---|---|---|
+# | `zero_shot` | the base model, no training | Qwen2.5-VL-7B(-zs) |
+# | `sft_label_full` | label-only SFT on the whole training set | Qwen2.5-VL-SFT |
+# | `sft_label_25` | label-only SFT on the Stage 1 25% | Qwen2.5-VL-SFT(25%) |
+# | `stage1` | Stage 1: SFT on the expert's stepwise reasoning | MORE-R1(Stage 1) |
+# | `grpo_progressive` | Stage 2 with Progressive Sample-Mixing | MORE-R1 |
+# | `grpo_raw`, `grpo_balanced`, `grpo_hard_only` | the Stage 2 ablation variants | Figure 3 |
+#
+# Predictions are cached in `run_dir/predictions/<model>__test.jsonl` (a rerun reuses them, a
+# killed run resumes). A model that is missing is skipped with a note, so this notebook runs on
+# whatever the run holds.
+#
+# **The metric** is the MORE benchmark's: accuracy over all samples, and micro precision, recall
+# and F1 with `none` as the negative class (precision = right relation answers / relation answers,
+# recall = right relation answers / gold relations). F1 is the headline: always answering `none`
+# gets a high accuracy and an F1 of 0. An output with no parsable label counts as wrong, and the
+# tables say how many there were.
+
+# %% tags=["parameters"]
+profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
+run_dir = None      # None = the profile's run directory
+overrides = []      # change settings for this run, e.g. ["limit=100", "inference.batch_size=8"]
+
+# %%
+import pandas as pd
+from IPython.display import Image, display
+
+from morelib import data, evaluation, faithfulness, metrics, report
+from morelib.config import describe, load_profile, seed_everything
+from morelib.layout import RunLayout, resolve_path
+
+config = load_profile(profile, overrides, run_dir, default_section="06_evaluation")
+if config.settings("inference").backend == "vllm" and config.settings("inference").vllm_max_model_len is None:
+    # vLLM's context would default to the model's 128k: take what the pre-flight count needs instead.
+    from morelib.preflight import derived_overrides
+
+    overrides = list(overrides) + derived_overrides(profile, overrides, run_dir)
+    config = load_profile(profile, overrides, run_dir, default_section="06_evaluation")
+settings = config.settings("06_evaluation")
+generation = config.settings("inference")
+seed_everything(settings.seed)
+layout = RunLayout(settings.run_dir)
+base_model = resolve_path(settings.base_model) if resolve_path(settings.base_model).exists() else settings.base_model
+out_dirs = [layout.figures]
+samples = data.load_split(settings.data_dir, settings.split)
+if settings.limit:
+    samples = samples[:settings.limit]
+print(f"{len(samples)} {settings.split} samples from {settings.data_dir}; figures go to {layout.figures}")
+display(describe(generation, ["backend", "batch_size", "max_new_tokens", "max_new_tokens_by_model", "temperature"]))
+
+# %% [markdown]
+# ## 1 · Predictions
+#
+# Greedy decoding (temperature 0), as the paper evaluates, with the same explicit settings on
+# every backend. The reasoning models get the reasoning prompt; the zero-shot and label-only SFT
+# models get the label prompt (answer with the label only), as the paper's baselines answer
+# directly. Label-only models need few tokens, so `max_new_tokens_by_model` can give them a shorter
+# budget (on the toy also the zero-shot model, a random network that would ramble to the limit).
+
+# %%
+per_model = {key: generation.for_model(key) for key in settings.models}
+backend_options = dict(min_pixels=generation.min_pixels, max_pixels=generation.max_pixels,
+                       max_model_len=generation.vllm_max_model_len,
+                       gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
+predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=settings.models, split=settings.split,
+                                         backend=generation.backend, settings=generation,
+                                         base_url=generation.base_url, settings_by_key=per_model,
+                                         dtype=generation.dtype, backend_options=backend_options)
+if not predictions:
+    raise SystemExit("no model and no cached predictions in this run: run notebooks 03 and 05 first")
+
+# %% [markdown]
+# ## 2 · Scores
+#
+# Besides the paper's four numbers: the macro-F1 over the relations present in the test split
+# (every relation counts the same, however rare), and a 95% bootstrap interval for F1 (resampling
+# the test samples). The toy test split is small, so differences inside the interval are noise.
+
+# %%
+scores = {key: evaluation.score_rows(rows, n_boot=settings.n_boot, seed=settings.seed)
+          for key, rows in predictions.items()}
+table = evaluation.scores_table(scores)
+layout.metrics.mkdir(parents=True, exist_ok=True)
+table.to_csv(layout.metrics / f"scores_{settings.split}.csv")
+shown = table.copy()
+for column in ["acc", "precision", "recall", "f1", "macro_f1", "f1_low", "f1_high"]:
+    shown[column] = (100 * shown[column]).round(2)
+display(shown)
+
+# %% [markdown]
+# ## 3 · Table 1
+#
+# The paper's rows, labelled *reported (paper)*, next to this run's rows, labelled with the
+# profile. They never share a row: on the toy profile a tiny random model trained on synthetic
+# data stands in for Qwen2.5-VL-7B on MORE, so only the *order* of the rows can be compared, and
+# only loosely.
+
+# %%
+table1 = report.table1(report.run_rows(scores), settings.profile)
+for path in report.write_table1(table1, out_dirs, profile=settings.profile):
+    print("wrote", path)
+display(table1)
+
+# %% [markdown]
+# ### Gains over Stage 1, paired
+#
+# Two models' separate intervals overlap even when one is reliably better, because most of the
+# noise comes from which test samples were drawn. The paired bootstrap scores both models on the
+# same resampled test set in every draw, so its 95% interval is that of the gain itself. A gain
+# whose interval lies above zero is one the test split can resolve.
+
+# %%
+paired = report.paired_gains(predictions, baseline="stage1", n_boot=settings.n_boot, seed=settings.seed)
+if len(paired):
+    report.write_csv(paired, out_dirs, "paired_f1.csv")
+    display(paired.round(2))
+
+# %% [markdown]
+# ## 4 · Figure 3: the Stage 2 variants
+#
+# The paper compares four ways to mix easy and hard samples in Stage 2: all easy samples every
+# epoch (*raw*), as many easy as hard every epoch (*1:1*), hard samples only, and the progressive
+# schedule (1:1 first, then half as many easy samples each epoch). It reports that *raw* loses
+# recall (too many easy `none` samples) and *hard only* loses accuracy and precision (too few).
+
+# %%
+variant_scores = {variant: scores[key] for variant, key in report.VARIANT_KEYS.items() if key in scores}
+if variant_scores:
+    paths = report.figure3(variant_scores, out_dirs, settings.profile)
+    print("wrote", *paths, sep="\n  ")
+    display(Image(filename=str(paths[0])))
+else:
+    print("no Stage 2 variant was evaluated: run notebook 05 first")
+
+# %% [markdown]
+# ## 5 · Per label, and what is confused with what
+#
+# Micro F1 is dominated by the frequent relations. The per-label F1 shows which relations each
+# model learned; the confusion matrix (rows: gold, columns: answer, colour: share of the row)
+# shows where the errors go, for instance relations answered `none`, or relations confused
+# within the same type pair.
+
+# %%
+compared = [k for k in ("sft_label_full", "stage1", "grpo_progressive") if k in predictions] or list(predictions)
+per_label = {evaluation.display_name(k): metrics.per_label([r["gold"] for r in predictions[k]], [r["label"] for r in predictions[k]])
+             for k in compared}
+for name, frame in per_label.items():
+    frame.to_csv(layout.metrics / f"per_label_{settings.split}__{name.replace(' ', '_')}.csv")
+paths = report.figure_per_label_f1(per_label, out_dirs, settings.profile)
+display(Image(filename=str(paths[0])))
+
+focus = compared[-1]  # MORE-R1 when it exists
+rows = predictions[focus]
+matrix = metrics.confusion([r["gold"] for r in rows], [r["label"] for r in rows])
+paths = report.figure_confusion(matrix, out_dirs, settings.profile, title=evaluation.display_name(focus))
+display(Image(filename=str(paths[0])))
+
+# %% [markdown]
+# ## 6 · Outputs that could not be parsed
+#
+# Every unparsable output is a wrong answer. A few of them show what went wrong: a reasoning
+# model cut off by `max_new_tokens` before `<answer>`, a label outside the 21, or several answers.
+
+# %%
+for key, rows in predictions.items():
+    bad = [r for r in rows if r["label"] is None]
+    print(f"{key}: {len(bad)} of {len(rows)} unparsable")
+    for r in bad[:2]:
+        print("   ", r["id"], repr(r["text"][-160:]))
+
+# %% [markdown]
+# ## 7 · Does the reasoning support the answer?
+#
+# Beyond the paper: a right label after reasoning that concludes something else is luck. For each
+# reasoning model, the share of outputs whose Step 6 concludes the answer's label, whose Step 4
+# names the right entity and the true types (the toy world knows them), both together, and the
+# share of right answers that are lucky (`morelib.faithfulness`).
+
+# %%
+reasoning_models = [k for k in predictions if evaluation.MODELS_BY_KEY.get(k) and
+                    evaluation.MODELS_BY_KEY[k].prompt == "reasoning"]
+by_id = {s.id: s for s in samples}
+meta = evaluation.toy_facts(settings.data_dir)
+support = faithfulness.support_table({k: predictions[k] for k in reasoning_models}, by_id, meta)
+if len(support):
+    report.write_csv(support.rename_axis("model").reset_index(), out_dirs, "faithfulness.csv")
+    display(support.round(3))
+
+# %% [markdown]
+# ## Next
+#
+# `07_case_studies` draws Figure 4: one test sample, the answers of label-only SFT, Stage 1 and
+# MORE-R1 side by side, and more cases where the models differ.

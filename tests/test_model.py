@@ -1,0 +1,93 @@
+"""The model loader: image resolution limits on the processor, and missing paths named as such."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from morelib import toy
+from morelib.model import check_model_path, load_model, load_processor
+from morelib.tiny import TinySettings, build_tiny_model
+from morelib.vision_tokens import PixelLimits, image_grid, processor_limits
+
+SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
+LIMITS = {"min_pixels": 8 * 28 * 28, "max_pixels": 100 * 28 * 28}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("model")
+    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=4, train=20, valid=5, test=5))
+    return build_tiny_model(root / "model", data_dir, seed=0, settings=SMALL)
+
+
+def grid_of(processor, size):
+    return tuple(processor.image_processor(images=[Image.new("RGB", size)])["image_grid_thw"][0].tolist())
+
+
+def test_pixel_limits_reach_the_image_processor(model_dir):
+    default = load_processor(model_dir)
+    assert processor_limits(default) == PixelLimits(SMALL.min_pixels, SMALL.max_pixels) == PixelLimits(3136, 12544)
+    processor = load_processor(model_dir, **LIMITS)
+    assert processor_limits(processor) == PixelLimits(**LIMITS)
+    for size in [(1920, 1080), (30, 30), (640, 480)]:
+        assert grid_of(processor, size) == image_grid(*size, **LIMITS)
+        assert grid_of(default, size) == image_grid(*size, min_pixels=3136, max_pixels=12544)
+    assert grid_of(processor, (1920, 1080)) != grid_of(default, (1920, 1080))
+    only_max = load_processor(model_dir, max_pixels=LIMITS["max_pixels"])
+    assert processor_limits(only_max) == PixelLimits(SMALL.min_pixels, LIMITS["max_pixels"])
+
+
+def test_limits_do_not_leak_into_other_processors(model_dir):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    class_default = dict(Qwen2VLImageProcessorPil.size)
+    load_processor(model_dir, **LIMITS)
+    assert dict(Qwen2VLImageProcessorPil.size) == class_default
+    assert processor_limits(load_processor(model_dir)) == PixelLimits(3136, 12544)
+
+
+def test_a_saved_checkpoint_carries_the_limits_to_every_reader(model_dir, tmp_path):
+    processor = load_processor(model_dir, **LIMITS)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "processor_config.json").read_text())["image_processor"]
+    # The one place both the PIL and the torchvision image processor (and vLLM through them) read.
+    assert saved["size"] == {"shortest_edge": LIMITS["min_pixels"], "longest_edge": LIMITS["max_pixels"]}
+    assert processor_limits(load_processor(tmp_path)) == PixelLimits(**LIMITS)
+
+
+def test_the_fast_image_processor_reads_the_same_limits(model_dir, tmp_path):
+    pytest.importorskip("torchvision", reason="the fast (torchvision) image processor needs torchvision (GPU servers)")
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    load_processor(model_dir, **LIMITS).save_pretrained(tmp_path)
+    fast = Qwen2VLImageProcessor.from_pretrained(tmp_path)
+    assert processor_limits(fast) == PixelLimits(**LIMITS)
+    image = Image.new("RGB", (1920, 1080))
+    assert tuple(fast(images=[image])["image_grid_thw"][0].tolist()) == image_grid(1920, 1080, **LIMITS)
+
+
+def test_bad_limits_are_refused(model_dir):
+    with pytest.raises(ValueError, match="min_pixels <= max_pixels"):
+        load_processor(model_dir, min_pixels=50000, max_pixels=1000)
+
+
+def test_load_model_passes_the_limits(model_dir):
+    _, processor = load_model(model_dir, device="cpu", **LIMITS)
+    assert processor_limits(processor) == PixelLimits(**LIMITS)
+
+
+@pytest.mark.parametrize("missing", ["/no/such/model", "runs/toy/models/base", "./models/base", "~/nothing/here"])
+def test_a_missing_local_model_is_reported_as_a_missing_path(missing):
+    for load in (load_processor, load_model):
+        with pytest.raises(FileNotFoundError, match="no such directory") as error:
+            load(missing)
+        assert missing in str(error.value) and "repo id" not in str(error.value).lower()
+
+
+def test_hub_ids_and_directories_pass_the_path_check(model_dir, tmp_path):
+    assert check_model_path("Qwen/Qwen2.5-VL-7B-Instruct") == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert check_model_path(model_dir) == model_dir
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="file.txt"):
+        check_model_path(tmp_path / "file.txt")

@@ -1,0 +1,127 @@
+"""The trainer lifecycle SFT and GRPO share: skip a finished model, resume a killed run, and write
+the log and the summary, the summary last. (The real trainers' resume is tested in test_sft and
+test_grpo; here a stand-in trainer shows the order of events.)"""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from morelib.training import (
+    DONE_FILE, LOG_FILE, is_done, last_checkpoint, read_log, read_summary, resumable, train_to_done,
+)
+
+
+class FakeTrainer:
+    """What train_to_done uses of a transformers Trainer."""
+
+    def __init__(self, output_dir, events, rank=0, world=1, fail=False):
+        self.args = SimpleNamespace(output_dir=str(output_dir))
+        self.train_dataset = ["row"] * 6
+        self.accelerator = SimpleNamespace(process_index=rank, num_processes=world,
+                                           wait_for_everyone=lambda: events.append("barrier"))
+        self.state = SimpleNamespace(global_step=0, log_history=[])
+        self.processing_class = SimpleNamespace(save_pretrained=lambda path: events.append("processor"))
+        self.events, self.rank, self.fail = events, rank, fail
+
+    def train(self, resume_from_checkpoint=None):
+        self.events.append(("train", resume_from_checkpoint))
+        if self.fail:
+            raise KeyboardInterrupt  # as if the run were killed mid-way
+        self.state.global_step = 3
+        self.state.log_history = [{"step": s, "loss": 1.0 / s, "epoch": s / 3} for s in (1, 2, 3)]
+
+    def is_world_process_zero(self):
+        return self.rank == 0
+
+
+def run(model_dir, events, **trainer_options):
+    def save_final(trainer, out):
+        assert not is_done(out), "done.json must be written after the final model"
+        events.append("save_final")
+        (out / "model.safetensors").write_text("weights")
+
+    return train_to_done(model_dir, lambda: FakeTrainer(model_dir / "ckpt", events, **trainer_options), save_final,
+                         summary=lambda trainer: {"extra": "yes"}, tag="test")
+
+
+def test_a_fresh_run_trains_saves_then_writes_log_and_summary(tmp_path, capsys):
+    events = []
+    out = run(tmp_path / "m", events)
+    assert out == tmp_path / "m" and is_done(out)
+    assert events == [("train", None), "save_final", "processor", "barrier"]
+    assert read_log(out) == [{"step": s, "loss": 1.0 / s, "epoch": s / 3} for s in (1, 2, 3)]
+    summary = read_summary(out)
+    assert {k: summary[k] for k in ("world_size", "global_step", "rows", "extra")} == {
+        "world_size": 1, "global_step": 3, "rows": 6, "extra": "yes"}
+    assert summary["train_seconds"] >= 0 and summary["peak_rss_mb"] > 0
+    assert "[test] rank 0 of 1: 6 rows" in capsys.readouterr().out
+
+
+def test_a_killed_run_leaves_no_summary_and_the_rerun_resumes(tmp_path, capsys):
+    model_dir = tmp_path / "m"
+    with pytest.raises(KeyboardInterrupt):
+        run(model_dir, [], fail=True)
+    assert model_dir.is_dir() and not is_done(model_dir)
+    for step in (2, 10, 4):  # the newest is the highest step, not the last written
+        (model_dir / "ckpt" / f"checkpoint-{step}").mkdir(parents=True)
+    events = []
+    run(model_dir, events)
+    assert events[0] == ("train", str(model_dir / "ckpt" / "checkpoint-10"))
+    assert "resuming from" in capsys.readouterr().out and is_done(model_dir)
+
+
+def test_a_finished_model_is_skipped(tmp_path, capsys):
+    run(tmp_path / "m", [])
+    before = (tmp_path / "m" / DONE_FILE).read_text()
+    events = []
+    assert run(tmp_path / "m", events) == tmp_path / "m"
+    assert events == [] and (tmp_path / "m" / DONE_FILE).read_text() == before
+    assert "already holds a finished model; skipping" in capsys.readouterr().out
+
+
+def test_only_the_main_process_writes(tmp_path):
+    events = []
+    out = tmp_path / "m"
+    run(out, events, rank=1, world=2)
+    assert events == [("train", None), "save_final", "barrier"]
+    assert not is_done(out) and not (out / LOG_FILE).exists()
+
+
+def test_last_checkpoint(tmp_path):
+    assert last_checkpoint(tmp_path / "missing") is None
+    assert last_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoint-7").mkdir()
+    (tmp_path / "checkpoint-12").mkdir()
+    (tmp_path / "runs").mkdir()
+    assert last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-12")
+
+
+def test_a_broken_log_names_file_and_line(tmp_path):
+    (tmp_path / LOG_FILE).write_text('{"step": 1}\n{"step": \n')
+    with pytest.raises(ValueError, match=rf"{LOG_FILE}:2"):
+        read_log(tmp_path)
+    with pytest.raises(FileNotFoundError, match=DONE_FILE):
+        read_summary(tmp_path)
+
+
+def test_resumable_keeps_the_trainer_class():
+    from transformers import Trainer
+
+    cls = resumable(Trainer)
+    assert issubclass(cls, Trainer) and cls.__name__ == "ResumableTrainer"
+    assert "_load_from_checkpoint" in vars(cls)
+
+
+def test_loss_curves_of_finished_models_only(tmp_path):
+    from morelib import report
+
+    run(tmp_path / "stage1", [])
+    (tmp_path / "unfinished").mkdir()
+    frame = report.training_log(tmp_path / "stage1")
+    assert frame["loss"].tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
+    figure = report.plot_loss_curves({"stage1": tmp_path / "stage1", "unfinished": tmp_path / "unfinished"})
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["stage1"]
+    assert list(lines[0].get_xdata()) == [1 / 3, 2 / 3, 1.0]
+    json.dumps(read_summary(tmp_path / "stage1"))  # plain JSON, for the notebook's table
