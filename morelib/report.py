@@ -42,8 +42,8 @@ def profile_label(profile: str) -> str:
 
 def profile_caption(profile: str) -> str:
     """What this run's numbers are, for captions."""
-    if profile == "toy":
-        return ("toy run: a tiny random model trained on synthetic data; the numbers show that the "
+    if profile.startswith("toy"):
+        return (f"{profile} run: a tiny random model trained on synthetic data; the numbers show that the "
                 "pipeline works, not what the paper measured")
     return f"{profile_label(profile)}: this package's reproduction"
 
@@ -62,8 +62,8 @@ def run_rows(scores: Mapping[str, dict], include_variants: bool = False) -> list
 
 def run_block_name(profile: str) -> str:
     """The Table 1 block that holds this run's rows, apart from the paper's groups."""
-    if profile == "toy":
-        return "This run: toy profile (synthetic data, tiny random model; not comparable with the rows above)"
+    if profile.startswith("toy"):
+        return f"This run: {profile} profile (synthetic data, tiny random model; not comparable with the rows above)"
     return f"This run: {profile} profile"
 
 
@@ -292,11 +292,15 @@ def pick_case(
     gold: Mapping[str, str],
     models: Sequence[str] = CASE_MODELS,
     prefer: str = "grpo_progressive",
+    supported: Mapping[str, bool | None] | None = None,
 ) -> str | None:
     """A sample id for Figure 4: where the models disagree, preferring ``prefer`` right.
 
     Ranks by (models disagree, ``prefer`` right, others wrong, distinct answers, gold is a
     relation), ties broken by the smallest id; None when no sample is predicted by all models.
+    ``supported`` (sample id -> whether ``prefer``'s reasoning supports its answer, as
+    ``morelib.faithfulness.check`` says) puts first the cases where ``prefer`` is right *and*
+    supported, so the default figure never shows a lucky answer as the method's example.
     """
     missing = [m for m in models if m not in preds_by_model]
     if missing:
@@ -309,9 +313,11 @@ def pick_case(
     def rank(item):
         i, row = item
         answers = [row[m] for m in models]
+        prefer_ok = bool(row.get(f"{prefer}_ok", False))
         return (
+            prefer_ok and bool((supported or {}).get(i)),
             len(set(answers)) > 1,
-            bool(row.get(f"{prefer}_ok", False)),
+            prefer_ok,
             sum(not row[f"{m}_ok"] for m in others),
             len(set(answers)),
             row["gold"] != "none",
@@ -369,11 +375,14 @@ def figure4(
     image=None,
     max_chars: int = 1400,
     stem: str = "figure4",
+    lucky: Iterable[str] = (),
 ) -> list[Path]:
     """One test sample: the image with the object's box, the text with the entity highlighted,
     and each model's output (``outputs``: display name -> (text, parsed label)) marked right or wrong.
 
     ``image`` (a PIL image) defaults to the sample's image file; long outputs are cut at ``max_chars``.
+    ``lucky`` names outputs whose right label their reasoning does not support
+    (``morelib.faithfulness.is_lucky``): they are framed amber and marked lucky, not correct.
     """
     from PIL import ImageDraw
 
@@ -390,6 +399,10 @@ def figure4(
     draw.rectangle((left, top, right - 1, bottom - 1), outline=(0, 0, 0), width=line + 2)
     draw.rectangle((left + 1, top + 1, right - 2, bottom - 2), outline=BOX_COLOR, width=line)
 
+    lucky_names = set(lucky)
+    unknown = lucky_names - set(outputs)
+    if unknown:
+        raise ValueError(f"figure4: lucky names {sorted(unknown)} are not among the outputs {list(outputs)}")
     n = max(1, len(outputs))
     fig = _new_figure(max(12, 4.6 * n), 10)
     grid = fig.add_gridspec(2, n, height_ratios=[1, 1.5], hspace=0.25, wspace=0.08)
@@ -410,11 +423,13 @@ def figure4(
         ax.set_xticks([])
         ax.set_yticks([])
         right_answer = label == gold
-        color = "#1a7f37" if right_answer else "#c62828"
+        is_lucky = right_answer and name in lucky_names
+        color = "#b26a00" if is_lucky else "#1a7f37" if right_answer else "#c62828"
         for side in ax.spines.values():
             side.set_edgecolor(color)
             side.set_linewidth(2)
-        mark = "✓ correct" if right_answer else "✗ wrong"
+        mark = "lucky: right label, reasoning does not support it" if is_lucky else \
+            "✓ correct" if right_answer else "✗ wrong"
         ax.set_title(f"{name}\nanswer: {label if label is not None else '(unparsable)'}  {mark}", fontsize=9, color=color)
         body = text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"
         # One line per step and per tag; wrapped to the panel (a mono glyph is 0.6 em wide).

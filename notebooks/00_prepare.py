@@ -28,10 +28,13 @@
 #   exact layout of the MORE release, and builds a tiny, randomly initialised Qwen2.5-VL as the
 #   base model; **paper profile**: it only checks the real MORE release in `data_dir`;
 # * it validates the data with the same checker that `python -m morelib.data validate` runs;
-# * it shows a few samples and the label distribution, and (toy only) how well predictors that
-#   see only the text, only the image, or both can do.
+# * it explains the toy world's picture code (toy only), shows a few samples and the label
+#   distribution beside what the MORE paper publishes, and (toy only) how well predictors that see
+#   only the text, only the image, or both can do;
+# * it chooses the **traced pair**, two training facts that every later notebook follows from the
+#   expert's prompt to the final answers (section 8), and writes it to `trace.json`.
 #
-# All outputs go to the run directory, never into git.
+# All outputs go to the run directory, never into git. Exercises close the notebook.
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
@@ -39,8 +42,13 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["toy_train=600"]
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
 from morelib.config import load_profile, resolve_path
 from morelib.layout import RunLayout
+
 config = load_profile(profile, overrides, run_dir, default_section="00_prepare")
 settings = config.settings("00_prepare")
 layout = RunLayout(settings.run_dir)
@@ -68,11 +76,10 @@ print("data directory:", data_dir)
 # (tokens, relation, the entity's token span `h`, the object's name and box `t`, the image id),
 # the objects of every image in `ent_{split}_dict.pth`, and the images in `img_org/{split}/`.
 #
-# The toy world follows that layout line for line. Each drawn image holds several shapes; the
-# shape's colour and form give the object's type, and the headline's *subject* is drawn solid.
-# One image-text pair yields one fact per object and entity, as in MORE, and most of them are
-# `none`. The facts behind each line go to `toy_meta.jsonl`, which only the offline expert of the
-# toy profile reads: training and evaluation never see it.
+# The toy world follows that layout line for line (section 2 explains its pictures). One
+# image-text pair yields one fact per object and entity, as in MORE, and most of them are `none`.
+# The facts behind each line go to `toy_meta.jsonl`, which only the offline expert of the toy
+# profile (and the reasoning checks of notebooks 06 and 07) read: training never sees it.
 
 # %%
 from morelib import toy
@@ -86,7 +93,52 @@ if settings.build_toy:
         print("toy data already present (overwrite=True rebuilds it):", data_dir)
 
 # %% [markdown]
-# ## 2 · Validation
+# ## 2 · The toy world's picture code (toy only)
+#
+# Every toy image is a light background with two to four shapes, and the picture follows one code
+# (`morelib/toy.py`):
+#
+# * **colour and shape give the object's type**: a red circle is a person (`per`), a blue square an
+#   organisation (`org`), a green triangle a location (`loc`), an orange diamond a miscellaneous
+#   thing (`misc`: an award, a party, a nation, an event);
+# * **solid or hollow tells the headline's subject from a bystander**: the one shape the headline is
+#   about is filled; every other shape is only an outline.
+#
+# The headline says what the subject did with each entity it names ("The favourite *joins* Varo
+# Labs"). A fact pairs one shape with one entity. Its label is a relation only when the shape is
+# the solid subject *and* the headline's wording means a relation for the subject's type (the
+# same words can mean `member_of` for a person, `subsidiary` for an organisation, and nothing for
+# a location); every hollow bystander gets `none`. Object names are neutral (`obj_0`, `obj_1`,
+# ...), and 70% of headlines call the subject something generic ("the newcomer"), so the type and
+# the subject role must be read from the pixels while the relation must be read from the text.
+# A few wordings fit two relations of one type pair ("hails from": born there, or living there),
+# which leaves some error no model can remove.
+
+# %%
+if settings.build_toy:
+    from matplotlib.patches import Patch
+
+    types = list(toy.LOOKS)
+    box = [(26, 26, 86, 86)]
+    fig, axes = plt.subplots(2, len(types), figsize=(1.6 * len(types), 3.6))
+    for column, obj_type in enumerate(types):
+        look = toy.LOOKS[obj_type]
+        for row, (solid, role) in enumerate(((True, "subject"), (False, "bystander"))):
+            axes[row, column].imshow(toy.draw_image([obj_type], box, 0 if solid else -1))
+            axes[row, column].set_title(f"{obj_type} {role}" + ("" if row else f": {look['colour']} {look['shape']}"),
+                                        fontsize=8)
+            axes[row, column].axis("off")
+    fig.suptitle("toy picture code: colour + shape = type; solid = the headline's subject, hollow = a bystander",
+                 fontsize=9)
+    plt.tight_layout()
+    plt.show()
+    display(pd.DataFrame([{"type": t, "colour": look["colour"], "shape": look["shape"],
+                           "e.g. as an entity": {"per": "Lena Ortiz", "org": "Varo Labs", "loc": "Mount Selen",
+                                                 "misc": "Golden Lyre Award"}[t]}
+                          for t, look in toy.LOOKS.items()]).set_index("type"))
+
+# %% [markdown]
+# ## 3 · Validation
 #
 # Every later stage trusts the loader, so the data is checked first: every line must parse, every
 # label must be known, the entity span must match the entity's name, the image must exist, the box
@@ -100,7 +152,7 @@ if not report.ok:
     raise SystemExit(f"{len(report.problems)} problem(s) in {data_dir}; see the list above")
 
 # %% [markdown]
-# ## 3 · The base model
+# ## 4 · The base model
 #
 # The paper fine-tunes `Qwen/Qwen2.5-VL-7B-Instruct`. The toy profile builds a tiny model of the
 # same class (`Qwen2_5_VLForConditionalGeneration`) with random weights, a byte-level BPE tokenizer
@@ -126,7 +178,7 @@ else:
     print("base model:", settings.base_model, "(loaded from the hub or a local copy by later stages)")
 
 # %% [markdown]
-# ## 4 · A first look
+# ## 5 · A first look
 #
 # Each sample gives the student two images, the full image and the crop of the object, plus the
 # headline and the entity. Below, the object's box is drawn on the full image. Try to guess the
@@ -157,27 +209,59 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# ## 5 · Label distribution
+# ## 6 · Label distribution, and MORE's
 #
 # As in MORE, `none` is the majority class and many relations are rare. This is why the metric
 # is the micro F1 over the non-`none` labels: always answering `none` scores a high accuracy and
 # an F1 of zero.
 
 # %%
+from morelib import report as reporting
+
 counts = pd.DataFrame({split: pd.Series(summary.label_counts) for split, summary in report.splits.items()})
 counts = counts.reindex(list(report.relations)).fillna(0).astype(int)
 counts.loc["total"] = counts.sum()
 display(counts)
-figures = layout.figures
-figures.mkdir(parents=True, exist_ok=True)
 ax = counts.drop(index=["total", labels.NONE])["train"].plot.barh(figsize=(6, 5), title=f"train labels other than none ({counts.loc[labels.NONE, 'train']} none)")
 ax.invert_yaxis()
 plt.tight_layout()
-plt.savefig(figures / "00_label_distribution.png", dpi=120)
+reporting.save_figure(ax.figure, layout.figures, "00_label_distribution", formats=("png",))
 plt.show()
 
 # %% [markdown]
-# ## 6 · Both modalities are needed (toy only)
+# **The real MORE beside this run's data.** What the published papers state about MORE: 21 labels,
+# `none` included (MORE-R1, section 4.1); 20,264 facts split 15,486 / 1,742 / 3,036 (MORE-R1,
+# section 4.1, as in `docs/paper-notes.md`); 3,559 image-text pairs (the MORE paper, He et al.,
+# ACM MM 2023, arXiv version; its proceedings abstract gives 20,136 facts on 3,522 pairs). The
+# share of `none` over the whole dataset is not stated; MORE-R1's difficulty split implies that
+# 8,213 of the 11,223 facts of its Stage 2 pool are `none` (7,417 easy + 796 hard), about 73%.
+# **Per-label counts are not published in either text**, so none are shown here: on the paper
+# profile this notebook counts them from the release itself (the table above), which is exact.
+
+# %%
+splits = {split: summary for split, summary in report.splits.items()}
+facts = sum(summary.facts for summary in splits.values())
+ours = {
+    "labels (none included)": len(report.relations),
+    "facts": facts,
+    "train / valid / test": " / ".join(f"{splits[s].facts:,}" if s in splits else "-" for s in ("train", "valid", "test")),
+    "image-text pairs (images)": sum(summary.images for summary in splits.values()),
+    "none share": f"{counts.loc[labels.NONE, :].sum() / facts:.0%} of all facts",
+    "per-label counts": "the table above",
+}
+published = {
+    "labels (none included)": 21,
+    "facts": 20264,
+    "train / valid / test": "15,486 / 1,742 / 3,036",
+    "image-text pairs (images)": "3,559 (MORE paper, arXiv)",
+    "none share": "not stated; 73% of MORE-R1's Stage 2 pool",
+    "per-label counts": "not published; count them from the release",
+}
+this_run = "this run: toy world" if settings.build_toy else "this run: the release in data_dir (counted)"
+display(pd.DataFrame({"MORE, as published": published, this_run: ours}))
+
+# %% [markdown]
+# ## 7 · Both modalities are needed (toy only)
 #
 # How much can be read from one side alone? Below, simple predictors are fitted on the train split
 # of the toy world's generation facts: one sees only the text side (the headline's wording and the
@@ -193,7 +277,57 @@ else:
     print("no generation facts for real data; see 06_evaluation for the zero-shot and trained models")
 
 # %% [markdown]
-# ## 7 · Pre-flight: will every sequence fit?
+# ## 8 · The traced pair: two facts every notebook follows
+#
+# One fact cannot show every stage: the expert writes reasoning only for the Stage 1 quarter of
+# the training set (notebooks 01 to 03), while the easy/hard split and GRPO use only the other
+# three quarters, the Stage 2 pool (04 and 05). So the notebooks follow **two facts of one
+# picture**:
+#
+# * the **Stage 1 fact**, a fact with a relation in the quarter the expert annotates: its expert
+#   prompt beside the student's prompt (01), the expert's reply (01) and the filter's verdict (02),
+#   and what the Stage 1 model writes for it after training on it (03);
+# * the **pool fact**, a fact of the Stage 2 pool, from the same image and headline where one
+#   exists: the Stage 1 model's answer to a fact it never saw (03), easy or hard (04), one GRPO
+#   group of completions with their rewards and advantages (05), and each model's final answer
+#   with a check of its reasoning (07).
+#
+# Same picture, two questions: the expert's worked example for one, the student's own attempts at
+# its neighbour. The choice is deterministic (`morelib.trace.choose`; 01's stratified split is
+# computed here the same way 01 computes it); set `trace_id` (a training id, in either part) to
+# follow another fact. It is written to `trace.json` in the run directory.
+
+# %%
+from morelib import annotate, trace
+
+annotation = config.settings("01_annotation")
+annotated_split = train if annotation.split == "train" else data.load_split(data_dir, annotation.split)
+stage1_ids, pool_ids = annotate.stratified_split(annotated_split, annotation.fraction, annotation.seed)
+traced = trace.choose(annotated_split, stage1_ids, pool_ids, settings.trace_id)
+trace.write(run_dir, traced)
+facts_by_id = toy.meta_by_id(data_dir) if toy.meta_path(data_dir).is_file() else {}
+pair = trace.load_samples(data_dir, traced.ids)
+print(f"chosen by {traced.how}; written to {layout.trace}\n")
+for role, sample_id in (("Stage 1 fact", traced.stage1_id), ("pool fact", traced.pool_id)):
+    print(role + ":", trace.describe(pair[sample_id], facts_by_id.get(sample_id)))
+
+fig, axes = plt.subplots(2, 2, figsize=(5.5, 5.5), squeeze=False)
+for (ax_full, ax_crop), (role, sample_id) in zip(axes, (("Stage 1 fact", traced.stage1_id), ("pool fact", traced.pool_id))):
+    sample = pair[sample_id]
+    full, crop = data.load_images(sample)
+    left, top, right, bottom = data.box_to_pixels(sample.box, *full.size)
+    ax_full.imshow(full)
+    ax_full.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black", linewidth=2))
+    ax_full.set_title(f"{role} {sample_id}: full image", fontsize=8)
+    ax_crop.imshow(crop)
+    ax_crop.set_title(f"crop; entity {sample.entity!r}", fontsize=8)
+    for ax in (ax_full, ax_crop):
+        ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## 9 · Pre-flight: will every sequence fit?
 #
 # A training row is the chat template, both images as image tokens (one per 28 x 28 pixels after
 # resizing within `min_pixels` and `max_pixels`), the prompt and the completion. TRL's SFT would
@@ -209,6 +343,57 @@ from morelib import preflight
 status = preflight.run(profile, overrides, run_dir)
 print({0: "every stage fits", 1: "A STAGE WOULD TRUNCATE: fix the limits above before training",
        2: "skipped: nothing to count yet"}[status])
+
+# %% [markdown]
+# ## Exercises
+#
+# Each one runs in seconds on what this notebook has already loaded.
+#
+# 1. **Label four facts by hand.** The cell below draws four validation facts (seeded). Look at the
+#    images and the headline, write your label for each into `my_labels`, and run it again: it
+#    scores you with the benchmark's metric. Which cue did you need from the picture, which from
+#    the text?
+# 2. **Image tokens.** Each image becomes one LLM token per 28 x 28 pixels after resizing within
+#    `min_pixels` and `max_pixels`. Change `max_pixels` in the second cell (try 3136, 50176 and
+#    1003520) and count again: what happens to a 112-pixel toy image, and to a 1280 x 720 news
+#    photo? Why does the paper profile set a limit at all?
+# 3. **Explain a none.** In the traced pair's image, pick a hollow shape: what is its label with
+#    either entity, and why can a text-only model not know that?
+
+# %%
+exercise_rng = random.Random(settings.seed + 1)
+valid = data.load_split(data_dir, "valid")
+to_label = exercise_rng.sample(valid, 4)
+my_labels = {}  # e.g. {"valid-12": "/per/org/member_of", ...}; labels: morelib.labels.RELATIONS
+fig, axes = plt.subplots(1, 4, figsize=(9, 2.6))
+for ax, sample in zip(axes, to_label):
+    full, _ = data.load_images(sample)
+    left, top, right, bottom = data.box_to_pixels(sample.box, *full.size)
+    ax.imshow(full)
+    ax.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black", linewidth=2))
+    ax.set_title(sample.id, fontsize=8)
+    ax.axis("off")
+    print(f"{sample.id}: {sample.text}  | entity: {sample.entity}")
+plt.tight_layout()
+plt.show()
+if my_labels:
+    from morelib import metrics
+
+    guessed = [s for s in to_label if s.id in my_labels]
+    print({s.id: (my_labels[s.id], s.label) for s in guessed})
+    print(metrics.score([s.label for s in guessed], [labels.normalize_label(my_labels[s.id]) for s in guessed]))
+else:
+    print("fill in my_labels and run this cell again")
+
+# %%
+from morelib import vision_tokens
+
+inference = config.settings("inference")
+max_pixels_to_try = inference.max_pixels or 12845056  # None = the processor's own limit (16,384 tokens)
+min_pixels_to_try = inference.min_pixels or 3136
+for what, (width, height) in {"toy image, 112 x 112": (112, 112), "news photo, 1280 x 720": (1280, 720)}.items():
+    tokens = vision_tokens.image_tokens(width, height, min_pixels=min_pixels_to_try, max_pixels=max_pixels_to_try)
+    print(f"{what}: {tokens} image tokens at min_pixels={min_pixels_to_try}, max_pixels={max_pixels_to_try}")
 
 # %% [markdown]
 # ## Next

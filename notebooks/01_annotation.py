@@ -39,14 +39,19 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["expert_mistake_rate=0.3"]
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
 from collections import Counter
 
 import pandas as pd
 
-from morelib import annotate, cost
-from morelib.config import describe, load_settings
+from morelib import annotate, cost, trace
+from morelib.config import describe, load_settings, with_changes
 from morelib.data import load_images, load_split
 from morelib.layout import RunLayout
+from morelib.prompts import prompt_template, student_prompt
 
 cfg = load_settings("01_annotation", profile, overrides, run_dir)
 layout = RunLayout(cfg.run_dir)
@@ -75,7 +80,7 @@ print(f"stage 1: {len(stage1)} facts, stage 2 pool: {len(pool)} facts")
 counts
 
 # %% [markdown]
-# ## 2. The expert prompt
+# ## 2. The expert prompt, beside the student's
 #
 # The prompt has the paper's three parts: the **basic task description** (the same text the
 # student sees later), **six stepwise instructions** (object analysis, image-text relevance,
@@ -83,14 +88,32 @@ counts
 # **gold answer** (types and relation, or that there is no relation) with the request to reason
 # as if it had not been given. The template is one file, `template_path`; put the authors' own
 # wording there to use it. Both images, the full picture and the object crop, go with the text.
+#
+# Below, for the **traced Stage 1 fact** that notebook 00 chose (`trace.json`): on the left what
+# the *student* will see in Stage 1, at inference and in GRPO, only the basic task description
+# (`morelib.prompts.student_prompt` with the reasoning template: two image placeholders, then the
+# text); on the right what the *expert* is asked. The student never sees the steps' wording or
+# the answer: it must learn both from the expert's replies.
 
 # %%
 requests = annotate.plan_requests([s for s in train if s.id in chosen], cfg)
-example = next(r for r in requests if r.sample.label != "none")
+requests_by_id = {r.sample_id: r for r in requests}
+traced = trace.load(layout.root)
+if traced is None:
+    print("no trace.json in this run (notebook 00 writes it): showing the first relation fact instead")
+elif traced.stage1_id not in requests_by_id:
+    print(f"traced fact {traced.stage1_id} is not in this run's Stage 1 quarter (did 00 and 01 use another "
+          "fraction or seed?): showing the first relation fact instead")
+    traced = None
+example = requests_by_id[traced.stage1_id] if traced else next(r for r in requests if r.sample.label != "none")
 full, crop = load_images(example.sample)
 display(full, crop)
-print(f"{example.sample_id} (gold {example.sample.label}), prompt hash {example.prompt_hash}\n")
-print(example.prompt_text)
+print(f"{example.sample_id} (gold {example.sample.label}), prompt hash {example.prompt_hash}")
+student_messages = student_prompt(example.sample, prompt_template("reasoning"))
+student_text = "\n".join(f"[{part['type']}]" if part["type"] == "image" else part["text"]
+                          for part in student_messages[0]["content"])
+display(trace.side_by_side(f"student prompt ({example.sample_id})", student_text,
+                           f"expert prompt ({example.sample_id})", "[image]\n[image]\n" + example.prompt_text))
 
 # %% [markdown]
 # ## 3. What it will cost
@@ -137,15 +160,19 @@ print(annotate.save_report(layout.root, report, cfg))
 #
 # The store holds one line per request: sample id, prompt hash, model, the raw reply, the token
 # usage the endpoint reported, timestamps and any error. The actual cost is tallied from the
-# reported usage. Notebook 02 filters these replies.
+# reported usage. Below, the record of the fact of section 2 (the traced one): notebook 02
+# decides whether its reply is kept.
 
 # %%
 records = store.records()
 print(f"{len(records)} records in {store.path}")
 print("actual cost of all records:", cost.tally(records, cost.Prices.from_settings(cfg)))
-record = next(r for r in reversed(records) if r["response"])
-print({k: v for k, v in record.items() if k != "response"})
-print(record["response"])
+record = trace.expert_reply(layout.root, example.sample_id, cfg.model)
+if record is None:
+    print(f"{example.sample_id}: no record stored")
+else:
+    print({k: v for k, v in record.items() if k != "response"})
+    print(record["response"] or f"no reply: {record.get('error')}")
 
 # %% [markdown]
 # ## 6. Beyond the paper: the Batch API
@@ -160,3 +187,25 @@ print(record["response"])
 if cfg.write_batch_input:
     paths = annotate.write_batch_files(cfg)
     print(paths or "nothing pending: every request already has an answer")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **The stratified quarter.** Change `fraction_to_try` below and rerun: how many facts of the
+#    rarest relation does Stage 1 get at 10%? Why does `stratified_split` give every relation at
+#    least one?
+# 2. **The gold statement.** Print `annotate.gold_statement(s)` for a `none` fact and for a
+#    relation fact. Why does the paper give the expert the answer at all, and what could go wrong
+#    when it does (think of the reasoning checks in notebooks 06 and 07)?
+# 3. **Cost.** The toy expert gets its images at `low` detail (85 tokens each). Rerun the estimate at
+#    `high` detail (last line of the cell below): how much of the price is images? The toy images
+#    are tiny; what changes for 1280-pixel news photos?
+
+# %%
+fraction_to_try = 0.10
+few, rest = annotate.stratified_split(train, fraction_to_try, cfg.seed)
+few_counts = Counter(s.label for s in train if s.id in set(few))
+print(f"fraction {fraction_to_try}: {len(few)} facts; rarest relations:",
+      sorted(few_counts.items(), key=lambda item: item[1])[:3])
+print(annotate.gold_statement(next(s for s in train if s.label == "none")))
+print(annotate.estimate_cost(requests, with_changes(cfg, image_detail="high")).summary())

@@ -33,8 +33,13 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["n_examples=3"]
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
 from morelib.config import load_profile, resolve_path
 from morelib.layout import RunLayout
+
 config = load_profile(profile, overrides, run_dir, default_section="02_filtering")
 settings = config.settings("02_filtering")
 layout = RunLayout(settings.run_dir)
@@ -43,12 +48,27 @@ run_dir = layout.root
 
 import pandas as pd
 
-from morelib import filtering
+from morelib import filtering, trace
 
 results = filtering.build_stage1(run_dir, data_dir, model=settings.model)
 counts = filtering.reason_counts(results)
 print(f"sent {len(results)}, kept {counts['kept']}, rejected {len(results) - counts['kept']}")
 pd.Series(counts, name="count").sort_values(ascending=False).to_frame()
+
+# %% [markdown]
+# ## The traced fact's verdict
+#
+# The fact that every notebook follows (`trace.json`, chosen in 00): was the expert's reply kept?
+# A kept reply becomes one row of the Stage 1 set, with the answer in canonical form.
+
+# %%
+traced = trace.load(run_dir)
+traced_result = next((r for r in results if traced and r.id == traced.stage1_id), None)
+if traced_result is None:
+    print("no traced Stage 1 fact in this run (notebook 00 writes trace.json)")
+else:
+    print(f"{traced_result.id} (gold {traced_result.label}): "
+          + ("KEPT, a row of the Stage 1 set" if traced_result.kept else f"REJECTED: {traced_result.reason}"))
 
 # %% [markdown]
 # ## By label
@@ -86,3 +106,32 @@ print(rows[0]["id"], rows[0]["label"])
 print(rows[0]["completion"])
 lengths = pd.Series([len(r["completion"]) for r in rows])
 print(f"completion length in characters: median {lengths.median():.0f}, max {lengths.max()}")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Break the reply.** The cell below takes the traced fact's reply (or any kept one), breaks it
+#    in a few ways and asks the filter (`filtering.check_response`) about each. Add your own
+#    variants: a seventh step, `<answer>per/org/member_of</answer>` without the leading slash,
+#    text after `</answer>`. Which does the filter forgive, and why is that safe?
+# 2. **What the filter cannot see.** A reply can pass every check while its Step 4 names the wrong
+#    entity or its Step 6 argues for another label. Write one such reply and check it here; then
+#    read how notebooks 06 and 07 measure it (`morelib.faithfulness`).
+# 3. **Keep rate by label.** In the table "By label", which relation loses the most replies? With
+#    only 25% of each relation annotated, what does a low keep rate do to a rare relation in Stage 1?
+
+# %%
+base = traced_result if traced_result is not None and traced_result.kept else next(r for r in results if r.kept)
+reply = base.response
+variants = {
+    "as stored": reply,
+    "Step 3 removed": reply.replace("Step 3:", "Note:"),
+    "steps 2 and 3 swapped": reply.replace("Step 2:", "Step X:").replace("Step 3:", "Step 2:").replace("Step X:", "Step 3:"),
+    "wrong label": reply.replace(f"<answer>{base.label}</answer>", "<answer>none</answer>" if base.label != "none"
+                                 else "<answer>/per/per/partner</answer>"),
+    "answer without slash": reply.replace(f"<answer>{base.label}</answer>", f"<answer>{base.label.lstrip('/')}</answer>"),
+    "two answers": reply + f" <answer>{base.label}</answer>",
+}
+for name, text in variants.items():
+    reason, _ = filtering.check_response(text, base.label)
+    print(f"{name:24s} -> {'kept' if reason is None else reason}")

@@ -30,8 +30,9 @@
 #    `SFTTrainer` does this for prompt-completion rows; `tests/test_sft.py` checks the mask.
 # 2. **The vision encoder and the projector are frozen**, as in the paper: only the language model
 #    learns. A test checks that no gradient reaches them.
-# 3. **Full fine-tuning or LoRA** (`use_lora`). The paper does not say which; LoRA is inferred
-#    from its learning rate and ms-swift's default, so it is a parameter (`docs/paper-notes.md`).
+# 3. **Full fine-tuning or LoRA** (`use_lora`). The paper does not say which; LoRA is *inferred*
+#    from its learning rate and ms-swift's default, so it is a parameter (`docs/paper-notes.md`,
+#    "LoRA or full fine-tuning"). The toy profile trains its tiny model fully.
 #
 # Training runs as a subprocess under `accelerate launch` (`morelib.sft`): one process on the
 # toy, N GPUs with DeepSpeed on the paper profile. Its log goes to `checkpoints/<model>/train.log`. Checkpoints go to
@@ -46,10 +47,15 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["num_train_epochs=2", "label_baselines=false"]
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
 import pandas as pd
 from IPython.display import display
+from transformers.utils import logging as hf_logging
 
-from morelib import report, sft
+from morelib import report, sft, trace
 from morelib.config import describe, load_profile, seed_everything, with_changes
 from morelib.files import read_jsonl
 from morelib.launch import launch, write_settings
@@ -60,6 +66,8 @@ config = load_profile(profile, overrides, run_dir, default_section="03_sft")
 settings = config.settings("03_sft")
 seed_everything(settings.seed)
 layout = RunLayout(settings.run_dir)
+generation = config.settings("inference")
+hf_logging.disable_progress_bar()  # "Loading weights" bars; the training logs go to train.log
 display(describe(settings, ["base_model", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
                             "max_length", "use_lora", "label_baselines", "blank_images_ablation"]))
 
@@ -154,7 +162,6 @@ from morelib.inference import TransformersBackend, predict_to_file
 from morelib.prompts import prompt_template
 
 if settings.blank_images_ablation:
-    generation = config.settings("inference")
     test = data.load_split(settings.data_dir, "test")[:settings.ablation_eval_limit]
     checks = {
         "stage1 (real images)": ("stage1", test, layout.predictions("stage1", "test")),
@@ -171,7 +178,61 @@ if settings.blank_images_ablation:
     display(pd.DataFrame(scores).T)
 
 # %% [markdown]
+# ## 7 · The traced facts after Stage 1
+#
+# The two facts notebook 00 chose (`trace.json`), answered by the Stage 1 model with greedy
+# decoding (`morelib.inference`, the evaluation's settings). The **Stage 1 fact** was a training
+# row, if the filter kept its reply: has the model learned to write it back? The **pool fact** comes
+# from the same picture but was never trained on: this is the model's own answer, and notebook 04
+# will call it easy or hard. The outputs are cached in `predictions/stage1__trace.jsonl`.
+
+# %%
+traced = trace.load(layout.root)
+if traced is None or not is_done(layout.checkpoint("stage1")):
+    print("nothing to show: no trace.json (notebook 00) or no finished Stage 1 model")
+else:
+    pair = trace.load_samples(settings.data_dir, traced.ids)
+    stage1_model = TransformersBackend.from_path(layout.checkpoint("stage1"), dtype=generation.dtype,
+                                                 min_pixels=generation.min_pixels, max_pixels=generation.max_pixels)
+    traced_outputs = {r["id"]: r for r in predict_to_file(
+        stage1_model, [pair[i] for i in traced.ids], layout.predictions("stage1", "trace"),
+        generation.for_model("stage1"), template=prompt_template("reasoning"), progress=False)}
+    trained_on = next((r["completion"] for r in rows if r["id"] == traced.stage1_id),
+                      "(the filter rejected this reply: the model never trained on it)")
+    display(trace.side_by_side(f"trained on: the expert's reply ({traced.stage1_id})", trained_on,
+                               f"the Stage 1 model's output ({traced.stage1_id})", traced_outputs[traced.stage1_id]["text"]))
+    for sample_id in traced.ids:
+        row = traced_outputs[sample_id]
+        print(f"{sample_id}: answer {row['label']}, gold {row['gold']} -> "
+              f"{'right' if row['label'] == row['gold'] else 'wrong'}")
+    print(f"\npool fact {traced.pool_id}, never trained on:\n{traced_outputs[traced.pool_id]['text']}")
+
+# %% [markdown]
 # ## Next
 #
 # `04_difficulty` lets the Stage 1 model answer the other 75% of the training set and splits it
 # into easy and hard samples for Stage 2.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Fast, then slow.** In the loss curves of section 5, where does the Stage 1 loss stop falling
+#    fast? Which tokens of a completion are the same in every row, and which must the model work
+#    out from the images and the text?
+# 2. **Characters or tokens.** The GRPO length reward counts characters (the paper's "length
+#    exceeds 1,024" has no unit; characters are *inferred*, `docs/paper-notes.md`). The cell below
+#    measures both for the Stage 1 set with the model's tokenizer: how many characters is a token
+#    here, and could a 1,024-*token* threshold ever be passed with a 1,024-token completion limit?
+# 3. **Learned or copied?** Compare the two columns of section 7. Change `generation` to sample
+#    (`with_changes(generation, temperature=0.8)`) and predict the traced facts again into a
+#    scratch file: does the answer survive sampling?
+
+# %%
+if is_done(layout.checkpoint("stage1")):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(layout.checkpoint("stage1"))
+    chars = pd.Series([len(r["completion"]) for r in rows])
+    tokens = pd.Series([len(tokenizer(r["completion"])["input_ids"]) for r in rows])
+    print(f"Stage 1 completions: median {chars.median():.0f} characters, {tokens.median():.0f} tokens, "
+          f"{(chars / tokens).median():.1f} characters per token")

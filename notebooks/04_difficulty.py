@@ -36,7 +36,13 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["inference.batch_size=8"]
 
 # %%
-from morelib import difficulty, report
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
+from transformers.utils import logging as hf_logging
+
+from morelib import difficulty, report, trace
 from morelib.config import describe, load_profile, seed_everything
 from morelib.inference import make_backend
 from morelib.layout import RunLayout, resolve_path
@@ -52,6 +58,7 @@ settings = config.settings("04_difficulty")
 generation = config.settings("inference").for_model("stage1")
 seed_everything(generation.seed)
 layout = RunLayout(settings.run_dir)
+hf_logging.disable_progress_bar()  # "Loading weights" bars
 model_dir = resolve_path(settings.model) if settings.model else layout.checkpoint("stage1")
 pool = difficulty.pool_ids(layout.root)
 print("Stage 1 model:", model_dir)
@@ -83,6 +90,22 @@ print(f"{len(rows)} pool samples split; {unparsable} answers could not be parsed
 print("written:", layout.difficulty_split)
 
 # %% [markdown]
+# ### The traced pool fact: easy or hard?
+#
+# The pool fact every notebook follows (`trace.json`): the Stage 1 model's greedy answer to it,
+# and the part it falls in. Its Stage 1 sibling is not in the pool: the expert annotated it, and
+# Stage 1 trained on it.
+
+# %%
+traced = trace.load(layout.root)
+traced_row = trace.difficulty_row(layout.root, traced.pool_id) if traced else None
+if traced_row is None:
+    print("no traced pool fact in this run (notebook 00 writes trace.json)")
+else:
+    print(f"{traced_row['id']}: gold {traced_row['label']}, Stage 1 answered {traced_row['pred']} "
+          f"-> {traced_row['difficulty'].upper()}")
+
+# %% [markdown]
 # ## 2 · How many are easy, how many hard?
 #
 # The paper reports, for Qwen2.5-VL-7B after Stage 1 on the MORE training pool: **2,370 hard** and
@@ -90,13 +113,18 @@ print("written:", layout.difficulty_split)
 # samples are `none`, the majority class, while two thirds of the hard ones carry a real relation:
 # the split concentrates Stage 2 on the relations the model still confuses.
 #
-# The first row below is the paper's, the second is this run's. On the toy profile the model and
-# data are tiny and synthetic, so compare the *shape* (hard share, none ratio per part), not the
-# counts.
+# The paper's pool is thus about 3.7 easy samples per hard one (8,853 : 2,370). This ratio is what
+# the *raw* variant of notebook 05 trains on every epoch, and what the progressive mix starts to
+# move away from. The first row below is the paper's, the second is this run's. On the toy profile
+# the model and data are tiny and synthetic, so compare the *shape* (hard share, none ratio per
+# part), not the counts; the last line gives this run's easy : hard ratio.
 
 # %%
 table = difficulty.comparison_table(rows)
 display(table.round(3))
+run_easy, run_hard = table.iloc[1]["easy"], table.iloc[1]["hard"]
+print(f"easy : hard = {run_easy / run_hard if run_hard else float('inf'):.1f} : 1 in this run, "
+      f"{difficulty.REPORTED_COUNTS['easy'] / difficulty.REPORTED_COUNTS['hard']:.1f} : 1 in the paper")
 
 # %% [markdown]
 # ## 3 · Which relations are hard?
@@ -122,3 +150,24 @@ plt.show()
 # %% [markdown]
 # Notebook 05 reads `difficulty/split.jsonl` and builds each GRPO epoch from all hard samples plus
 # a decaying number of easy ones.
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Redo the split by hand.** The cell below rebuilds the easy/hard rows from the cached
+#    predictions with `difficulty.split_rows` (no model needed). Count how many hard samples are
+#    hard only because their output could not be parsed. Should those count as hard?
+# 2. **Where the hard relations are.** In the table of section 3, which relation has the highest
+#    hard share? Is it one whose toy wording is ambiguous between two relations (`morelib/toy.py`,
+#    cues with two labels), or one that needs the picture?
+# 3. **Temperature 0.** Why does the split use greedy decoding? What would a sampled answer (as GRPO
+#    samples) do to the notion of an "easy" sample?
+
+# %%
+from morelib.inference import read_predictions
+
+cached = read_predictions(layout.predictions(*difficulty.POOL_PREDICTIONS))
+again = difficulty.split_rows(cached)
+print(f"{len(again)} rows from {layout.predictions(*difficulty.POOL_PREDICTIONS)}; "
+      f"{sum(r['difficulty'] == 'hard' for r in again)} hard, of which "
+      f"{sum(r['difficulty'] == 'hard' and r['pred'] is None for r in again)} unparsable")

@@ -22,7 +22,7 @@
 # **GRPO** (Group Relative Policy Optimization, from DeepSeekMath):
 #
 # 1. for each prompt, sample a *group* of G completions from the current model
-#    (temperature 0.8 in the paper);
+#    (temperature 0.8 in the paper; G is not stated, see section 1);
 # 2. score each completion with the rewards below;
 # 3. the **advantage** of a completion is its reward minus the group's mean, divided by the
 #    group's standard deviation: better than its siblings means pushed up, worse means pushed
@@ -32,7 +32,8 @@
 #    **reference model**, here the Stage 1 model.
 #
 # A group whose completions all get the same reward has zero advantage everywhere: it teaches
-# nothing. The log tracks the share of such groups (`frac_reward_zero_std`).
+# nothing. The log tracks the share of such groups (`frac_reward_zero_std`). Section 2 works one
+# group out by hand, for the pool fact every notebook follows.
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
@@ -40,24 +41,36 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["gamma=0.25", "variants=[progressive]"]
 
 # %%
-import pandas as pd
-from IPython.display import display
+import warnings
 
-from morelib import grpo, report
-from morelib.config import describe, load_settings, seed_everything, with_changes
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
+import gc
+
+import pandas as pd
+import torch
+from IPython.display import display
+from transformers.utils import logging as hf_logging
+
+from morelib import grpo, mixing, report, trace
+from morelib.config import describe, load_profile, seed_everything, with_changes
 from morelib.launch import launch, write_settings
 from morelib.layout import RunLayout
 from morelib.training import is_done
 
-settings = load_settings("05_grpo", profile, overrides, run_dir)
+config = load_profile(profile, overrides, run_dir, default_section="05_grpo")
+settings = config.settings("05_grpo")
 if settings.use_vllm and settings.vllm_max_model_length is None:
     # vLLM's context would default to the model's 128k: take what the pre-flight count needs instead.
     from morelib.preflight import derived_overrides
 
     overrides = list(overrides) + derived_overrides(profile, overrides, run_dir)
-    settings = load_settings("05_grpo", profile, overrides, run_dir)
+    config = load_profile(profile, overrides, run_dir, default_section="05_grpo")
+    settings = config.settings("05_grpo")
+generation = config.settings("inference")
 seed_everything(settings.seed)
 layout = RunLayout(settings.run_dir)
+hf_logging.disable_progress_bar()  # "Loading weights" bars; the trainer's output goes to train.log
 all_settings = {variant: with_changes(settings, variant=variant) for variant in settings.variants}
 display(describe(settings, ["variants", "mix_epochs", "gamma", "max_hard_samples", "max_easy_samples",
                             "num_generations", "temperature", "learning_rate", "beta", "epsilon", "num_iterations",
@@ -66,14 +79,22 @@ display(describe(settings, ["variants", "mix_epochs", "gamma", "max_hard_samples
 # %% [markdown]
 # ## 1 · The three rewards
 #
-# Each completion gets three rewards, each 0 or 1, summed (the paper's Eq. 5 combines them; a
-# plain sum is inferred, so the weights are parameters; see `docs/paper-notes.md`):
+# Each completion gets three rewards, each 0 or 1:
 #
 # * **format**: `<think> Step 1: ... Step 6: ... </think> <answer>LABEL</answer>`, the six steps
 #   once each and in order, one answer tag holding one of the 21 labels, nothing after it;
-# * **length**: the output is longer than a threshold (paper: 1,024 characters), which pays for
-#   thorough reasoning rather than a bare label;
+# * **length**: the output is longer than a threshold (paper: 1,024), which pays for thorough
+#   reasoning rather than a bare label. *Inferred:* the paper gives no unit; we count
+#   **characters**, because a 1,024-*token* threshold could hardly be passed with a 1,024-token
+#   completion limit (`docs/paper-notes.md`, "Length is counted in characters"). The toy's
+#   reasoning is short, so its threshold is lower (`length_threshold`);
 # * **answer**: the label, read by the same parser as evaluation, equals the gold label.
+#
+# *Inferred:* the paper's **Eq. 5**, which combines the three, was lost in the text we worked from;
+# we read it as the **plain sum** (0 to 3), and the weights are a setting (`reward_weights`, TRL's
+# own; `docs/paper-notes.md`, "Eq. 5"). *Inferred:* the **group size G** is not stated; the paper
+# profile uses 8, the default of ms-swift (the paper's framework) and of TRL (`num_generations`;
+# "Group size G = 8" in the notes); the toy uses a smaller group to fit a CPU.
 #
 # Each reward can be gamed on its own (padding for length, several answer tags, a label outside
 # the 21): `morelib.rewards` is tested against these. Two optional guards, off by default to keep
@@ -100,15 +121,70 @@ table = pd.DataFrame({name: f(list(examples.values()), label=gold) for name, f i
 display(table)
 
 # %% [markdown]
-# ## 2 · Progressive Sample-Mixing
+# ## 2 · One group, by hand
+#
+# The heart of GRPO, for the **traced pool fact** (chosen in 00; notebook 04 said whether it is
+# easy or hard). Below, the Stage 1 model, where Stage 2 starts, writes G completions for it,
+# sampled as a GRPO rollout is sampled (the GRPO settings' temperature, top-p, top-k, repetition
+# penalty and completion length; seeded), in this process with transformers. Each completion
+# gets the three rewards and their weighted sum, and then its advantage:
+#
+# $$A_i = \frac{r_i - \operatorname{mean}(r_1..r_G)}{\operatorname{std}(r_1..r_G) + 10^{-4}}$$
+#
+# This is what TRL 1.16 computes with `scale_rewards="group"` (the paper profile's setting), in
+# `GRPOTrainer._generate_and_score_completions`: the standard deviation is the *sample* one
+# (Bessel's correction, divided by G - 1; TRL's `nanstd`), and 1e-4 keeps a group with equal
+# rewards at advantage 0. TRL does not expose this as a function of its own, so the column
+# `advantage (TRL)` runs TRL's lines with TRL's `nanstd` (`morelib.trace.trl_group_advantages`)
+# beside our plain NumPy (`morelib.trace.group_advantages`). Every token of completion i is then
+# pushed up or down in proportion to A_i.
+
+# %%
+traced = trace.load(layout.root)
+group = None
+if traced is None or not is_done(settings.stage1_dir):
+    print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
+else:
+    from morelib.inference import TransformersBackend
+    from morelib.prompts import prompt_template
+
+    traced_sample = trace.load_samples(settings.data_dir, [traced.pool_id])[traced.pool_id]
+    policy = TransformersBackend.from_path(settings.stage1_dir, dtype=generation.dtype,
+                                           min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+    completions = trace.sample_group(policy, traced_sample, settings, prompt_template(settings.prompt))
+    del policy
+    gc.collect()  # free the model before the training subprocess starts
+    torch.cuda.empty_cache()  # and its GPU memory (a no-op without a GPU)
+    group = trace.score_group(completions, traced_sample.label, settings)
+    print(trace.describe(traced_sample))
+    row = trace.difficulty_row(layout.root, traced.pool_id)
+    print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
+          f"temperature {settings.temperature}")
+    shown = group.assign(ending=[c[-90:].replace("\n", " ") for c in completions])
+    display(shown.round(3))
+    best = int(group["advantage"].idxmax())
+    print(f"completion {best} (highest advantage):\n{completions[best - 1]}")
+
+# %% [markdown]
+# Read the table: completions that beat their siblings get a positive advantage, the others a
+# negative one, and the advantages of a group sum to zero. If all G rewards are equal (every
+# completion right, or every one wrong in the same way), every advantage is 0 and the group
+# teaches nothing: that is what `frac_reward_zero_std` counts during training. A very peaked
+# Stage 1 model (low entropy) produces such groups often, which is why the temperature matters.
+
+# %% [markdown]
+# ## 3 · Progressive Sample-Mixing
 #
 # Notebook 04 split the remaining 75% of the training set by the Stage 1 model's answer: *easy*
 # (right) and *hard* (wrong). Training only on hard samples makes GRPO forget what it already does
 # well; training on everything wastes rollouts on groups that are all right, which carry no
 # advantage. MORE-R1 mixes them and shifts the mix over time: every epoch uses all hard samples,
 # epoch 1 adds as many easy ones (1:1), and the easy share halves each epoch (gamma = 0.5). The easy
-# draw keeps the none / non-none proportion of the original training set. The per-epoch count,
-# round(n_hard * gamma^(e-1)), is our reading of the paper's Eq. 6 (`docs/paper-notes.md`).
+# draw keeps the none / non-none proportion of the original training set.
+#
+# *Inferred:* the per-epoch count is the paper's **Eq. 6**, lost in extraction; we read it as
+# easy(e) = round(n_hard * gamma^(e-1)), capped at the easy pool, the only common decay that gives
+# 1:1 in epoch 1 and halves with gamma = 0.5 (`docs/paper-notes.md`, "Eq. 6").
 #
 # The ablations of Figure 3 change only the easy share: **raw** (all easy samples every epoch),
 # **balanced** (1:1 every epoch), **hard_only** (no easy samples). The epochs are built in advance,
@@ -116,39 +192,64 @@ display(table)
 # sees exactly the same rows.
 
 # %%
-plans = {}
+plans, mixes = {}, {}
 for variant, variant_settings in all_settings.items():
-    _, plans[variant] = grpo.prepare_mix(variant_settings, settings.num_processes)
+    mixes[variant], plans[variant] = grpo.prepare_mix(variant_settings, settings.num_processes)
 display(pd.concat(plans, names=["variant"]))
 
 # %% [markdown]
-# ## 3 · Training
+# **The toy's ratios are not the paper's.** In the paper, *raw* trains on the whole pool every
+# epoch: 8,853 easy to 2,370 hard, about 3.7 : 1. The toy's *raw* trains on whatever easy : hard
+# ratio this run's pool has (capped by `max_easy_samples` and `max_hard_samples`), printed below;
+# where it is much lower than 3.7 : 1, the toy's *raw* is far less flooded with easy `none` samples
+# than the paper's, and should lose less to the other variants than in Figure 3. The last column
+# says in which mix epochs the traced pool fact is trained on (an empty list: this run's mix left it
+# out, and section 2 shows what GRPO *would* do with it).
+
+# %%
+ratios = pd.DataFrame({
+    variant: {"easy : hard, epoch 1": plan["n_easy"].iloc[0] / max(1, plan["n_hard"].iloc[0]),
+              "easy : hard, last epoch": plan["n_easy"].iloc[-1] / max(1, plan["n_hard"].iloc[-1]),
+              "traced fact in epochs": trace.mix_epochs(mixes[variant], traced.pool_id) if traced else None}
+    for variant, plan in plans.items()}).T
+ratios.loc["raw, paper"] = [8853 / 2370, 8853 / 2370, None]
+display(ratios)
+
+# %% [markdown]
+# ## 4 · Training
 #
 # Each variant runs as its own subprocess through `accelerate launch` (`morelib.grpo`), with TRL's
 # `GRPOTrainer`. Every paper setting is passed explicitly, because TRL's defaults differ
 # (loss type `dapo`, bf16 and gradient checkpointing on). The toy generates rollouts with
 # transformers; the paper profile uses vLLM (`use_vllm`, colocated with training or as a server).
 # Checkpoints go to `checkpoints/grpo_<variant>/ckpt`, and a rerun resumes from the last one; a
-# finished variant is skipped.
+# finished variant is skipped. The trainer's own output goes to `grpo/<variant>/train.log`; here,
+# only the lines the trainer marks for the notebook.
 
 # %%
 for variant, variant_settings in all_settings.items():
     if is_done(variant_settings.model_dir):
         print(f"{variant}: finished model in {variant_settings.model_dir}; skipping (delete it to retrain)")
         continue
-    # The trainer's own output goes to grpo/<variant>/train.log; the notebook shows one line per mix epoch.
     settings_path = write_settings(variant_settings, variant_settings.work_dir / "settings.json")
     launch("morelib.grpo", settings_path, num_processes=settings.num_processes,
            mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
            log_path=variant_settings.work_dir / "train.log", distributed=settings.distributed)
 
 # %% [markdown]
-# ## 4 · Reward curves
+# ## 5 · Reward curves
 #
 # One panel per variant: the mean answer, format and length rewards of each generation batch
-# (rolling mean over 3), with the ends of the mix epochs in grey. On the paper's data the answer
-# reward climbs while format stays near 1. On the toy, a few dozen steps with a tiny model
-# show the machinery, not the paper's effect: read the curves as "it trains", not as Figure 3.
+# (rolling mean over 3), with the ends of the mix epochs in grey. On the toy, read the curves as
+# "it trains", not as Figure 3.
+#
+# **Why the progressive answer reward falls.** A curve shows the mean reward of the *batches
+# trained on*, and the progressive mix changes what is in them: every epoch keeps all hard
+# samples while the easy ones halve (1:1, then 1:2, 1:4, 1:8 easy : hard). Hard samples are, by
+# definition, ones the Stage 1 model answered wrongly, so later batches hold more samples the
+# model still gets wrong, and the mean answer reward drops even while the model improves. The
+# curve measures the mix as much as the model; *balanced* and *hard_only* keep a fixed mix, so
+# their curves can be read directly. Notebook 06 judges every variant on the same test split.
 
 # %%
 grpo_dirs = {variant: layout.grpo_dir(variant) for variant in settings.variants}
@@ -165,6 +266,32 @@ display(summary.round(3))
 # already gets right tend to produce such groups, which is one reason the progressive mix spends
 # less of its budget on them as training goes on.
 #
+# ## Exercises
+#
+# 1. **Redraw the plan.** Change `gamma_to_try` (and `epochs_to_try`) below: `mixing.easy_counts`
+#    gives the easy samples per epoch for the paper's 2,370 hard and 8,853 easy. What gamma would
+#    keep the last epoch at 1 : 2? What does gamma = 1 turn the progressive variant into?
+# 2. **Advantages by hand.** For a group with rewards 3, 2, 2 and 0, compute the four advantages
+#    on paper (sample standard deviation), then check with `trace.group_advantages`. What are they
+#    for rewards 3, 3, 3, 3? For 1, 0, 0, 0 compared with 3, 2, 2, 2?
+# 3. **The falling curve.** Using the plan of section 3, compute the share of hard samples in each
+#    progressive epoch. If the model answered every hard sample with probability 0.2 and every
+#    easy one with 0.9, what mean answer reward would each epoch show?
+# 4. **After training.** Point the group of section 2 at `layout.checkpoint("grpo_progressive")`
+#    instead of the Stage 1 model and sample again: did the rewards or their spread change?
+
+# %%
+gamma_to_try, epochs_to_try = 0.5, 4
+print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
+print("advantages of 3, 2, 2, 0:", trace.group_advantages([3, 2, 2, 0]).round(3))
+print("advantages of 3, 3, 3, 3:", trace.group_advantages([3, 3, 3, 3]).round(3))
+progressive = plans.get("progressive")
+if progressive is not None:
+    hard_share = progressive["n_hard"] / progressive["total"]
+    print("hard share per progressive epoch:", hard_share.round(2).tolist())
+    print("expected answer reward at 0.2 (hard) / 0.9 (easy):", (0.2 * hard_share + 0.9 * (1 - hard_share)).round(2).tolist())
+
+# %% [markdown]
 # ## Next
 #
 # `06_evaluation` evaluates every variant on the test split (Table 1, Figure 3).

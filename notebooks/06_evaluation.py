@@ -44,8 +44,13 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["limit=100", "inference.batch_size=8"]
 
 # %%
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
 import pandas as pd
 from IPython.display import Image, display
+from transformers.utils import logging as hf_logging
 
 from morelib import data, evaluation, faithfulness, metrics, report
 from morelib.config import describe, load_profile, seed_everything
@@ -62,6 +67,7 @@ settings = config.settings("06_evaluation")
 generation = config.settings("inference")
 seed_everything(settings.seed)
 layout = RunLayout(settings.run_dir)
+hf_logging.disable_progress_bar()  # "Loading weights" bars
 base_model = resolve_path(settings.base_model) if resolve_path(settings.base_model).exists() else settings.base_model
 out_dirs = [layout.figures]
 samples = data.load_split(settings.data_dir, settings.split)
@@ -209,7 +215,36 @@ if len(support):
     display(support.round(3))
 
 # %% [markdown]
+# ## Exercises
+#
+# Each runs in a second on the cached predictions.
+#
+# 1. **Always `none`.** Score a model that answers `none` to everything (first cell below). Why is
+#    its accuracy so high, and why is F1 the paper's headline metric?
+# 2. **How wide is the interval?** Recompute the paired gain of MORE-R1 over Stage 1 on half the
+#    test split (`half`), then on all of it. How does the interval's width change, and how many
+#    test facts would a gain of 2 F1 points need?
+# 3. **Unparsable outputs.** They count as wrong here. What would Stage 1's F1 be if they were
+#    dropped instead, and why would that flatter a model that often runs out of tokens?
+
+# %%
+gold_labels = [s.label for s in samples]
+print("always none:", {k: round(100 * v, 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
+                       if k in ("acc", "precision", "recall", "f1")})
+if {"stage1", "grpo_progressive"} <= set(predictions):
+    half = len(samples) // 2
+    for n in (half, len(samples)):
+        gains = report.paired_gains({k: predictions[k][:n] for k in ("stage1", "grpo_progressive")},
+                                    n_boot=settings.n_boot, seed=settings.seed)
+        print(f"first {n} facts:", gains.round(2).to_dict("records"))
+if "stage1" in predictions:
+    parsed = [r for r in predictions["stage1"] if r["label"] is not None]
+    print(f"Stage 1 F1 without its {len(predictions['stage1']) - len(parsed)} unparsable outputs: "
+          f"{100 * metrics.score([r['gold'] for r in parsed], [r['label'] for r in parsed])['f1']:.2f}")
+
+# %% [markdown]
 # ## Next
 #
 # `07_case_studies` draws Figure 4: one test sample, the answers of label-only SFT, Stage 1 and
-# MORE-R1 side by side, and more cases where the models differ.
+# MORE-R1 side by side, and more cases where the models differ; it ends with every model's answer
+# to the traced pool fact followed since notebook 00.

@@ -19,9 +19,10 @@
 # Scores say how often a model is right; cases show *how* it gets there. The paper's Figure 4
 # puts one test sample next to the answers of three models: label-only SFT (it answers with a
 # bare label), MORE-R1 after Stage 1 (it reasons in six steps), and the complete MORE-R1 (after
-# Stage 2). This notebook draws the same figure from the predictions notebook 06 cached, and then
-# shows a few more cases for teaching: samples every model gets right, none gets right, or only
-# one model gets right.
+# Stage 2). This notebook draws the same figure from the predictions notebook 06 cached, after
+# checking whether the reasoning models' reasoning actually supports their answers; then it shows
+# a few more cases for teaching, and last, every model's answer to the traced pool fact that the
+# notebooks have followed since 00.
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
@@ -29,18 +30,24 @@ run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["sample_id='test-12'"]
 
 # %%
-from morelib.config import load_profile, resolve_path
+import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
+
+import pandas as pd
+from IPython.display import Image, display
+from transformers.utils import logging as hf_logging
+
+from morelib import data, evaluation, faithfulness, report, trace
+from morelib.config import load_profile, resolve_path, seed_everything
 from morelib.layout import RunLayout
+
 config = load_profile(profile, overrides, run_dir, default_section="07_case_studies")
 settings = config.settings("07_case_studies")
 layout = RunLayout(settings.run_dir)
 data_dir = resolve_path(settings.data_dir)
 run_dir = layout.root
-
-from IPython.display import Image, display
-
-from morelib import data, evaluation, report
-from morelib.config import resolve_path, seed_everything
+hf_logging.disable_progress_bar()  # "Loading weights" bars
 
 seed_everything(settings.seed)
 out_dirs = [layout.figures]
@@ -56,44 +63,75 @@ if not predictions:
     raise SystemExit("no predictions for any of the case-study settings.models: run notebook 06 first")
 gold = {i: s.label for i, s in samples.items()}
 labels_by_model = {key: {i: r["label"] for i, r in rows.items()} for key, rows in predictions.items()}
+facts = evaluation.toy_facts(data_dir) or {}  # the toy world's true types; {} on real data
+reasoning = [k for k in predictions if evaluation.MODELS_BY_KEY.get(k) and evaluation.MODELS_BY_KEY[k].prompt == "reasoning"]
 print("models:", ", ".join(evaluation.display_name(k) for k in predictions))
 
 # %% [markdown]
-# ## 1 · Picking the sample
+# ## 1 · Does the reasoning support the answer?
 #
-# Unless `sample_id` is set, the sample is chosen where the models *disagree*, preferring one
-# that MORE-R1 gets right while the others do not (as in the paper's example), then more distinct
-# answers, then a gold relation rather than `none`; ties go to the smallest id. The choice is
-# deterministic, so the figure is the same on every run of the same predictions.
+# Beyond the paper (`morelib.faithfulness`): a right label after reasoning that says something
+# else is luck, not reasoning. An output **supports its answer** when its Step 6 concludes the
+# label of the answer tag and its Step 4 names the right entity with the true object and entity
+# types (the toy world knows them; on real data only gold relations carry them). A right answer
+# that its reasoning does not support is **lucky**. The rates, per reasoning model, on this split:
+
+# %%
+if reasoning:
+    support = faithfulness.support_table({k: list(predictions[k].values()) for k in reasoning}, samples, facts)
+    display(support.rename(index=evaluation.display_name).round(3))
+else:
+    print("no reasoning model among settings.models")
+
+# %% [markdown]
+# ## 2 · Picking the sample
+#
+# Unless `sample_id` is set, the sample is one where MORE-R1 is right **and its reasoning supports
+# its answer**; among those, one where the models *disagree*, preferring the others wrong (as in
+# the paper's example), then more distinct answers, then a gold relation rather than `none`; ties go
+# to the smallest id. The choice is deterministic, so the figure is the same on every run of the
+# same predictions.
 
 # %%
 available = list(predictions)
 prefer = "grpo_progressive" if "grpo_progressive" in available else available[-1]
-chosen = settings.sample_id or report.pick_case(labels_by_model, gold, models=available, prefer=prefer)
+checks = {i: faithfulness.check(row, samples[i], facts.get(i)) for i, row in predictions[prefer].items()} \
+    if prefer in reasoning else {}
+supported = {i: check["supports"] for i, check in checks.items()}
+chosen = settings.sample_id or report.pick_case(labels_by_model, gold, models=available, prefer=prefer,
+                                                supported=supported)
 if chosen is None:
     raise SystemExit("the settings.models share no predicted sample")
 if chosen not in samples:
     raise ValueError(f"sample_id {chosen!r} is not in the {settings.split} settings.split")
 sample = samples[chosen]
 rows = {evaluation.display_name(k): predictions[k][chosen] for k in available if chosen in predictions[k]}
+lucky = [evaluation.display_name(k) for k in available if k in reasoning and chosen in predictions[k]
+         and faithfulness.is_lucky(predictions[k][chosen], sample, facts.get(chosen))]
 print(report.describe_case(sample, rows, max_chars=600))
+if prefer in reasoning and not supported.get(chosen):
+    print(f"\nnote: {evaluation.display_name(prefer)}'s reasoning does not support its answer here")
+if lucky:
+    print("lucky (right label, reasoning does not support it):", ", ".join(lucky))
 
 # %% [markdown]
-# ## 2 · Figure 4
+# ## 3 · Figure 4
 #
 # Left: the image with the object's box. Right: the headline with the entity highlighted, and the
-# gold label. Below: each model's output, framed green when its answer is right and red when not.
-# Read the reasoning models' steps: do they get the object's and the entity's types right (Step 4),
-# keep the right candidates (Step 5), and read the relation from the text and the image (Step 6)?
+# gold label. Below: each model's output, framed green when its answer is right and its reasoning
+# (if any) supports it, amber when the label is right but the reasoning does not support it
+# (lucky), and red when the answer is wrong. Read the reasoning models' steps: do they get the
+# object's and the entity's types right (Step 4), keep the right candidates (Step 5), and read the
+# relation from the text and the image (Step 6)?
 
 # %%
 outputs = {name: (row["text"], row["label"]) for name, row in rows.items()}
-paths = report.figure4(sample, outputs, out_dirs, settings.profile, max_chars=settings.max_chars)
+paths = report.figure4(sample, outputs, out_dirs, settings.profile, max_chars=settings.max_chars, lucky=lucky)
 print("wrote", *paths, sep="\n  ")
 display(Image(filename=str(paths[0])))
 
 # %% [markdown]
-# ## 3 · More cases
+# ## 4 · More cases
 #
 # One table row per sample that every model answered, with each model's answer and whether it is
 # right; then, for each pattern, a case. Where only the reasoning models are right, the steps
@@ -108,11 +146,63 @@ for pattern, mask in report.teaching_patterns(table, available).items():
     print(f"\n=== {pattern}: {int(mask.sum())} of {len(table)} samples")
     for case_id in list(table.index[mask])[:settings.n_teaching]:
         case_rows = {evaluation.display_name(k): predictions[k][case_id] for k in available}
-        print(report.describe_case(samples[case_id], case_rows))
+        print(report.describe_case(samples[case_id], case_rows, max_chars=300))
+
+# %% [markdown]
+# ## 5 · The traced pool fact, at the end
+#
+# The pool fact that notebook 00 chose and that the earlier notebooks followed (its Stage 1 answer
+# in 03, easy or hard in 04, one GRPO group in 05), answered now by each model of this notebook,
+# with greedy decoding and each model's own prompt. It is a training fact, not a test one, so it
+# is predicted here (cached in `predictions/<model>__trace.jsonl`), in this process with
+# transformers: for one fact, loading a model is quicker than starting an inference engine.
+
+# %%
+traced = trace.load(layout.root)
+if traced is None:
+    print("no trace.json in this run (notebook 00 writes it)")
+else:
+    inference = config.settings("inference")
+    common = config.settings("common")
+    traced_sample = trace.load_samples(data_dir, [traced.pool_id])[traced.pool_id]
+    base_model = resolve_path(common.base_model) if resolve_path(common.base_model).exists() else common.base_model
+    final = evaluation.evaluate_models(
+        [traced_sample], layout.root, base_model, keys=settings.models, split="trace", backend="transformers",
+        settings=inference, settings_by_key={k: inference.for_model(k) for k in settings.models},
+        dtype=inference.dtype, backend_options=dict(min_pixels=inference.min_pixels, max_pixels=inference.max_pixels))
+    verdicts = []
+    for key, (row,) in final.items():
+        check = faithfulness.check(row, traced_sample, facts.get(traced.pool_id)) if key in reasoning else {}
+        verdicts.append({"model": evaluation.display_name(key), "answer": row["label"], "right": row["label"] == row["gold"],
+                         "Step 6 agrees": check.get("step6_agrees"), "Step 4 right": check.get("step4_right"),
+                         "lucky": check.get("lucky")})
+    if verdicts:
+        display(pd.DataFrame(verdicts).set_index("model"))
+        print(report.describe_case(traced_sample, {evaluation.display_name(k): rows[0] for k, rows in final.items()},
+                                   max_chars=500))
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. **Another case.** Rerun the chain's last step with `--set 07_case_studies.sample_id=test-N`
+#    (or set `chosen` by hand above and rerun section 3) for a sample from section 4's patterns.
+# 2. **Find a lucky answer.** The cell below lists MORE-R1's lucky answers on this split. Open one
+#    with `report.describe_case`: which step went wrong, and would the paper's answer reward have
+#    paid for it?
+# 3. **Step 6 only.** On real data the true types of a `none` fact are unknown, so only the Step 6
+#    check applies. How much lower would the "supports" rate be if Step 4 were not checked? Compare
+#    the columns of section 1.
+
+# %%
+if prefer in reasoning:
+    lucky_ids = [i for i, check in checks.items() if check["lucky"]]
+    print(f"{evaluation.display_name(prefer)}: {len(lucky_ids)} lucky of {sum(c['correct'] for c in checks.values())} "
+          f"right answers; e.g. {lucky_ids[:5]}")
 
 # %% [markdown]
 # ## The end of the chain
 #
-# `figures/` now holds Table 1, Figure 3 and Figure 4 of this run. On the toy profile they show
-# that every stage runs end to end and how the stages differ on a toy world, not the paper's
-# numbers; the paper profile writes the same files under its run directory.
+# The run's `figures/` now holds Table 1, Figure 3 and Figure 4 of this run (`make figures`
+# copies them into the repository). On the toy profile they show that every stage runs end to end
+# and how the stages differ on a toy world, not the paper's numbers; the paper profile writes the
+# same files under its run directory.

@@ -13,7 +13,7 @@ from morelib.launch import read_settings, write_settings
 from morelib.layout import RunLayout, repo_root
 from morelib.settings import DERIVED, SECTIONS, GRPOSettings, SFTSettings, field_names, help_text
 
-PROFILES = ("toy", "paper")
+PROFILES = tuple(sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml")))  # toy, toy-full, paper
 
 
 def raw_profile(name: str) -> dict:
