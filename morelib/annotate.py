@@ -581,9 +581,6 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out-dir", default=None, help="where the files go (default: the run's annotation/batch)")
         if name == "batch-ingest":
             p.add_argument("--results", required=True, help="the Batch API output JSONL")
-    for action in [*parser._actions, *(a for p in commands.choices.values() for a in p._actions)]:
-        if action.help:  # argparse reads '%' as a format character, and field help says "25%"
-            action.help = action.help.replace("%", "%%")
     return parser
 
 

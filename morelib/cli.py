@@ -24,7 +24,12 @@ T = TypeVar("T")
 
 
 class Parser(HfArgumentParser):
-    """``HfArgumentParser`` whose usage errors are one line too."""
+    """``HfArgumentParser`` whose usage errors are one line too, and whose help may say "25%"."""
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("help"):  # argparse reads '%' as a format character; field help says "25%"
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):  # argparse's own errors: unknown option, missing argument, ...
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")

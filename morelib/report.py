@@ -428,7 +428,7 @@ def figure4(
         for side in ax.spines.values():
             side.set_edgecolor(color)
             side.set_linewidth(2)
-        mark = "lucky: right label, reasoning does not support it" if is_lucky else \
+        mark = "✓ right, but lucky\n(its reasoning does not support it)" if is_lucky else \
             "✓ correct" if right_answer else "✗ wrong"
         ax.set_title(f"{name}\nanswer: {label if label is not None else '(unparsable)'}  {mark}", fontsize=9, color=color)
         body = text if len(text) <= max_chars else text[:max_chars].rstrip() + " …"

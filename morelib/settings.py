@@ -63,7 +63,7 @@ class PrepareSettings:
     seed: int = setting(0, "Seed of the toy world and the tiny model.")
     data_dir: str = setting("{run_dir}/data", "Where the data is (paper) or is written (toy).")
     base_model: str = setting("{run_dir}/models/base", "Where the tiny model is written (toy).")
-    trace_id: str | None = setting(None, "The sample every notebook follows (None = the first non-none test fact).")
+    trace_id: str | None = setting(None, "The sample every notebook follows (None = chosen by morelib.trace.choose).")
     build_toy: bool = setting(True, "Write the synthetic toy world and tiny model (toy); False = validate the real data.")
     toy_train: int = setting(1500, "Toy training facts.")
     toy_valid: int = setting(300, "Toy validation facts.")

@@ -156,6 +156,10 @@ else:
     gc.collect()  # free the model before the training subprocess starts
     torch.cuda.empty_cache()  # and its GPU memory (a no-op without a GPU)
     group = trace.score_group(completions, traced_sample.label, settings)
+    if (settings.scale_rewards, settings.multi_objective_aggregation) != ("group", "sum_then_normalize"):
+        print(f"note: this profile trains with scale_rewards={settings.scale_rewards!r} and "
+              f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "
+              "are the per-group ones of the paper's GRPO")
     print(trace.describe(traced_sample))
     row = trace.difficulty_row(layout.root, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
@@ -163,7 +167,8 @@ else:
     shown = group.assign(ending=[c[-90:].replace("\n", " ") for c in completions])
     display(shown.round(3))
     best = int(group["advantage"].idxmax())
-    print(f"completion {best} (highest advantage):\n{completions[best - 1]}")
+    text = completions[best - 1]
+    print(f"completion {best} (highest advantage):\n{text[:1500]}{' …' if len(text) > 1500 else ''}")
 
 # %% [markdown]
 # Read the table: completions that beat their siblings get a positive advantage, the others a

@@ -229,7 +229,7 @@ if len(support):
 
 # %%
 gold_labels = [s.label for s in samples]
-print("always none:", {k: round(100 * v, 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
+print("always none:", {k: round(100 * float(v), 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
                        if k in ("acc", "precision", "recall", "f1")})
 if {"stage1", "grpo_progressive"} <= set(predictions):
     half = len(samples) // 2

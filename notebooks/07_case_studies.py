@@ -134,19 +134,23 @@ display(Image(filename=str(paths[0])))
 # ## 4 · More cases
 #
 # One table row per sample that every model answered, with each model's answer and whether it is
-# right; then, for each pattern, a case. Where only the reasoning models are right, the steps
-# show what the label-only model could not use; where every model is wrong, the gold label may
-# need a cue none of them read (or the toy world made the case ambiguous on purpose).
+# right; then, for each pattern, how many samples follow it and the first of them, in one line
+# (`report.describe_case(samples[i], rows)` prints a case with each model's reasoning). Where only
+# the reasoning models are right, the steps show what the label-only model could not use; where
+# every model is wrong, the gold label may need a cue none of them read (or the toy world made the
+# case ambiguous on purpose).
 
 # %%
 table = report.case_table(labels_by_model, gold)
 ok_columns = [f"{k}_ok" for k in available]
 print("share right per model:", table[ok_columns].mean().round(3).to_dict())
 for pattern, mask in report.teaching_patterns(table, available).items():
-    print(f"\n=== {pattern}: {int(mask.sum())} of {len(table)} samples")
+    print(f"=== {pattern}: {int(mask.sum())} of {len(table)} samples")
     for case_id in list(table.index[mask])[:settings.n_teaching]:
-        case_rows = {evaluation.display_name(k): predictions[k][case_id] for k in available}
-        print(report.describe_case(samples[case_id], case_rows, max_chars=300))
+        case = samples[case_id]
+        answers = "; ".join(f"{evaluation.display_name(k)}: {predictions[k][case_id]['label']}"
+                            f" ({'right' if table.loc[case_id, f'{k}_ok'] else 'wrong'})" for k in available)
+        print(f"    {case_id}: {case.text} | entity {case.entity} | gold {case.label} | {answers}")
 
 # %% [markdown]
 # ## 5 · The traced pool fact, at the end

@@ -255,7 +255,9 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     run_dir, samples = toy_run
     figures = RunLayout(run_dir).figures
     # No model anywhere: every model comes from its cached predictions file.
-    overrides = [f"data_dir={toy_world.data_dir}", f"base_model={RunLayout(run_dir).toy_base_model}"]
+    overrides = [f"data_dir={toy_world.data_dir}", f"base_model={RunLayout(run_dir).toy_base_model}",
+                 # every model and Figure 4's three, whatever the toy profile evaluates by default
+                 f"06_evaluation.models=[{', '.join(ACCURACY)}]", f"07_case_studies.models=[{', '.join(report.CASE_MODELS)}]"]
     run_notebook("06_evaluation", tmp_path, run_dir, overrides + ["06_evaluation.n_boot=100"])
     for name in ("table1.md", "table1.csv", "table1.tex", "figure3.png", "figure3.pdf", "per_label_f1.png", "confusion_matrix.png"):
         assert (figures / name).is_file(), name
