@@ -489,6 +489,22 @@ def derived_overrides(profile: str = "toy", overrides: Sequence[str] = (), run_d
     return [f"{name}={value}" for name, value in report.derived.items()]
 
 
+def load_with_engine_lengths(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None,
+                             section: str | None = None):
+    """``morelib.config.load_profile``, plus the vLLM context lengths that the profile leaves unset
+    and a vLLM engine would use (GRPO rollouts, inference), derived from the token counts: without
+    them vLLM takes the model's own context (128k for Qwen2.5-VL)."""
+    from morelib.config import load_profile
+
+    config = load_profile(profile, overrides, run_dir, default_section=section)
+    inference, grpo = config.settings("inference"), config.settings("05_grpo")
+    if not ((inference.backend == "vllm" and inference.vllm_max_model_len is None)
+            or (grpo.use_vllm and grpo.vllm_max_model_length is None)):
+        return config
+    return load_profile(profile, [*overrides, *derived_overrides(profile, overrides, run_dir)], run_dir,
+                        default_section=section)
+
+
 def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None, strict: bool = False,
         out=None) -> int:
     """The pre-flight of a profile; prints the report and returns the exit status (0 ok, 1 fail, 2 skipped)."""

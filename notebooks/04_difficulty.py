@@ -42,18 +42,13 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 
 from transformers.utils import logging as hf_logging
 
-from morelib import difficulty, report, trace
-from morelib.config import describe, load_profile, seed_everything
+from morelib import difficulty, preflight, report, trace
+from morelib.config import describe, seed_everything
 from morelib.inference import make_backend
 from morelib.layout import RunLayout, resolve_path
 
-config = load_profile(profile, overrides, run_dir, default_section="04_difficulty")
-if config.settings("inference").backend == "vllm" and config.settings("inference").vllm_max_model_len is None:
-    # vLLM's context would default to the model's 128k: take what the pre-flight count needs instead.
-    from morelib.preflight import derived_overrides
-
-    overrides = list(overrides) + derived_overrides(profile, overrides, run_dir)
-    config = load_profile(profile, overrides, run_dir, default_section="04_difficulty")
+# The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
+config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="04_difficulty")
 settings = config.settings("04_difficulty")
 generation = config.settings("inference").for_model("stage1")
 seed_everything(generation.seed)

@@ -52,21 +52,15 @@ import torch
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import grpo, mixing, report, trace
-from morelib.config import describe, load_profile, seed_everything, with_changes
+from morelib import grpo, mixing, preflight, report, trace
+from morelib.config import describe, seed_everything, with_changes
 from morelib.launch import launch, write_settings
 from morelib.layout import RunLayout
 from morelib.training import is_done
 
-config = load_profile(profile, overrides, run_dir, default_section="05_grpo")
+# The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
+config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="05_grpo")
 settings = config.settings("05_grpo")
-if settings.use_vllm and settings.vllm_max_model_length is None:
-    # vLLM's context would default to the model's 128k: take what the pre-flight count needs instead.
-    from morelib.preflight import derived_overrides
-
-    overrides = list(overrides) + derived_overrides(profile, overrides, run_dir)
-    config = load_profile(profile, overrides, run_dir, default_section="05_grpo")
-    settings = config.settings("05_grpo")
 generation = config.settings("inference")
 seed_everything(settings.seed)
 layout = RunLayout(settings.run_dir)

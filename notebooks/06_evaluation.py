@@ -52,17 +52,12 @@ import pandas as pd
 from IPython.display import Image, display
 from transformers.utils import logging as hf_logging
 
-from morelib import data, evaluation, faithfulness, metrics, report
-from morelib.config import describe, load_profile, seed_everything
+from morelib import data, evaluation, faithfulness, metrics, preflight, report
+from morelib.config import describe, seed_everything
 from morelib.layout import RunLayout, resolve_path
 
-config = load_profile(profile, overrides, run_dir, default_section="06_evaluation")
-if config.settings("inference").backend == "vllm" and config.settings("inference").vllm_max_model_len is None:
-    # vLLM's context would default to the model's 128k: take what the pre-flight count needs instead.
-    from morelib.preflight import derived_overrides
-
-    overrides = list(overrides) + derived_overrides(profile, overrides, run_dir)
-    config = load_profile(profile, overrides, run_dir, default_section="06_evaluation")
+# The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
+config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="06_evaluation")
 settings = config.settings("06_evaluation")
 generation = config.settings("inference")
 seed_everything(settings.seed)

@@ -123,6 +123,21 @@ def test_grpo_without_vllm_max_model_length_gets_a_derived_value(run_dir, capsys
     assert status == 1 and "limit 300 (05_grpo.vllm_max_model_length)" in out
 
 
+def test_notebooks_get_the_derived_vllm_lengths_only_where_vllm_runs(run_dir):
+    from morelib.preflight import load_with_engine_lengths
+
+    plain = load_with_engine_lengths("toy", [], str(run_dir), section="05_grpo")
+    assert plain.settings("05_grpo").vllm_max_model_length is None  # transformers rollouts: nothing to derive
+    with_vllm = ["05_grpo.use_vllm=true", "inference.backend=vllm"]
+    _, report = build_report("toy", with_vllm, str(run_dir))
+    config = load_with_engine_lengths("toy", with_vllm, str(run_dir), section="05_grpo")
+    assert config.settings("05_grpo").vllm_max_model_length == report.derived["05_grpo.vllm_max_model_length"]
+    assert config.settings("inference").vllm_max_model_len == report.derived["inference.vllm_max_model_len"]
+    # A length the profile sets is kept as it is.
+    kept = load_with_engine_lengths("toy", [*with_vllm, "05_grpo.vllm_max_model_length=999"], str(run_dir))
+    assert kept.settings("05_grpo").vllm_max_model_length == 999
+
+
 def test_paper_profile_where_the_processor_files_exist(run_dir, capsys):
     """The paper profile's own model, on the toy data; skipped where its processor files are absent."""
     layout = RunLayout(run_dir)
