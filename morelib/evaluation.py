@@ -56,9 +56,6 @@ def display_name(key: str) -> str:
     return MODELS_BY_KEY[key].name if key in MODELS_BY_KEY else key
 
 
-def predictions_path(run_dir: str | Path, key: str, split: str = "test") -> Path:
-    """``RunLayout(run_dir).predictions(key, split)``."""
-    return RunLayout(run_dir).predictions(key, split)
 
 
 def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str | Path | None:

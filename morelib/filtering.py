@@ -108,9 +108,6 @@ def filter_records(samples, records: dict[str, dict], relations: tuple[str, ...]
     return results
 
 
-def stage1_path(run_dir: str | Path) -> Path:
-    """``RunLayout(run_dir).stage1_set``."""
-    return RunLayout(run_dir).stage1_set
 
 
 def rejected_path(stage1_set: str | Path) -> Path:

@@ -186,7 +186,7 @@ def test_model_locations_and_skipping_missing_models(tmp_path, capsys):
         def __init__(self, i):
             self.id = i
     samples = [S("test-1"), S("test-2")]
-    cached = evaluation.predictions_path(run_dir, "grpo_raw")
+    cached = RunLayout(run_dir).predictions("grpo_raw", "test")
     cached.parent.mkdir(parents=True)
     cached.write_text("".join(json.dumps({"id": i, "gold": "none", "text": "none", "label": "none"}) + "\n" for i in ("test-2", "test-1")))
     out = evaluation.evaluate_models(samples, run_dir, str(layout.toy_base_model), keys=["zero_shot", "grpo_raw"])
@@ -211,7 +211,7 @@ def write_synthetic_predictions(run_dir, samples, keys=tuple(ACCURACY), seed=0):
 
     for key in keys:
         rng = random.Random(f"{seed}:{key}")
-        path = evaluation.predictions_path(run_dir, key)
+        path = RunLayout(run_dir).predictions(key, "test")
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as f:
             for s in samples:
@@ -264,7 +264,7 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     table = pd.read_csv(figures / "table1.csv")
     ours = table[table["source"] == "toy run"].set_index("model")
     assert len(ours) == 5  # the four Stage 2 variants other than MORE-R1 are in Figure 3 only
-    expected = evaluation.score_rows(evaluation.load_predictions(evaluation.predictions_path(run_dir, "stage1")), n_boot=0)
+    expected = evaluation.score_rows(evaluation.load_predictions(RunLayout(run_dir).predictions("stage1", "test")), n_boot=0)
     stage1 = "MORE-R1 (Stage 1) [toy run]"  # a run row names its run, so it is never read as the paper's
     assert ours.loc[stage1, "F1"] == round(100 * expected["f1"], 2)
     assert ours.loc[stage1, "unparsed"] == expected["n_unparsed"]
@@ -272,7 +272,7 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
 
     out = run_notebook("07_case_studies", tmp_path, run_dir, overrides)
     assert_png(figures / "figure4.png", min_bytes=30_000, min_size=(1200, 800))
-    labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(evaluation.predictions_path(run_dir, k))}
+    labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(RunLayout(run_dir).predictions(k, "test"))}
               for k in report.CASE_MODELS}
     chosen = report.pick_case(labels, {s.id: s.label for s in samples})
     assert f"{chosen}: " in out and "=== all wrong" in out
