@@ -196,3 +196,21 @@ def launch(
             f"{module} exited with code {returncode}{where}\nlast {len(tail)} lines:\n" + "\n".join(tail)
         )
     return log_path
+
+
+def train_in_subprocess(module: str, settings, settings_path: str | os.PathLike, log_path: str | os.PathLike) -> bool:
+    """Train one model with ``module`` under the launcher its settings name, unless it is finished.
+
+    ``settings`` is an ``SFTSettings`` or ``GRPOSettings``: its ``model_dir`` (skipped when it holds
+    ``done.json``), ``num_processes``, ``distributed``, ``deepspeed_config`` and ``bf16`` choose the run.
+    Returns whether a training process ran.
+    """
+    from morelib.training import is_done
+
+    if is_done(settings.model_dir):
+        print(f"{settings.model_dir}: finished model; skipping (delete it to retrain)")
+        return False
+    launch(module, write_settings(settings, settings_path), num_processes=settings.num_processes,
+           mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
+           log_path=log_path, distributed=settings.distributed)
+    return True

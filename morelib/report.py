@@ -489,6 +489,23 @@ def write_csv(frame: pd.DataFrame, out_dirs: Iterable[str | Path], name: str) ->
     return written
 
 
+def draw_sample(ax_full, ax_crop, sample, full_title: str, crop_title: str) -> None:
+    """A sample on two axes: the full image with the object's box, and the crop the model sees."""
+    from matplotlib.patches import Rectangle
+
+    from morelib.data import box_to_pixels, load_images
+
+    full, crop = load_images(sample)
+    left, top, right, bottom = box_to_pixels(sample.box, *full.size)
+    ax_full.imshow(full)
+    ax_full.add_patch(Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black", linewidth=2))
+    ax_full.set_title(full_title, fontsize=8)
+    ax_crop.imshow(crop)
+    ax_crop.set_title(crop_title, fontsize=8)
+    for ax in (ax_full, ax_crop):
+        ax.axis("off")
+
+
 # ----------------------------------------------------------------------------- training curves
 
 

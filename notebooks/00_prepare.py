@@ -63,6 +63,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from morelib import data, labels
+from morelib import report as reporting  # `report` below is the data check's report
 from morelib.config import resolve_path, seed_everything
 
 seed_everything(settings.seed)
@@ -195,15 +196,8 @@ shown = rng.sample(related, min(len(related), (settings.n_show + 1) // 2)) + rng
 
 fig, axes = plt.subplots(len(shown), 2, figsize=(6, 3 * len(shown)), squeeze=False)
 for (ax_full, ax_crop), sample in zip(axes, shown):
-    full, crop = data.load_images(sample)
-    left, top, right, bottom = data.box_to_pixels(sample.box, *full.size)
-    ax_full.imshow(full)
-    ax_full.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black", linewidth=2))
-    ax_full.set_title(f"{sample.id}: object {sample.object_name!r}", fontsize=8)
-    ax_crop.imshow(crop)
-    ax_crop.set_title(f"entity {sample.entity!r} -> {sample.label}", fontsize=8)
-    for ax in (ax_full, ax_crop):
-        ax.axis("off")
+    reporting.draw_sample(ax_full, ax_crop, sample, f"{sample.id}: object {sample.object_name!r}",
+                       f"entity {sample.entity!r} -> {sample.label}")
     print(f"{sample.id}: {sample.text}\n    entity {sample.entity!r}, object {sample.object_name!r}, label {sample.label}")
 plt.tight_layout()
 plt.show()
@@ -216,7 +210,6 @@ plt.show()
 # an F1 of zero.
 
 # %%
-from morelib import report as reporting
 
 counts = pd.DataFrame({split: pd.Series(summary.label_counts) for split, summary in report.splits.items()})
 counts = counts.reindex(list(report.relations)).fillna(0).astype(int)
@@ -314,15 +307,7 @@ for role, sample_id in (("Stage 1 fact", traced.stage1_id), ("pool fact", traced
 fig, axes = plt.subplots(2, 2, figsize=(5.5, 5.5), squeeze=False)
 for (ax_full, ax_crop), (role, sample_id) in zip(axes, (("Stage 1 fact", traced.stage1_id), ("pool fact", traced.pool_id))):
     sample = pair[sample_id]
-    full, crop = data.load_images(sample)
-    left, top, right, bottom = data.box_to_pixels(sample.box, *full.size)
-    ax_full.imshow(full)
-    ax_full.add_patch(plt.Rectangle((left, top), right - left, bottom - top, fill=False, edgecolor="black", linewidth=2))
-    ax_full.set_title(f"{role} {sample_id}: full image", fontsize=8)
-    ax_crop.imshow(crop)
-    ax_crop.set_title(f"crop; entity {sample.entity!r}", fontsize=8)
-    for ax in (ax_full, ax_crop):
-        ax.axis("off")
+    reporting.draw_sample(ax_full, ax_crop, sample, f"{role} {sample_id}: full image", f"crop; entity {sample.entity!r}")
 plt.tight_layout()
 plt.show()
 

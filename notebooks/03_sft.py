@@ -58,7 +58,7 @@ from transformers.utils import logging as hf_logging
 from morelib import report, sft, trace
 from morelib.config import describe, load_profile, seed_everything, with_changes
 from morelib.files import read_jsonl
-from morelib.launch import launch, write_settings
+from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
 from morelib.training import is_done, read_log, read_summary
 
@@ -74,14 +74,8 @@ display(describe(settings, ["base_model", "num_train_epochs", "per_device_train_
 
 def train(run_settings):
     """Train one model in a subprocess; its log goes to checkpoints/<name>/train.log."""
-    name = run_settings.model_name
-    if is_done(run_settings.model_dir):
-        print(f"{name}: finished model in {run_settings.model_dir}; skipping (delete it to retrain)")
-        return
-    path = write_settings(run_settings, run_settings.model_dir / "settings.json")
-    launch("morelib.sft", path, num_processes=settings.num_processes,
-           mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
-           log_path=run_settings.model_dir / "train.log", distributed=settings.distributed)
+    train_in_subprocess("morelib.sft", run_settings, run_settings.model_dir / "settings.json",
+                        run_settings.model_dir / "train.log")
 
 
 # %% [markdown]

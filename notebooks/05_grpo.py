@@ -54,7 +54,7 @@ from transformers.utils import logging as hf_logging
 
 from morelib import grpo, mixing, preflight, report, trace
 from morelib.config import describe, seed_everything, with_changes
-from morelib.launch import launch, write_settings
+from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
 from morelib.training import is_done
 
@@ -227,13 +227,8 @@ display(ratios)
 
 # %%
 for variant, variant_settings in all_settings.items():
-    if is_done(variant_settings.model_dir):
-        print(f"{variant}: finished model in {variant_settings.model_dir}; skipping (delete it to retrain)")
-        continue
-    settings_path = write_settings(variant_settings, variant_settings.work_dir / "settings.json")
-    launch("morelib.grpo", settings_path, num_processes=settings.num_processes,
-           mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
-           log_path=variant_settings.work_dir / "train.log", distributed=settings.distributed)
+    train_in_subprocess("morelib.grpo", variant_settings, variant_settings.work_dir / "settings.json",
+                        variant_settings.work_dir / "train.log")
 
 # %% [markdown]
 # ## 5 · Reward curves

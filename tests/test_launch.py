@@ -192,3 +192,21 @@ def test_launch_refuses_two_deepspeed_configs():
     with pytest.raises(ValueError, match="already configures DeepSpeed"):
         launch_command("m", "s.json", 8, "bf16", deepspeed_config="configs/deepspeed/zero3.json",
                        accelerate_config="configs/accelerate/deepspeed_zero3.yaml")
+
+
+def test_train_in_subprocess_skips_a_finished_model_and_launches_the_rest(tmp_path, monkeypatch):
+    from morelib.config import load_settings
+    from morelib.launch import train_in_subprocess
+
+    calls = []
+    monkeypatch.setattr("morelib.launch.launch", lambda module, path, **options: calls.append((module, path, options)))
+    settings = load_settings("03_sft", "toy", run_dir=tmp_path / "run")
+    assert train_in_subprocess("morelib.sft", settings, tmp_path / "s.json", tmp_path / "train.log")
+    [(module, path, options)] = calls
+    assert module == "morelib.sft" and read_settings(path) == settings
+    assert options == {"num_processes": 1, "mixed_precision": "no", "deepspeed_config": None,
+                       "log_path": tmp_path / "train.log", "distributed": "auto"}
+    settings.model_dir.mkdir(parents=True)
+    (settings.model_dir / "done.json").write_text("{}")
+    assert not train_in_subprocess("morelib.sft", settings, tmp_path / "s.json", tmp_path / "train.log")
+    assert len(calls) == 1
