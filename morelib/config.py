@@ -235,6 +235,7 @@ def build_settings(section: str, values: dict[str, Any]):
             raise _unknown_key("", section, key)
         if key in DERIVED.get(section, ()):
             raise ConfigError(f"section {section!r}: {key!r} is derived by morelib.settings and cannot be set")
+    values = {key: _as_declared_number(section, cls, key, value) for key, value in values.items()}
     try:
         settings = cls(**values)
     except (TypeError, ValueError) as error:
@@ -242,6 +243,35 @@ def build_settings(section: str, values: dict[str, Any]):
     settings.__dict__["_section"] = section
     settings.__dict__["_values"] = dict(values)
     return settings
+
+
+def _number_types(cls: type, key: str) -> tuple[type, ...]:
+    """The number types a field's annotation admits (float before int: ``1e-4`` is a float)."""
+    import types
+    import typing
+
+    hint = typing.get_type_hints(cls).get(key)
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    return tuple(t for t in (float, int) if t in options)
+
+
+def _as_declared_number(section: str, cls: type, key: str, value: Any) -> Any:
+    """A string given to a number field, read as that number.
+
+    YAML reads ``1e-4`` (no dot in the mantissa) as a string; TRL would then fail deep inside
+    the optimizer. Other strings for a number field are an error that names the key.
+    """
+    if not isinstance(value, str):
+        return value
+    wanted = _number_types(cls, key)
+    if not wanted:
+        return value
+    for kind in wanted:
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    raise ConfigError(f"section {section!r}: {key}: must be a number, got {value!r}")
 
 
 def settings_values(settings) -> tuple[str, dict[str, Any]]:

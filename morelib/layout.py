@@ -24,6 +24,7 @@ path                                           written by   read by       what i
 ``predictions/<model>__<split>.jsonl``         04, 06       04, 06, 07    ``{"id", "gold", "text", "label", ...}``
 ``difficulty/split.jsonl``                     04           05            ``{"id", "label", "pred", "difficulty"}``
 ``grpo/<variant>/``                            05           05, 06        ``plan.csv``, ``mix.json``, ``log.jsonl``, ``train.log``
+``experiments/<name>/result.json``             benchmark    05            Stage 2 settings tried on valid (``benchmarks/stage2_valid.py``)
 ``metrics/*.csv``                              06, 07       people        scores, paired gains, faithfulness
 ``figures/*``                                  05-07        people        Table 1, Figures 3 and 4 (``make figures`` copies them to ``figures/``)
 =============================================  ===========  ============  ==================================
@@ -134,6 +135,14 @@ class RunLayout:
     def grpo_dir(self, variant: str) -> Path:
         """``grpo/<variant>``: the mix plan, the saved mix, the step log and the training log."""
         return self.root / "grpo" / variant
+
+    def experiment(self, name: str) -> Path:
+        """``experiments/<name>/``: a Stage 2 settings experiment scored on valid (``benchmarks/stage2_valid.py``).
+
+        A run directory of its own (links to this run's data, models and Stage 1 model), with
+        ``result.json`` written last.
+        """
+        return self.root / "experiments" / name
 
     # --- 06, 07: results ---
     @property

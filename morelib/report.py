@@ -574,6 +574,20 @@ def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
+def stage2_experiments(experiments_dir: str | Path) -> pd.DataFrame | None:
+    """The Stage 2 settings experiments of a run (``experiments/*/result.json``, written by
+    ``benchmarks/stage2_valid.py``), one row each, best valid gain first; None when there are none."""
+    import json
+
+    rows = [json.loads(path.read_text()) for path in sorted(Path(experiments_dir).glob("*/result.json"))]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows).set_index("name")
+    frame["overrides"] = frame["overrides"].map(lambda items: ", ".join(items))
+    frame[["ci_low", "ci_high"]] = pd.DataFrame(frame.pop("ci95").tolist(), index=frame.index)
+    return frame.sort_values("gain", ascending=False)
+
+
 def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> Figure:
     """One panel per variant: answer, format and length rewards per step (rolling mean over ``smooth``
     generation steps), with the mix-epoch boundaries in grey."""

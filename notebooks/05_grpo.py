@@ -260,6 +260,31 @@ display(summary.round(3))
 # already gets right tend to produce such groups, which is one reason the progressive mix spends
 # less of its budget on them as training goes on.
 #
+# ## 6 · Choosing Stage 2's settings on valid
+#
+# The paper fixes few of Stage 2's settings for a 7B model, and a tiny random model needs its own
+# (learning rate, sampling temperature, how much of the pool to use). Settings are chosen on the
+# **valid** split, never on test. `benchmarks/stage2_valid.py` trains one variant with changed
+# settings into `experiments/<name>/` (this run's own Stage 2 files stay as they are), then
+# scores it and the Stage 1 model on valid with a paired bootstrap:
+#
+# ```
+# OMP_NUM_THREADS=1 python benchmarks/stage2_valid.py --profile toy-full --name lr3e-5 \
+#     --set 05_grpo.learning_rate=3e-5 --set 05_grpo.max_hard_samples=null
+# ```
+#
+# The table lists this run's experiments, best valid gain first, with the learning signal early
+# and late in training: the share of zero-variance groups, the entropy and the answer reward. The
+# README lists what we tried on the toy and what each gave.
+
+# %%
+experiments = report.stage2_experiments(layout.root / "experiments")
+if experiments is None:
+    print("No Stage 2 experiments in this run yet: python benchmarks/stage2_valid.py --help")
+else:
+    display(experiments)
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. **Redraw the plan.** Change `gamma_to_try` (and `epochs_to_try`) below: `mixing.easy_counts`
@@ -273,6 +298,9 @@ display(summary.round(3))
 #    easy one with 0.9, what mean answer reward would each epoch show?
 # 4. **After training.** Point the group of section 2 at `layout.checkpoint("grpo_progressive")`
 #    instead of the Stage 1 model and sample again: did the rewards or their spread change?
+# 5. **A setting of your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
+#    `num_generations`), guess what it does to the zero-variance share and the valid F1, then run
+#    `benchmarks/stage2_valid.py` with it and add the row to the table of section 6.
 
 # %%
 gamma_to_try, epochs_to_try = 0.5, 4

@@ -5,6 +5,9 @@ the test quick by shrinking sizes; the notebooks' logic is the same as in ``make
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -118,6 +121,25 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     paired = pd.read_csv(run_dir / "figures" / "paired_f1.csv")
     assert list(paired.columns) == ["model", "delta_f1", "ci_low", "ci_high"]
     assert (paired["ci_low"] <= paired["delta_f1"]).all() and (paired["delta_f1"] <= paired["ci_high"]).all()
+
+    # The Stage 2 settings experiment (benchmarks/stage2_valid.py) on the finished run: it writes
+    # its own directory and result, and leaves the run's Stage 2 files as they were.
+    run_log = (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes()
+    command = [sys.executable, str(repo_root() / "benchmarks" / "stage2_valid.py"), "--profile", "toy",
+               "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12"]
+    for item in CHAIN_OVERRIDES + ["05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2"]:
+        command += ["--set", item]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((run_dir / "experiments" / "tiny" / "result.json").read_text())
+    assert result["valid_facts"] == 12 and result["steps"] == 2
+    assert result["ci95"][0] <= result["gain"] <= result["ci95"][1]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == result
+    assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
+    assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
+    from morelib.report import stage2_experiments
+
+    assert list(stage2_experiments(run_dir / "experiments").index) == ["tiny"]
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600

@@ -72,6 +72,21 @@ def test_bad_override_is_an_error_naming_it(text):
         parse_override(text)
 
 
+def test_numbers_yaml_reads_as_strings_are_numbers(tmp_path):
+    # YAML reads 1e-4 (no dot) as a string; the optimizer would fail on it far from the cause.
+    settings = load_profile("toy", ["05_grpo.learning_rate=1e-4", "05_grpo.max_steps=12"],
+                            run_dir=tmp_path).settings("05_grpo", variant="raw")
+    assert settings.learning_rate == pytest.approx(1e-4) and isinstance(settings.learning_rate, float)
+    profile = tmp_path / "p.yaml"
+    profile.write_text("common: {profile: p, run_dir: x}\n03_sft: {learning_rate: 3e-5}\n")
+    assert load_profile(profile, run_dir=tmp_path).settings("03_sft").learning_rate == pytest.approx(3e-5)
+
+
+def test_a_word_for_a_number_names_the_set_and_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set '05_grpo.learning_rate=fast'.*learning_rate: must be a number"):
+        load_profile("toy", ["05_grpo.learning_rate=fast"], run_dir=tmp_path).settings("05_grpo", variant="raw")
+
+
 def test_missing_profile_lists_known_ones():
     with pytest.raises(ConfigError, match="known profiles: .*toy"):
         load_profile("no_such_profile")

@@ -276,3 +276,16 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
               for k in report.CASE_MODELS}
     chosen = report.pick_case(labels, {s.id: s.label for s in samples})
     assert f"{chosen}: " in out and "=== all wrong" in out
+
+
+def test_stage2_experiments_table_sorts_by_valid_gain(tmp_path):
+    assert report.stage2_experiments(tmp_path / "experiments") is None
+    for name, gain in (("a", -1.5), ("b", 2.0)):
+        (tmp_path / "experiments" / name).mkdir(parents=True)
+        (tmp_path / "experiments" / name / "result.json").write_text(json.dumps(
+            {"name": name, "variant": "progressive", "overrides": ["05_grpo.learning_rate=3e-5", "x=1"],
+             "gain": gain, "ci95": [gain - 4, gain + 4], "steps": 10}))
+    table = report.stage2_experiments(tmp_path / "experiments")
+    assert list(table.index) == ["b", "a"]
+    assert table.loc["a", "ci_low"] == -5.5 and table.loc["b", "ci_high"] == 6.0
+    assert table.loc["a", "overrides"] == "05_grpo.learning_rate=3e-5, x=1"

@@ -1,0 +1,116 @@
+"""Choose Stage 2 settings on the valid split: train one GRPO variant with changed settings, then
+score it and its Stage 1 model on valid (paired bootstrap), and print the learning signal.
+
+It reads a finished run (its data, Stage 1 model and difficulty split; notebooks 00-04) and
+writes only into ``<run>/experiments/<name>/`` (``result.json`` last), a run directory of its own whose data, models
+and Stage 1 checkpoint are links into the run. The run's own ``grpo/`` and checkpoints are never
+touched, so several experiments can run side by side (give each ``OMP_NUM_THREADS=1`` on a
+2-core machine). Test is never scored here: settings are chosen on valid.
+
+    python benchmarks/stage2_valid.py --profile toy-full --name lr3e-5 \\
+        --set 05_grpo.learning_rate=3e-5 --set 05_grpo.max_hard_samples=null [--variant hard_only]
+
+One JSON line: valid F1 of both models, the gain with its 95% interval, the steps and seconds,
+and the share of zero-variance groups, the entropy and the answer reward early and late in
+training (``grpo/<variant>/log.jsonl``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from morelib import data, grpo, metrics  # noqa: E402
+from morelib.config import load_profile  # noqa: E402
+from morelib.files import read_jsonl, write_json  # noqa: E402
+from morelib.inference import make_backend, predict_to_file  # noqa: E402
+from morelib.layout import RunLayout  # noqa: E402
+from morelib.prompts import prompt_template  # noqa: E402
+
+
+def experiment_dir(run: RunLayout, name: str) -> RunLayout:
+    """``<run>/experiments/<name>/`` with links to the run's inputs (data, models, Stage 1, split)."""
+    exp = RunLayout(run.experiment(name))
+    exp.root.mkdir(parents=True, exist_ok=True)
+    links = {run.root / "data": exp.root / "data", run.root / "models": exp.root / "models",
+             run.checkpoint("stage1"): exp.checkpoint("stage1")}
+    for source, link in links.items():
+        if source.exists() and not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source, target_is_directory=True)
+    exp.difficulty_split.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(run.difficulty_split, exp.difficulty_split)
+    return exp
+
+
+def window_mean(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    return round(sum(values) / len(values), 3) if values else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="toy-full")
+    parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
+    parser.add_argument("--name", required=True, help="the experiment's name (its directory)")
+    parser.add_argument("--variant", default="progressive")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
+    args = parser.parse_args()
+
+    run = load_profile(args.profile, args.overrides, args.run_dir).layout
+    if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
+        print(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)", file=sys.stderr)
+        return 2
+    earlier = run.experiment(args.name) / "result.json"
+    if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != args.overrides:
+        # A rerun resumes or reuses the trained model, so the same name must mean the same settings.
+        print(f"{earlier}: experiment {args.name!r} ran with other settings; choose another --name", file=sys.stderr)
+        return 2
+    exp = experiment_dir(run, args.name)
+    profile = load_profile(args.profile, args.overrides, exp.root)
+    settings = profile.settings("05_grpo", variant=args.variant, stage1_model=str(exp.checkpoint("stage1")))
+    started = time.time()
+    model_dir = grpo.train(settings)
+    train_s = time.time() - started
+
+    gen = profile.settings("inference")
+    valid = data.load_split(settings.data_dir, "valid")[: args.limit]
+    labels = {}
+    for name, path in (("stage1", run.checkpoint("stage1")), (f"grpo_{args.variant}", model_dir)):
+        backend = make_backend(path, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+        # Stage 1's valid predictions are shared by all experiments of the run (same model).
+        out = (run if name == "stage1" else exp).predictions(name, "valid")
+        rows = predict_to_file(backend, valid, out, gen.for_model("stage1"), template=prompt_template("reasoning"),
+                               progress=False)
+        labels[name] = [r["label"] for r in rows]
+    gold = [s.label for s in valid]
+    stage1, tuned = labels.values()
+    gain = metrics.paired_bootstrap_f1(gold, stage1, tuned, n=1000)
+    steps = read_jsonl(settings.work_dir / grpo.STEP_LOG)
+    log = [r for r in steps if r.get("generated")]
+    early, late = log[: max(1, len(log) // 5)], log[-max(1, len(log) // 5):]
+    result = {
+        "name": args.name, "variant": args.variant, "overrides": args.overrides, "valid_facts": len(gold),
+        "steps": steps[-1]["step"] if steps else 0, "train_s": round(train_s),
+        "stage1_f1": round(100 * metrics.score(gold, stage1)["f1"], 2),
+        "grpo_f1": round(100 * metrics.score(gold, tuned)["f1"], 2),
+        "gain": round(100 * gain["delta"], 2), "ci95": [round(100 * gain["low"], 2), round(100 * gain["high"], 2)],
+        "changed_predictions": sum(a != b for a, b in zip(stage1, tuned)),
+    }
+    for key, short in (("frac_reward_zero_std", "zero_std"), ("entropy", "entropy"),
+                       ("rewards/answer_reward/mean", "answer")):
+        result[f"{short}_early"], result[f"{short}_late"] = window_mean(early, key), window_mean(late, key)
+    write_json(exp.root / "result.json", result, indent=1)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
