@@ -11,6 +11,10 @@ Two checks read a reasoning output the way a reader would:
 
 An output **supports its answer** when both hold; :func:`support_table` gives the rates per model,
 and :func:`is_lucky` marks right answers whose reasoning does not support them.
+
+On the toy, a third rate says where the reasoning goes wrong: **Step 2 quotes the cue**, the
+headline's words that link the subject to the entity (``cue_words`` in ``toy_meta.jsonl``). A
+model that misquotes the cue then concludes the relation of the cue it wrote.
 """
 
 from __future__ import annotations
@@ -62,6 +66,12 @@ def step4_right(text: str, entity: str, object_type: str, entity_type: str) -> b
     return bool(body) and entity in body and step4_types(text) == (object_type, entity_type)
 
 
+def step2_quotes_cue(text: str, cue_words: str) -> bool:
+    """Step 2 quotes the headline's cue words (toy only: the real data has no cue annotation)."""
+    body = step_text(text, 2)
+    return bool(body) and re.search(rf"(?<!\w){re.escape(cue_words)}(?!\w)", body) is not None
+
+
 def true_types(gold: str, meta: Mapping | None = None) -> tuple[str, str] | None:
     """The sample's true (object type, entity type): from the toy's facts, else from a gold relation."""
     if meta is not None and meta.get("object", {}).get("type") and meta.get("entity_type"):
@@ -77,8 +87,10 @@ def check(row: Mapping, sample, meta: Mapping | None = None) -> dict:
     step4 = step4_right(text, sample.entity, *types) if types else None
     supports = agrees and bool(step4) if step4 is not None else None
     correct = row["label"] == row["gold"]
+    cue = (meta or {}).get("cue_words")
     return {"id": row["id"], "correct": correct, "step6_agrees": agrees, "step4_right": step4,
-            "supports": supports, "lucky": correct and supports is False}
+            "supports": supports, "lucky": correct and supports is False,
+            "step2_quotes_cue": step2_quotes_cue(text, cue) if cue else None}
 
 
 def is_lucky(row: Mapping, sample, meta: Mapping | None = None) -> bool:
@@ -88,7 +100,8 @@ def is_lucky(row: Mapping, sample, meta: Mapping | None = None) -> bool:
 
 def support_table(predictions: Mapping[str, Sequence[Mapping]], samples: Mapping, meta: Mapping | None = None):
     """Per model: the share of outputs whose Step 6 agrees with the answer, whose Step 4 is right, that
-    support their answer, and the share of right answers that are lucky (rates in [0, 1]).
+    support their answer, and the share of right answers that are lucky (rates in [0, 1]). On the
+    toy also: the share whose Step 2 quotes the cue, and the share of wrong answers that misquote it.
 
     Step 4 is judged where the true types are known: every toy sample; gold relations on real data.
     """
@@ -107,4 +120,10 @@ def support_table(predictions: Mapping[str, Sequence[Mapping]], samples: Mapping
             "supports_answer": judged["supports"].astype(bool).mean() if len(judged) else float("nan"),
             "lucky_share_of_correct": right_judged["lucky"].mean() if len(right_judged) else float("nan"),
         }
+        quoted = checks["step2_quotes_cue"].dropna()
+        if len(quoted):  # toy only
+            wrong = checks[~checks["correct"] & checks["step2_quotes_cue"].notna()]
+            rows[model]["step2_quotes_cue"] = quoted.astype(bool).mean()
+            rows[model]["misquoted_share_of_wrong"] = (~wrong["step2_quotes_cue"].astype(bool)).mean() \
+                if len(wrong) else float("nan")
     return pd.DataFrame(rows).T

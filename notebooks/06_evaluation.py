@@ -197,7 +197,11 @@ for key, rows in predictions.items():
 # Beyond the paper: a right label after reasoning that concludes something else is luck. For each
 # reasoning model, the share of outputs whose Step 6 concludes the answer's label, whose Step 4
 # names the right entity and the true types (the toy world knows them), both together, and the
-# share of right answers that are lucky (`morelib.faithfulness`).
+# share of right answers that are lucky (`morelib.faithfulness`). On the toy, two more columns say
+# where reasoning goes wrong: the share of outputs whose Step 2 quotes the headline's cue words,
+# and the share of *wrong* answers that misquote it. When most wrong answers misquote the cue,
+# the model's errors are copying errors (it reasons from words that are not in the text), not
+# decisions (`docs/stage2-on-the-toy.md`).
 
 # %%
 reasoning_models = [k for k in predictions if evaluation.MODELS_BY_KEY.get(k) and
