@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from morelib import data, grpo, metrics  # noqa: E402
-from morelib.config import load_profile  # noqa: E402
+from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import read_jsonl, write_json  # noqa: E402
 from morelib.inference import make_backend, predict_to_file  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
@@ -63,8 +63,11 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
     args = parser.parse_args()
-
-    run = load_profile(args.profile, args.overrides, args.run_dir).layout
+    try:
+        run = load_profile(args.profile, args.overrides, args.run_dir).layout
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
     if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
         print(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)", file=sys.stderr)
         return 2
