@@ -21,6 +21,13 @@ Guards against reward hacking are named options, off by default (paper behaviour
 - ``require_format`` on the length reward: pay for length only when the output is well formed,
   so padding after ``</answer>`` or rambling without structure earns nothing;
 - ``require_format`` on the answer reward: pay for the right label only inside the format.
+
+One reward beyond the paper, off unless named in ``reward_names``:
+
+- consistency: 1 when Step 6 concludes the label of the answer tag
+  (``morelib.faithfulness.step6_agrees``). Format and answer rewards do not check that the
+  answer follows from the reasoning; on the toy, a long GRPO run let the two drift apart
+  (``docs/stage2-on-the-toy.md``).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from morelib.answer import is_well_formed, parse_label
+from morelib.faithfulness import step6_agrees
 from morelib.labels import normalize_label
 
 RewardFunc = Callable[..., list[float]]
@@ -56,6 +64,11 @@ def completion_text(completion) -> str:
 def format_reward(completions, **kwargs) -> list[float]:
     """1.0 for the paper's format (six steps in order, one answer tag holding a label), else 0.0."""
     return [1.0 if is_well_formed(completion_text(c)) else 0.0 for c in completions]
+
+
+def consistency_reward(completions, **kwargs) -> list[float]:
+    """1.0 when Step 6 concludes the label of the answer tag, else 0.0 (beyond the paper)."""
+    return [1.0 if step6_agrees(completion_text(c)) else 0.0 for c in completions]
 
 
 def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFunc:
@@ -107,6 +120,7 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "format": lambda **options: format_reward,
     "length": lambda min_chars, length_requires_format=False, **options: make_length_reward(min_chars, length_requires_format),
     "answer": lambda answer_requires_format=False, **options: make_answer_reward(answer_requires_format),
+    "consistency": lambda **options: consistency_reward,  # beyond the paper
 }
 
 

@@ -123,7 +123,7 @@ def test_lookup_by_name_keeps_order_and_names_trl_logs():
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
     names = ["format", "length", "answer"]
     assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
-    assert set(REWARDS) == {"format", "length", "answer"}
+    assert set(REWARDS) == {"format", "length", "answer", "consistency"}
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
         get_reward_funcs(["format", "lenght"])
 
@@ -162,3 +162,14 @@ def test_giant_completions_are_scored_quickly():
     assert out["length"] == [1.0, 1.0, 1.0, 1.0, 1.0]
     assert out["answer"] == [1.0, 1.0, 1.0, 0.0, 0.0]
     assert elapsed < 2.0, f"scoring giant completions took {elapsed:.2f} s"
+
+
+def test_consistency_pays_when_step_6_concludes_the_answer():
+    agreeing = GOOD.replace("Step 6: looking at part 6 of the problem.", "Step 6: so the relation is /per/org/member_of.")
+    drifted = agreeing.replace("<answer>/per/org/member_of</answer>", "<answer>/per/org/leader_of</answer>")
+    no_label = GOOD  # Step 6 names no label at all
+    (consistency,) = get_reward_funcs(["consistency"])
+    assert consistency([agreeing, drifted, no_label]) == [1.0, 0.0, 0.0]
+    # Beyond the paper: the paper's three rewards pay the drifted output's format and length alike.
+    parts = reward_components([drifted], ["/per/org/leader_of"], ["format", "answer", "consistency"])
+    assert parts == {"format": [1.0], "answer": [1.0], "consistency": [0.0]}
