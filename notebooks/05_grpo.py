@@ -92,7 +92,9 @@ display(describe(settings, ["variants", "mix_epochs", "gamma", "max_hard_samples
 #
 # Each reward can be gamed on its own (padding for length, several answer tags, a label outside
 # the 21): `morelib.rewards` is tested against these. Two optional guards, off by default to keep
-# the paper's behaviour, pay length or answer only to well-formed outputs.
+# the paper's behaviour, pay length or answer only to well-formed outputs. None of the three checks
+# that the answer follows from the reasoning; a fourth reward, beyond the paper and off unless
+# named in `reward_names`, does: **consistency** pays when Step 6 concludes the answer's label.
 #
 # Here are the rewards on a few hand-written outputs:
 
