@@ -1,11 +1,13 @@
 """Choose Stage 2 settings on the valid split: train one GRPO variant with changed settings, then
 score it and its Stage 1 model on valid (paired bootstrap), and print the learning signal.
 
-It reads a finished run (its data, Stage 1 model and difficulty split; notebooks 00-04) and
-writes only into ``<run>/experiments/<name>/`` (``result.json`` last), a run directory of its own whose data, models
-and Stage 1 checkpoint are links into the run. The run's own ``grpo/`` and checkpoints are never
-touched, so several experiments can run side by side (give each ``OMP_NUM_THREADS=1`` on a
-2-core machine). Test is never scored here: settings are chosen on valid.
+It reads a finished run (its data, Stage 1 model and difficulty split; notebooks 00-04). It
+trains into ``<run>/experiments/<name>/`` (``result.json`` last), a run directory of its own
+whose data, models and Stage 1 checkpoint are links into the run. The one file it adds to the
+run itself is Stage 1's valid predictions (``predictions/stage1__valid.jsonl``), shared by every
+experiment. The run's ``grpo/`` and checkpoints are never touched, so several experiments can
+run side by side (give each ``OMP_NUM_THREADS=1`` on a 2-core machine). Test is never scored
+here: settings are chosen on valid.
 
     python benchmarks/stage2_valid.py --profile toy-full --name lr3e-5 \\
         --set 05_grpo.learning_rate=3e-5 --set 05_grpo.max_hard_samples=null [--variant hard_only]
