@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from morelib import data, grpo, metrics  # noqa: E402
+from morelib import data, grpo, metrics, report  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
-from morelib.files import read_jsonl, write_json  # noqa: E402
+from morelib.files import write_json  # noqa: E402
 from morelib.inference import make_backend, predict_to_file  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
@@ -49,11 +49,6 @@ def experiment_dir(run: RunLayout, name: str) -> RunLayout:
     exp.difficulty_split.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run.difficulty_split, exp.difficulty_split)
     return exp
-
-
-def window_mean(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return round(sum(values) / len(values), 3) if values else None
 
 
 def main() -> int:
@@ -98,20 +93,21 @@ def main() -> int:
     gold = [s.label for s in valid]
     stage1, tuned = labels.values()
     gain = metrics.paired_bootstrap_f1(gold, stage1, tuned, n=1000)
-    steps = read_jsonl(settings.work_dir / grpo.STEP_LOG)
-    log = [r for r in steps if r.get("generated")]
-    early, late = log[: max(1, len(log) // 5)], log[-max(1, len(log) // 5):]
+    frame = report.grpo_log(settings.work_dir)
+    generated = frame[frame["generated"]]
+    window = max(1, len(generated) // 5)  # the first and last fifth of the generation steps
     result = {
         "name": args.name, "variant": args.variant, "overrides": args.overrides, "valid_facts": len(gold),
-        "steps": steps[-1]["step"] if steps else 0, "train_s": round(train_s),
+        "steps": int(frame.index.max()), "train_s": round(train_s),
         "stage1_f1": round(100 * metrics.score(gold, stage1)["f1"], 2),
         "grpo_f1": round(100 * metrics.score(gold, tuned)["f1"], 2),
         "gain": round(100 * gain["delta"], 2), "ci95": [round(100 * gain["low"], 2), round(100 * gain["high"], 2)],
         "changed_predictions": sum(a != b for a, b in zip(stage1, tuned)),
     }
     for key, short in (("frac_reward_zero_std", "zero_std"), ("entropy", "entropy"),
-                       ("rewards/answer_reward/mean", "answer")):
-        result[f"{short}_early"], result[f"{short}_late"] = window_mean(early, key), window_mean(late, key)
+                       (report.REWARD_KEYS["answer"], "answer")):
+        for end, rows in (("early", generated.head(window)), ("late", generated.tail(window))):
+            result[f"{short}_{end}"] = round(float(rows[key].mean()), 3) if key in rows else None
     write_json(exp.root / "result.json", result, indent=1)
     print(json.dumps(result), flush=True)
     return 0
