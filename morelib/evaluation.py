@@ -52,8 +52,37 @@ MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
+_SEED_RUN = re.compile(r"(?P<base>grpo_\w+?)_seed(?P<seed>\d+)")
+
+
+def run_model(key: str) -> RunModel | None:
+    """The model a key names: one of ``RUN_MODELS``, or a Stage 2 variant trained again with an
+    extra seed (``grpo_<variant>_seed<N>``, notebook 05's ``extra_seeds``), which stays out of Table 1."""
+    if key in MODELS_BY_KEY:
+        return MODELS_BY_KEY[key]
+    m = _SEED_RUN.fullmatch(key)
+    if m and m["base"] in MODELS_BY_KEY:
+        base = MODELS_BY_KEY[m["base"]]
+        return RunModel(key, f"{base.name} (seed {m['seed']})", base.group, None, in_table1=False, prompt=base.prompt)
+    return None
+
+
 def display_name(key: str) -> str:
-    return MODELS_BY_KEY[key].name if key in MODELS_BY_KEY else key
+    model = run_model(key)
+    return model.name if model else key
+
+
+def seed_runs(run_dir: str | Path, keys: Sequence[str]) -> list[str]:
+    """Finished extra-seed runs of the given Stage 2 keys (``checkpoints/grpo_<variant>_seed<N>``),
+    by key and then seed."""
+    layout = RunLayout(run_dir)
+    found = []
+    for key in keys:
+        seeds = sorted(int(m["seed"]) for path in layout.checkpoint(key).parent.glob(f"{key}_seed*")
+                       if (m := _SEED_RUN.fullmatch(path.name)) and m["base"] == key
+                       and layout.model_done(path.name).exists())
+        found += [f"{key}_seed{seed}" for seed in seeds]
+    return found
 
 
 
@@ -138,8 +167,9 @@ def evaluate_models(
         # vllm: a SubprocessBackend, so the engine and its GPU memory end with the child process.
         model = make_backend(location, backend, dtype=dtype, base_url=base_url,
                              served_model_name=model_settings.served_model_name, **(backend_options or {}))
-        prompt = MODELS_BY_KEY[key].prompt if key in MODELS_BY_KEY else "reasoning"
-        predict_to_file(model, samples, path, model_settings, template=prompt_template(prompt))
+        known = run_model(key)
+        predict_to_file(model, samples, path, model_settings,
+                        template=prompt_template(known.prompt if known else "reasoning"))
         rows = {r["id"]: r for r in load_predictions(path)}
         results[key] = [rows[i] for i in wanted]
         del model

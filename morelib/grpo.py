@@ -45,6 +45,22 @@ def prompts_per_generation(settings: GRPOSettings, num_processes: int) -> int:
                              settings.gradient_accumulation_steps, settings.num_generations)
 
 
+def variant_runs(settings: GRPOSettings) -> dict[str, GRPOSettings]:
+    """The runs notebook 05 trains, by run name: each of ``variants`` with ``seed``, then again
+    with each of ``extra_seeds`` (``progressive_seed1``, ...)."""
+    from morelib.config import with_changes
+
+    if settings.seed in settings.extra_seeds or len(set(settings.extra_seeds)) < len(settings.extra_seeds):
+        raise ValueError(f"extra_seeds: {settings.extra_seeds} must be distinct and leave out seed {settings.seed}, "
+                         "the main run's")
+    runs = {}
+    for seed in [settings.seed, *settings.extra_seeds]:
+        for variant in settings.variants:
+            run = with_changes(settings, variant=variant, seed=seed)
+            runs[run.variant_run] = run
+    return runs
+
+
 def prepare_mix(settings: GRPOSettings, num_processes: int = 1, train_samples=None, write: bool = True):
     """Build (or reuse) the variant's mix; returns (per-epoch id lists, plan table).
 
@@ -71,7 +87,7 @@ def prepare_mix(settings: GRPOSettings, num_processes: int = 1, train_samples=No
         from morelib.files import write_text
 
         write_text(settings.work_dir / PLAN_FILE, plan.to_csv())
-        print("[grpo] " + mixing.format_plan(plan, settings.variant), flush=True)
+        print("[grpo] " + mixing.format_plan(plan, settings.variant_run), flush=True)
         dropped = int(plan["total"].sum()) % prompts_per_generation(settings, num_processes)
         if dropped:
             print(f"[grpo] the last {dropped} row(s) of epoch {len(mixes)} do not fill a generation batch; "
@@ -209,7 +225,8 @@ def train(settings: GRPOSettings) -> Path:
 
     _, values = settings_values(settings)
     return train_to_done(settings.model_dir, lambda: build_trainer(settings), tag="grpo",
-                         summary=lambda trainer: {"settings": values, "variant": settings.variant})
+                         summary=lambda trainer: {"settings": values, "variant": settings.variant,
+                                                   "seed": settings.seed})
 
 
 def main(argv: list[str] | None = None) -> None:

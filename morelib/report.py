@@ -183,11 +183,13 @@ def save_figure(fig, out_dirs: Iterable[str | Path] | str | Path, stem: str, for
     return written
 
 
-def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str = "figure3") -> list[Path]:
+def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str = "figure3",
+            seed_scores: Mapping[str, Sequence[dict]] | None = None) -> list[Path]:
     """Grouped bars: the Stage 2 variants (raw, 1:1, hard only, progressive) over Acc/P/R/F1.
 
     ``variant_scores`` maps a variant name (``VARIANT_KEYS``) to a ``metrics.score`` dict;
-    missing variants are left out.
+    missing variants are left out. ``seed_scores`` (optional) maps a variant to the scores of all
+    its seeds, the main run's included; each is drawn as a dot over the variant's bar.
     """
     variants = [v for v in VARIANT_KEYS if v in variant_scores]
     unknown = set(variant_scores) - set(VARIANT_KEYS)
@@ -195,6 +197,7 @@ def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str
         raise ValueError(f"unknown variant(s) {sorted(unknown)}; expected some of {list(VARIANT_KEYS)}")
     if not variants:
         raise ValueError("figure3 needs at least one variant's scores")
+    n_seeds = max((len(scores) for scores in (seed_scores or {}).values()), default=1)
     fig = _new_figure(8, 4.5)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
@@ -210,14 +213,34 @@ def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str
         bars = ax.bar(xs, values, width, label=VARIANT_NAMES[v], color=colors[v], yerr=errors, capsize=2,
                       error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
         ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        if n_seeds > 1:
+            for score in seed_scores.get(v, []):
+                ax.plot(xs, [100 * score[k] for k in METRIC_COLUMNS], "o", color="black", markersize=2.5, zorder=3)
     ax.set_xticks(range(len(METRIC_COLUMNS)), ["Accuracy", "Precision", "Recall", "F1"])
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 105)
     ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper left", ncols=2)
     ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split\n"
-                 "(error bars: 95% bootstrap intervals over test samples)", fontsize=10)
+                 "(error bars: 95% bootstrap intervals over test samples"
+                 + (f"; dots: each of {n_seeds} training seeds)" if n_seeds > 1 else ")"), fontsize=10)
     fig.text(0.5, -0.02, textwrap.fill(profile_caption(profile), 110), ha="center", va="top", fontsize=8, style="italic")
     return save_figure(fig, out_dir, stem)
+
+
+def seed_spread(seed_scores: Mapping[str, Sequence[dict]], baseline: dict | None = None) -> pd.DataFrame:
+    """Per Stage 2 variant, its test F1 over training seeds (F1 points): one column per seed in
+    the order given (the main run first), then mean, standard deviation, min and max, and the mean
+    minus the baseline's F1 (Stage 1) when given."""
+    rows = []
+    for variant in [v for v in VARIANT_KEYS if v in seed_scores]:
+        f1 = [100 * score["f1"] for score in seed_scores[variant]]
+        row = {"variant": variant, "seeds": len(f1), **{f"f1_run{i}": value for i, value in enumerate(f1)},
+               "f1_mean": float(np.mean(f1)), "f1_sd": float(np.std(f1, ddof=1)) if len(f1) > 1 else float("nan"),
+               "f1_min": min(f1), "f1_max": max(f1)}
+        if baseline is not None:
+            row["mean_minus_baseline"] = row["f1_mean"] - 100 * baseline["f1"]
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("variant")
 
 
 def _short(label: str) -> str:

@@ -262,6 +262,10 @@ class GRPOSettings(GRPOConfig):
     variants: list[str] = setting(["progressive", "raw", "balanced", "hard_only"],
                              "Variants the notebook trains: progressive is MORE-R1, the others are Figure 3's ablations.")
     variant: str = setting("progressive", "The variant this run trains.")
+    extra_seeds: list[int] = setting(
+        [], "Beyond the paper: train every variant again with each of these seeds, into "
+            "checkpoints/grpo_<variant>_seed<N>, so that Figure 3 shows how much a variant moves with the seed; "
+            "[] = one run per variant, with `seed`.")
     mix_epochs: int = setting(4, "Epochs of the mix (paper: 4).")
     gamma: float = setting(0.5, "Easy-share decay per epoch, progressive only (paper: 0.5; the formula "
                                 "easy(e) = round(n_hard * gamma^(e-1)) is inferred).")
@@ -304,14 +308,19 @@ class GRPOSettings(GRPOConfig):
         super().__post_init__()
 
     @property
+    def variant_run(self) -> str:
+        """``<variant>``, or ``<variant>_seed<N>`` for a run with one of ``extra_seeds``."""
+        return f"{self.variant}_seed{self.seed}" if self.seed in self.extra_seeds else self.variant
+
+    @property
     def model_dir(self):
-        """The final model of this variant, ``checkpoints/grpo_<variant>``."""
-        return RunLayout(self.run_dir).checkpoint(f"grpo_{self.variant}")
+        """The final model of this run, ``checkpoints/grpo_<variant_run>``."""
+        return RunLayout(self.run_dir).checkpoint(f"grpo_{self.variant_run}")
 
     @property
     def work_dir(self):
-        """``grpo/<variant>``: plan, mix, step log and training log."""
-        return RunLayout(self.run_dir).grpo_dir(self.variant)
+        """``grpo/<variant_run>``: plan, mix, step log and training log."""
+        return RunLayout(self.run_dir).grpo_dir(self.variant_run)
 
     @property
     def stage1_dir(self):

@@ -53,7 +53,7 @@ from IPython.display import display
 from transformers.utils import logging as hf_logging
 
 from morelib import grpo, mixing, preflight, report, trace
-from morelib.config import describe, seed_everything, with_changes
+from morelib.config import describe, seed_everything
 from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
 from morelib.training import is_done
@@ -65,8 +65,8 @@ generation = config.settings("inference")
 seed_everything(settings.seed)
 layout = RunLayout(settings.run_dir)
 hf_logging.disable_progress_bar()  # "Loading weights" bars; the trainer's output goes to train.log
-all_settings = {variant: with_changes(settings, variant=variant) for variant in settings.variants}
-display(describe(settings, ["variants", "mix_epochs", "gamma", "max_hard_samples", "max_easy_samples",
+all_settings = grpo.variant_runs(settings)  # each variant, and again with each of extra_seeds
+display(describe(settings, ["variants", "extra_seeds", "mix_epochs", "gamma", "max_hard_samples", "max_easy_samples",
                             "num_generations", "temperature", "learning_rate", "beta", "epsilon", "num_iterations",
                             "length_threshold", "max_completion_length", "use_vllm"]))
 
@@ -194,9 +194,9 @@ else:
 
 # %%
 plans, mixes = {}, {}
-for variant, variant_settings in all_settings.items():
-    mixes[variant], plans[variant] = grpo.prepare_mix(variant_settings, settings.num_processes)
-display(pd.concat(plans, names=["variant"]))
+for name, run_settings in all_settings.items():
+    mixes[name], plans[name] = grpo.prepare_mix(run_settings, settings.num_processes)
+display(pd.concat({variant: plans[variant] for variant in settings.variants}, names=["variant"]))
 
 # %% [markdown]
 # **The toy's ratios are not the paper's.** In the paper, *raw* trains on the whole pool every
@@ -212,7 +212,7 @@ ratios = pd.DataFrame({
     variant: {"easy : hard, epoch 1": plan["n_easy"].iloc[0] / max(1, plan["n_hard"].iloc[0]),
               "easy : hard, last epoch": plan["n_easy"].iloc[-1] / max(1, plan["n_hard"].iloc[-1]),
               "traced fact in epochs": trace.mix_epochs(mixes[variant], traced.pool_id) if traced else None}
-    for variant, plan in plans.items()}).T
+    for variant, plan in plans.items() if variant in settings.variants}).T
 ratios.loc["raw, paper"] = [8853 / 2370, 8853 / 2370, None]
 display(ratios)
 
@@ -226,11 +226,15 @@ display(ratios)
 # Checkpoints go to `checkpoints/grpo_<variant>/ckpt`, and a rerun resumes from the last one; a
 # finished variant is skipped. The trainer's own output goes to `grpo/<variant>/train.log`; here,
 # only the lines the trainer marks for the notebook.
+#
+# One run per variant says little about the variants: GRPO samples, and a tiny model moves a lot
+# with the seed. `extra_seeds` (beyond the paper; toy-full: two) trains every variant again with
+# each extra seed, into `checkpoints/grpo_<variant>_seed<N>`; notebook 06 puts them in Figure 3.
 
 # %%
-for variant, variant_settings in all_settings.items():
-    train_in_subprocess("morelib.grpo", variant_settings, variant_settings.work_dir / "settings.json",
-                        variant_settings.work_dir / "train.log")
+for name, run_settings in all_settings.items():
+    train_in_subprocess("morelib.grpo", run_settings, run_settings.work_dir / "settings.json",
+                        run_settings.work_dir / "train.log")
 
 # %% [markdown]
 # ## 5 · Reward curves
@@ -252,7 +256,7 @@ grpo_dirs = {variant: layout.grpo_dir(variant) for variant in settings.variants}
 figure = report.plot_reward_curves(grpo_dirs)
 report.save_figure(figure, layout.figures, "05_grpo_rewards")
 display(figure)
-summary = report.grpo_summary(grpo_dirs)
+summary = report.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
 layout.metrics.mkdir(parents=True, exist_ok=True)
 summary.to_csv(layout.metrics / "grpo_summary.csv")
 display(summary.round(3))

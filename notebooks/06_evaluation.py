@@ -81,11 +81,13 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "max_ne
 # budget (on the toy also the zero-shot model, a random network that would ramble to the limit).
 
 # %%
-per_model = {key: generation.for_model(key) for key in settings.models}
+# Stage 2 variants trained again with notebook 05's extra_seeds (checkpoints/grpo_<variant>_seed<N>)
+keys = list(settings.models) + evaluation.seed_runs(settings.run_dir, [k for k in settings.models if k.startswith("grpo_")])
+per_model = {key: generation.for_model(key) for key in keys}
 backend_options = dict(min_pixels=generation.min_pixels, max_pixels=generation.max_pixels,
                        max_model_len=generation.vllm_max_model_len,
                        gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
-predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=settings.models, split=settings.split,
+predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=keys, split=settings.split,
                                          backend=generation.backend, settings=generation,
                                          base_url=generation.base_url, settings_by_key=per_model,
                                          dtype=generation.dtype, backend_options=backend_options)
@@ -145,13 +147,25 @@ if len(paired):
 # epoch (*raw*), as many easy as hard every epoch (*1:1*), hard samples only, and the progressive
 # schedule (1:1 first, then half as many easy samples each epoch). It reports that *raw* loses
 # recall (too many easy `none` samples) and *hard only* loses accuracy and precision (too few).
+#
+# The bars are the main runs, with 95% bootstrap intervals over test samples. Those intervals say
+# nothing about training: a second GRPO run with another seed samples other rollouts (and, on the
+# toy, another subset of the pool) and ends elsewhere. When notebook 05 trained `extra_seeds`, each
+# seed's score is a dot over its bar, and the table below gives each variant's F1 over the seeds.
+# Read a difference between two variants as real only when it is larger than the spread of each.
 
 # %%
 variant_scores = {variant: scores[key] for variant, key in report.VARIANT_KEYS.items() if key in scores}
+seed_scores = {variant: [scores[k] for k in [key, *evaluation.seed_runs(settings.run_dir, [key])] if k in scores]
+               for variant, key in report.VARIANT_KEYS.items() if key in scores}
 if variant_scores:
-    paths = report.figure3(variant_scores, out_dirs, settings.profile)
+    paths = report.figure3(variant_scores, out_dirs, settings.profile, seed_scores=seed_scores)
     print("wrote", *paths, sep="\n  ")
     display(Image(filename=str(paths[0])))
+    if max(len(v) for v in seed_scores.values()) > 1:
+        spread = report.seed_spread(seed_scores, baseline=scores.get("stage1"))
+        report.write_csv(spread.reset_index(), out_dirs, "figure3_seeds.csv")
+        display(spread.round(2))
 else:
     print("no Stage 2 variant was evaluated: run notebook 05 first")
 

@@ -196,3 +196,24 @@ def test_variants_share_the_stage1_model_and_split_their_files(settings):
     progressive, raw = settings(), with_changes(settings(), variant="raw")
     assert progressive.stage1_dir == raw.stage1_dir == RunLayout(progressive.run_dir).checkpoint("stage1")
     assert progressive.work_dir != raw.work_dir and progressive.model_dir != raw.model_dir
+
+
+def test_extra_seeds_train_each_variant_again_into_its_own_files(settings):
+    runs = grpo.variant_runs(settings(variants=["progressive", "raw"], extra_seeds=[3]))
+    assert list(runs) == ["progressive", "raw", "progressive_seed3", "raw_seed3"]
+    main, again = runs["progressive"], runs["progressive_seed3"]
+    assert (main.seed, again.seed) == (0, 3)
+    layout = RunLayout(main.run_dir)
+    assert main.model_dir == layout.checkpoint("grpo_progressive")
+    assert again.model_dir == layout.checkpoint("grpo_progressive_seed3")
+    assert again.work_dir == layout.grpo_dir("progressive_seed3")
+    assert again.stage1_dir == main.stage1_dir
+    # the seed also draws the toy's subset of the pool, so a second seed trains on other samples
+    (main_mix, main_plan), (again_mix, again_plan) = grpo.prepare_mix(fresh(main)), grpo.prepare_mix(fresh(again))
+    assert main_plan["n_hard"].tolist() == again_plan["n_hard"].tolist()
+    assert set(main_mix[0]) != set(again_mix[0])
+    assert (again.work_dir / grpo.MIX_FILE).exists()
+    with pytest.raises(ValueError, match="extra_seeds: .*leave out seed 0"):
+        grpo.variant_runs(settings(extra_seeds=[0, 1]))
+    with pytest.raises(ValueError, match="must be distinct"):
+        grpo.variant_runs(settings(extra_seeds=[1, 1]))

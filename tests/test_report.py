@@ -289,3 +289,38 @@ def test_stage2_experiments_table_sorts_by_valid_gain(tmp_path):
     assert list(table.index) == ["b", "a"]
     assert table.loc["a", "ci_low"] == -5.5 and table.loc["b", "ci_high"] == 6.0
     assert table.loc["a", "overrides"] == "05_grpo.learning_rate=3e-5, x=1"
+
+
+def test_extra_seed_runs_are_found_named_and_kept_out_of_table1(tmp_path):
+    layout = RunLayout(tmp_path)
+    for name in ["grpo_progressive", "grpo_progressive_seed2", "grpo_progressive_seed1", "grpo_raw_seed1",
+                 "grpo_progressive_seed3", "grpo_progressive_seedless"]:
+        layout.checkpoint(name).mkdir(parents=True)
+        if name != "grpo_progressive_seed3":  # unfinished: no done.json
+            layout.model_done(name).write_text("{}")
+    assert evaluation.seed_runs(tmp_path, ["grpo_progressive"]) == ["grpo_progressive_seed1", "grpo_progressive_seed2"]
+    assert evaluation.seed_runs(tmp_path, ["grpo_progressive", "grpo_raw", "grpo_balanced"]) == [
+        "grpo_progressive_seed1", "grpo_progressive_seed2", "grpo_raw_seed1"]
+    assert evaluation.display_name("grpo_raw_seed1") == "Stage 2 variant: raw (seed 1)"
+    assert evaluation.run_model("grpo_progressive_seed1").prompt == "reasoning"
+    assert evaluation.run_model("stage1_seed1") is None and evaluation.display_name("mystery") == "mystery"
+    rows = report.run_rows({"grpo_progressive": scores(0.6, 0.5, 0.5, 0.5), "grpo_progressive_seed1": scores(0, 0, 0, 0)})
+    assert [r["model"] for r in rows] == ["MORE-R1"]
+
+
+def test_seed_spread_and_figure3_dots(tmp_path):
+    seed_scores = {"progressive": [scores(0.8, 0.5, 0.5, 0.50), scores(0.8, 0.4, 0.4, 0.40), scores(0.8, 0.6, 0.6, 0.45)],
+                   "raw": [scores(0.8, 0.3, 0.3, 0.30)]}
+    spread = report.seed_spread(seed_scores, baseline=scores(0.8, 0.45, 0.45, 0.45))
+    assert list(spread.index) == ["raw", "progressive"]  # Figure 3's order
+    row = spread.loc["progressive"]
+    assert (row["seeds"], row["f1_run0"], row["f1_run2"]) == (3, 50.0, 45.0)
+    assert row["f1_mean"] == pytest.approx(45.0) and row["f1_sd"] == pytest.approx(5.0)
+    assert (row["f1_min"], row["f1_max"]) == (40.0, 50.0)
+    assert row["mean_minus_baseline"] == pytest.approx(0.0)
+    assert pd.isna(spread.loc["raw", "f1_sd"])
+    main = {v: runs[0] for v, runs in seed_scores.items()}
+    plain = report.figure3(main, tmp_path / "plain", "toy")
+    dotted = report.figure3(main, tmp_path / "dots", "toy", seed_scores=seed_scores)
+    assert_png(dotted[0])
+    assert plain[0].read_bytes() != dotted[0].read_bytes()
