@@ -597,6 +597,28 @@ def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
+def length_reward_by_group(rows: Sequence[dict], min_chars: int, require_format: bool = False) -> pd.DataFrame:
+    """How often the length reward pays a model's outputs (``text``, ``gold``, ``label`` rows), by
+    gold label (none or a relation) and by answer (right or wrong), with their mean length.
+
+    The length reward should pay complete reasoning, whatever the answer. Where its rate differs
+    between these groups, it pays for the label too: on the toy, reasoning that ends in ``none``
+    is shorter, and a threshold inside the length range would push GRPO away from ``none``.
+    """
+    from morelib.rewards import make_length_reward
+
+    reward = make_length_reward(min_chars, require_format)
+    frame = pd.DataFrame({"chars": [len(r["text"]) for r in rows],
+                          "paid": reward([r["text"] for r in rows]),
+                          "gold": ["none" if r["gold"] == "none" else "relation" for r in rows],
+                          "answer": ["right" if r["label"] == r["gold"] else "wrong" for r in rows]})
+    groups = {f"gold {g}": frame[frame["gold"] == g] for g in ("none", "relation")}
+    groups |= {f"answer {a}": frame[frame["answer"] == a] for a in ("right", "wrong")}
+    return pd.DataFrame([{"group": name, "n": len(part), "length_reward_rate": part["paid"].mean(),
+                          "mean_chars": part["chars"].mean(), "min_chars": part["chars"].min()}
+                         for name, part in groups.items() if len(part)]).set_index("group")
+
+
 def stage2_experiments(experiments_dir: str | Path) -> pd.DataFrame | None:
     """The Stage 2 settings experiments of a run (``experiments/*/result.json``, written by
     ``benchmarks/stage2_valid.py``), one row each, best valid gain first; None when there are none."""

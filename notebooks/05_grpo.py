@@ -52,7 +52,7 @@ import torch
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import grpo, mixing, preflight, report, trace
+from morelib import difficulty, grpo, mixing, preflight, report, trace
 from morelib.config import describe, seed_everything
 from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
@@ -115,6 +115,38 @@ gold = ["/per/misc/awarded"] * len(examples)
 table = pd.DataFrame({name: f(list(examples.values()), label=gold) for name, f in zip(settings.reward_names, funcs)},
                      index=list(examples))
 display(table)
+
+# %% [markdown]
+# ### Does the length reward also pay for a label?
+#
+# A reward should pay for what it names and nothing else, because GRPO follows whatever it pays.
+# The length reward is meant to pay for complete reasoning, whatever the answer. Below, it is
+# applied to the Stage 1 model's outputs on the Stage 2 pool (notebook 04 saved them), by gold
+# label and by whether the answer is right. The rates should be about equal. If they are not,
+# the threshold sits inside the range of normal output lengths, and the reward also pays for
+# whatever makes outputs longer.
+#
+# On the toy, reasoning that ends in `none` is shorter (no relation to explain). At the
+# toy's first threshold, 450 characters, the reward paid 96% of the pool's wrong answers and 59%
+# of the right ones. Stage 2 learnt to write longer and answered worse
+# (`docs/stage2-on-the-toy.md`). The toy threshold now sits below every complete reasoning, as
+# the paper's 1,024 characters presumably does for a 7B model's answers: it fails a bare label or
+# reasoning cut short, and pays every complete one.
+
+# %%
+pool_predictions = layout.predictions(*difficulty.POOL_PREDICTIONS)
+if pool_predictions.exists():
+    from morelib.files import read_jsonl
+
+    by_group = report.length_reward_by_group(read_jsonl(pool_predictions), settings.length_threshold,
+                                             settings.length_requires_format)
+    display(by_group.round(3))
+    spread = by_group["length_reward_rate"].max() - by_group["length_reward_rate"].min()
+    if spread > 0.1:
+        print(f"warning: the length reward's rate differs by {spread:.2f} between groups at "
+              f"length_threshold={settings.length_threshold}: it pays for the label too")
+else:
+    print(f"no Stage 1 pool predictions at {pool_predictions}: run notebook 04 first")
 
 # %% [markdown]
 # ## 2 · One group, by hand

@@ -31,6 +31,7 @@ CHAIN_OVERRIDES = [
     "inference.max_new_tokens=128",  # a 2-epoch Stage 1 rambles: cap it, the plumbing is the same
     "05_grpo.variants=[progressive]",
     "05_grpo.max_steps=2",
+    "05_grpo.extra_seeds=[1]",  # a second training seed: 06 puts it in Figure 3 and figure3_seeds.csv
     "06_evaluation.models=[zero_shot, stage1, grpo_progressive]",
     "06_evaluation.limit=60",
     "06_evaluation.n_boot=50",
@@ -96,6 +97,8 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     steps = [json.loads(line) for line in (run_dir / "grpo" / "progressive" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps] == [1, 2]
     assert (run_dir / "checkpoints" / "grpo_progressive" / "model.safetensors").is_file()
+    again = [json.loads(line) for line in (run_dir / "grpo" / "progressive_seed1" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in again] == [1, 2] and again != steps
 
     # 06: Table 1 holds the paper's rows and this run's, never mixed; its Stage 1 row is the
     # metric recomputed from the cached predictions.
@@ -121,6 +124,11 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     paired = pd.read_csv(run_dir / "figures" / "paired_f1.csv")
     assert list(paired.columns) == ["model", "delta_f1", "ci_low", "ci_high"]
     assert (paired["ci_low"] <= paired["delta_f1"]).all() and (paired["delta_f1"] <= paired["ci_high"]).all()
+    assert {"grpo_progressive", "grpo_progressive_seed1"} <= set(paired["model"])
+    seeds = pd.read_csv(run_dir / "figures" / "figure3_seeds.csv").set_index("variant")
+    assert list(seeds.index) == ["progressive"] and seeds.loc["progressive", "seeds"] == 2
+    more_r1 = table[table["model"] == "MORE-R1 [toy run]"].iloc[0]["F1"]
+    assert seeds.loc["progressive", "f1_run0"] == pytest.approx(more_r1, abs=0.01)
 
     # The Stage 2 settings experiment (benchmarks/stage2_valid.py) on the finished run: it writes
     # its own directory and result, and leaves the run's Stage 2 files as they were.

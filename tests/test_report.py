@@ -324,3 +324,16 @@ def test_seed_spread_and_figure3_dots(tmp_path):
     dotted = report.figure3(main, tmp_path / "dots", "toy", seed_scores=seed_scores)
     assert_png(dotted[0])
     assert plain[0].read_bytes() != dotted[0].read_bytes()
+
+
+def test_length_reward_by_group_shows_a_threshold_that_pays_for_the_label():
+    rows = ([{"text": "x" * 420, "gold": "none", "label": "none"}] * 3
+            + [{"text": "x" * 520, "gold": A, "label": A}, {"text": "x" * 520, "gold": "none", "label": B}])
+    biased = report.length_reward_by_group(rows, min_chars=450)
+    assert biased.loc["gold none", "n"] == 4 and biased.loc["gold none", "length_reward_rate"] == 0.25
+    assert biased.loc["gold relation", "length_reward_rate"] == 1.0
+    assert biased.loc["answer right", "length_reward_rate"] == 0.25
+    assert biased.loc["answer wrong", "length_reward_rate"] == 1.0
+    assert biased.loc["gold none", "min_chars"] == 420
+    fair = report.length_reward_by_group(rows, min_chars=350)
+    assert set(fair["length_reward_rate"]) == {1.0}
