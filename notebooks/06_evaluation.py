@@ -239,6 +239,10 @@ if len(support):
 #    test facts would a gain of 2 F1 points need?
 # 3. **Unparsable outputs.** They count as wrong here. What would Stage 1's F1 be if they were
 #    dropped instead, and why would that flatter a model that often runs out of tokens?
+# 4. **Two kinds of noise.** With `extra_seeds` (toy-full), compare each variant's F1 spread over
+#    training seeds (`spread`, section 4) with the width of its bootstrap interval over test
+#    facts. Which is larger? Would a Figure 3 from one seed per variant rank the variants the
+#    same way twice?
 
 # %%
 gold_labels = [s.label for s in samples]
@@ -254,6 +258,11 @@ if "stage1" in predictions:
     parsed = [r for r in predictions["stage1"] if r["label"] is not None]
     print(f"Stage 1 F1 without its {len(predictions['stage1']) - len(parsed)} unparsable outputs: "
           f"{100 * metrics.score([r['gold'] for r in parsed], [r['label'] for r in parsed])['f1']:.2f}")
+for variant, runs in seed_scores.items():
+    if len(runs) > 1:
+        f1 = [100 * run["f1"] for run in runs]
+        print(f"{variant}: F1 over {len(f1)} seeds {min(f1):.1f} to {max(f1):.1f}; bootstrap interval of the "
+              f"main run {100 * runs[0]['f1_low']:.1f} to {100 * runs[0]['f1_high']:.1f}")
 
 # %% [markdown]
 # ## Next
