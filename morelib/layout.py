@@ -23,7 +23,7 @@ path                                           written by   read by       what i
 ``checkpoints/<model>/done.json``              03, 05       03-06         training summary, written last: present = finished
 ``predictions/<model>__<split>.jsonl``         04, 06       04, 06, 07    ``{"id", "gold", "text", "label", ...}``
 ``difficulty/split.jsonl``                     04           05            ``{"id", "label", "pred", "difficulty"}``
-``grpo/<variant>/``                            05           05, 06        ``plan.csv``, ``mix.json``, ``log.jsonl``, ``train.log``
+``grpo/<variant>[_seed<N>]/``                  05           05, 06        ``plan.csv``, ``mix.json``, ``log.jsonl``, ``train.log``
 ``experiments/<name>/result.json``             benchmark    05            Stage 2 settings tried on valid (``benchmarks/stage2_valid.py``)
 ``metrics/*.csv``                              06, 07       people        scores, paired gains, faithfulness
 ``figures/*``                                  05-07        people        Table 1, Figures 3 and 4 (``make figures`` copies them to ``figures/``)
@@ -122,7 +122,8 @@ class RunLayout:
 
     # --- 03-05: models ---
     def checkpoint(self, name: str) -> Path:
-        """``checkpoints/<name>``: ``stage1``, ``sft_label_full``, ``sft_label_25``, ``grpo_<variant>``, ..."""
+        """``checkpoints/<name>``: ``stage1``, ``sft_label_full``, ``sft_label_25``, ``grpo_<variant>``,
+        ``grpo_<variant>_seed<N>`` (an extra training seed), ..."""
         return self.root / "checkpoints" / name
 
     def predictions(self, model: str, split: str) -> Path:

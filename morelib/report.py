@@ -603,7 +603,8 @@ def length_reward_by_group(rows: Sequence[dict], min_chars: int, require_format:
 
     The length reward should pay complete reasoning, whatever the answer. Where its rate differs
     between these groups, it pays for the label too: on the toy, reasoning that ends in ``none``
-    is shorter, and a threshold inside the length range would push GRPO away from ``none``.
+    is shorter, so a threshold inside the range of complete reasoning pays relation answers,
+    right or wrong, more often than ``none`` (notebook 05, section 1).
     """
     from morelib.rewards import make_length_reward
 
