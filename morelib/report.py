@@ -219,7 +219,8 @@ def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str
     ax.set_xticks(range(len(METRIC_COLUMNS)), ["Accuracy", "Precision", "Recall", "F1"])
     ax.set_ylabel("score (%)")
     ax.set_ylim(0, 105)
-    ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper left", ncols=2)
+    # upper right: above the F1 bars, clear of the accuracy labels
+    ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper right", ncols=2)
     ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split\n"
                  "(error bars: 95% bootstrap intervals over test samples"
                  + (f"; dots: each of {n_seeds} training seeds)" if n_seeds > 1 else ")"), fontsize=10)

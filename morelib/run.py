@@ -31,7 +31,7 @@ from morelib.layout import RunLayout
 # so a hyperparameter is never copied into a notebook.
 INJECTED = ("profile", "run_dir", "overrides")
 # The figures a run writes that `--copy-figures` (make figures) copies into the repository's figures/.
-KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv",
+KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv", "figure3_seeds.csv",
                 "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
                 "confusion_matrix.png", "confusion_matrix.pdf", "05_grpo_rewards.png", "05_grpo_rewards.pdf")
 
