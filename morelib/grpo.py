@@ -224,7 +224,7 @@ def train(settings: GRPOSettings) -> Path:
     from morelib.training import train_to_done
 
     _, values = settings_values(settings)
-    return train_to_done(settings.model_dir, lambda: build_trainer(settings), tag="grpo",
+    return train_to_done(settings.model_dir, lambda: build_trainer(settings), tag="grpo", settings=settings,
                          summary=lambda trainer: {"settings": values, "variant": settings.variant,
                                                    "seed": settings.seed})
 

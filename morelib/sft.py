@@ -125,7 +125,7 @@ def train(settings: SFTSettings) -> Path:
     from morelib.training import train_to_done
 
     _, values = settings_values(settings)
-    return train_to_done(settings.model_dir, lambda: build_trainer(settings), tag="sft",
+    return train_to_done(settings.model_dir, lambda: build_trainer(settings), tag="sft", settings=settings,
                          summary=lambda trainer: {"settings": values, "dropped_overlong": trainer.dropped_overlong})
 
 

@@ -97,6 +97,35 @@ def read_summary(model_dir: str | Path) -> dict:
     return read_json(Path(model_dir) / DONE_FILE)
 
 
+# Settings that choose what a notebook runs or how it logs, not what a model learns.
+NOT_LEARNED = frozenset({"variants", "extra_seeds", "logging_steps", "logging_first_step", "save_steps",
+                         "save_total_limit", "report_to", "disable_tqdm", "log_completions",
+                         "image_token_check_every", "dataloader_num_workers", "label_baselines",
+                         "blank_images_ablation"})
+
+
+def changed_settings(model_dir: str | Path, settings) -> list[str]:
+    """``key: saved -> now`` for each setting that a finished model was trained with and that is
+    different now, leaving out ``NOT_LEARNED``. ``done.json`` saves the values the settings were
+    built from; a key given on one side only is compared with the field's value (now) or its
+    default (then, for a setting added since)."""
+    from dataclasses import MISSING, fields
+
+    from morelib.config import settings_values
+
+    saved = read_summary(model_dir).get("settings", {})
+    _, values = settings_values(settings)
+    defaults = {f.name: f.default if f.default is not MISSING else
+                (f.default_factory() if f.default_factory is not MISSING else None) for f in fields(settings)}
+    changes = []
+    for key in sorted((set(saved) | set(values)) - NOT_LEARNED):
+        now = values[key] if key in values else getattr(settings, key, None)
+        then = saved[key] if key in saved else defaults.get(key)
+        if then != now:
+            changes.append(f"{key}: {then!r} -> {now!r}")
+    return changes
+
+
 def read_log(model_dir: str | Path) -> list[dict]:
     """The trainer's log history of a finished model (one entry per line)."""
     from morelib.files import read_jsonl
@@ -106,17 +135,23 @@ def read_log(model_dir: str | Path) -> list[dict]:
 
 def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
                   save_final: Callable[[Any, Path], None] = save_final_model, summary: Callable[[Any], dict] | None = None,
-                  tag: str = "train") -> Path:
+                  tag: str = "train", settings=None) -> Path:
     """Train (or resume, or skip when finished) into ``model_dir``; returns it.
 
     ``build_trainer()`` makes the trainer (its ``args.output_dir`` is ``model_dir/ckpt``);
     ``save_final(trainer, model_dir)`` writes the final model; ``summary(trainer)`` adds to ``done.json``.
+    ``settings`` (the run's settings object, whose values ``summary`` saves) are compared with a
+    finished model's, so that a changed setting is not skipped in silence.
     """
     from morelib.files import write_json, write_jsonl
 
     model_dir = Path(model_dir)
     if is_done(model_dir):
         print(f"[{tag}] {model_dir} already holds a finished model; skipping (delete it to retrain)", flush=True)
+        changes = changed_settings(model_dir, settings) if settings is not None else []
+        if changes:
+            print(f"[{tag}] warning: {model_dir / DONE_FILE} was trained with other settings, kept as it is: "
+                  + "; ".join(changes), flush=True)
         return model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer()

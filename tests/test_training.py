@@ -80,6 +80,29 @@ def test_a_finished_model_is_skipped(tmp_path, capsys):
     assert "already holds a finished model; skipping" in capsys.readouterr().out
 
 
+def test_a_finished_model_trained_with_other_settings_is_kept_with_a_warning(tmp_path, capsys):
+    from morelib.config import load_settings, settings_values
+
+    def train(**changes):
+        settings = load_settings("05_grpo", "toy", run_dir=tmp_path, **changes)
+        _, values = settings_values(settings)
+        return train_to_done(tmp_path / "m", lambda: FakeTrainer(tmp_path / "m" / "ckpt", []),
+                             lambda trainer, out: (out / "model.safetensors").write_text("w"),
+                             summary=lambda trainer: {"settings": values}, tag="test", settings=settings)
+
+    train(learning_rate=1e-3)
+    before = (tmp_path / "m" / DONE_FILE).read_text()
+    capsys.readouterr()
+    # the same learned settings, another list of variants, a default given explicitly: no warning
+    train(learning_rate=1e-3, variants=["raw"], variant="progressive")
+    assert "warning" not in capsys.readouterr().out
+    train(learning_rate=1e-3, length_threshold=400, beta=0.04)
+    out = capsys.readouterr().out
+    assert f"[test] warning: {tmp_path / 'm' / DONE_FILE} was trained with other settings, kept as it is: " \
+           "beta: 0.001 -> 0.04; length_threshold: 350 -> 400" in out
+    assert (tmp_path / "m" / DONE_FILE).read_text() == before
+
+
 def test_only_the_main_process_writes(tmp_path):
     events = []
     out = tmp_path / "m"
