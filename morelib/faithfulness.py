@@ -12,6 +12,11 @@ Two checks read a reasoning output the way a reader would:
 An output **supports its answer** when both hold; :func:`support_table` gives the rates per model,
 and :func:`is_lucky` marks right answers whose reasoning does not support them.
 
+A fourth check needs only the output and the text, so it also works on real data: **the quotes
+are in the text**, every phrase the reasoning puts in double quotes occurs in the news text
+(:func:`quotes_in_text`). The toy's reasoning quotes the cue in Step 6, and a misquoted cue is
+where most wrong toy answers come from.
+
 On the toy, a third rate says where the reasoning goes wrong: **Step 2 quotes the cue**, the
 headline's words that link the subject to the entity (``cue_words`` in ``toy_meta.jsonl``). A
 model that misquotes the cue then concludes the relation of the cue it wrote.
@@ -70,6 +75,20 @@ def step2_quotes_cue(text: str, cue_words: str) -> bool:
     """Step 2 quotes the headline's cue words (toy only: the real data has no cue annotation)."""
     body = step_text(text, 2)
     return bool(body) and re.search(rf"(?<!\w){re.escape(cue_words)}(?!\w)", body) is not None
+
+
+QUOTE_RE = re.compile(r'"([^"\n]+)"')
+
+
+def quoted_phrases(text: str) -> list[str]:
+    """The phrases the reasoning (the part before ``</think>``) puts in double quotes."""
+    return QUOTE_RE.findall(text.split("</think>")[0])
+
+
+def quotes_in_text(text: str, source_text: str) -> bool:
+    """Every phrase the reasoning quotes occurs in ``source_text`` (True when it quotes nothing)."""
+    source = " ".join(source_text.split())
+    return all(" ".join(q.split()) in source for q in quoted_phrases(text))
 
 
 def true_types(gold: str, meta: Mapping | None = None) -> tuple[str, str] | None:

@@ -22,12 +22,16 @@ Guards against reward hacking are named options, off by default (paper behaviour
   so padding after ``</answer>`` or rambling without structure earns nothing;
 - ``require_format`` on the answer reward: pay for the right label only inside the format.
 
-One reward beyond the paper, off unless named in ``reward_names``:
+Two rewards beyond the paper, off unless named in ``reward_names``:
 
 - consistency: 1 when Step 6 concludes the label of the answer tag
   (``morelib.faithfulness.step6_agrees``). Format and answer rewards do not check that the
   answer follows from the reasoning; on the toy, a long GRPO run let the two drift apart
   (``docs/stage2-on-the-toy.md``).
+- quotes: 1 when every phrase the reasoning puts in double quotes occurs in the news text (the
+  ``source_text`` column; ``morelib.faithfulness.quotes_in_text``), so a reasoning that quotes
+  nothing passes. The answer reward also pays a right label reached from a misquoted text; on the
+  toy most wrong answers follow a misquoted cue.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from morelib.answer import is_well_formed, parse_label
-from morelib.faithfulness import step6_agrees
+from morelib.faithfulness import quotes_in_text, step6_agrees
 from morelib.labels import normalize_label
 
 RewardFunc = Callable[..., list[float]]
@@ -69,6 +73,15 @@ def format_reward(completions, **kwargs) -> list[float]:
 def consistency_reward(completions, **kwargs) -> list[float]:
     """1.0 when Step 6 concludes the label of the answer tag, else 0.0 (beyond the paper)."""
     return [1.0 if step6_agrees(completion_text(c)) else 0.0 for c in completions]
+
+
+def quotes_reward(completions, source_text: Sequence[str] | None = None, **kwargs) -> list[float]:
+    """1.0 when every phrase the reasoning quotes occurs in the news text, else 0.0 (beyond the paper)."""
+    if source_text is None:
+        raise ValueError("quotes_reward needs the news texts: the dataset must have a 'source_text' column")
+    if len(source_text) != len(completions):
+        raise ValueError(f"quotes_reward: {len(completions)} completions but {len(source_text)} texts")
+    return [1.0 if quotes_in_text(completion_text(c), t) else 0.0 for c, t in zip(completions, source_text)]
 
 
 def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFunc:
@@ -121,6 +134,7 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "length": lambda min_chars, length_requires_format=False, **options: make_length_reward(min_chars, length_requires_format),
     "answer": lambda answer_requires_format=False, **options: make_answer_reward(answer_requires_format),
     "consistency": lambda **options: consistency_reward,  # beyond the paper
+    "quotes": lambda **options: quotes_reward,  # beyond the paper
 }
 
 
@@ -135,10 +149,11 @@ def get_reward_funcs(names: Sequence[str], **options) -> list[RewardFunc]:
     return [REWARDS[n](**options) for n in names]
 
 
-def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"), **options) -> dict[str, list[float]]:
+def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"),
+                      source_text: Sequence[str] | None = None, **options) -> dict[str, list[float]]:
     """Each named reward for every completion (for analysis; ``options`` go to ``get_reward_funcs``)."""
     funcs = get_reward_funcs(names, **options)
-    return {n: f(completions, label=label) for n, f in zip(names, funcs)}
+    return {n: f(completions, label=label, source_text=source_text) for n, f in zip(names, funcs)}
 
 
 def total_reward(

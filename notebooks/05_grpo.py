@@ -112,7 +112,9 @@ examples = {
 funcs = get_reward_funcs(settings.reward_names, min_chars=settings.length_threshold,
                          length_requires_format=settings.length_requires_format)
 gold = ["/per/misc/awarded"] * len(examples)
-table = pd.DataFrame({name: f(list(examples.values()), label=gold) for name, f in zip(settings.reward_names, funcs)},
+headline = ["Lena Ortiz wins Golden Lyre Award"] * len(examples)  # the news text, read by the 'quotes' reward
+table = pd.DataFrame({name: f(list(examples.values()), label=gold, source_text=headline)
+                      for name, f in zip(settings.reward_names, funcs)},
                      index=list(examples))
 display(table)
 
@@ -183,7 +185,7 @@ else:
     del policy
     gc.collect()  # free the model before the training subprocess starts
     torch.cuda.empty_cache()  # and its GPU memory (a no-op without a GPU)
-    group = trace.score_group(completions, traced_sample.label, settings)
+    group = trace.score_group(completions, traced_sample.label, settings, traced_sample.text)
     if (settings.scale_rewards, settings.multi_objective_aggregation) != ("group", "sum_then_normalize"):
         print(f"note: this profile trains with scale_rewards={settings.scale_rewards!r} and "
               f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "

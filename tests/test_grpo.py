@@ -114,6 +114,16 @@ def test_rewards_reach_trl_and_train_the_llm_only(settings):
     assert all(torch.equal(ref[n], before[n]) for n in before)
 
 
+def test_the_news_text_reaches_the_quotes_reward_through_trl(settings):
+    trainer = grpo.build_trainer(fresh(settings(max_steps=1, reward_names=["format", "answer", "quotes"])))
+    assert trainer.reward_func_names == ["format_reward", "answer_reward", "quotes_reward"]
+    row = trainer.train_dataset[0]
+    assert row["source_text"] and row["source_text"] in row["prompt"][0]["content"][-1]["text"]
+    trainer.train()  # raises if TRL does not pass the source_text column to the reward
+    logged = [r for r in trainer.state.log_history if "rewards/quotes_reward/mean" in r]
+    assert logged and 0.0 <= logged[0]["rewards/quotes_reward/mean"] <= 1.0
+
+
 def test_a_missing_stage1_model_is_named(settings, tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.*Stage 1 model is missing"):
         grpo.build_trainer(settings(stage1_model=str(tmp_path / "nowhere")))

@@ -123,7 +123,7 @@ def test_lookup_by_name_keeps_order_and_names_trl_logs():
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
     names = ["format", "length", "answer"]
     assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
-    assert set(REWARDS) == {"format", "length", "answer", "consistency"}
+    assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes"}
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
         get_reward_funcs(["format", "lenght"])
 
@@ -173,3 +173,20 @@ def test_consistency_pays_when_step_6_concludes_the_answer():
     # Beyond the paper: the paper's three rewards pay the drifted output's format and length alike.
     parts = reward_components([drifted], ["/per/org/leader_of"], ["format", "answer", "consistency"])
     assert parts == {"format": [1.0], "answer": [1.0], "consistency": [0.0]}
+
+
+def test_quotes_pays_only_when_every_quoted_phrase_is_in_the_text():
+    headline = "Photo : the striker joins Kestrel United"
+    grounded = GOOD.replace("Step 6: looking at part 6 of the problem.", 'Step 6: "joins" gives /per/org/member_of.')
+    misquoted = grounded.replace('"joins"', '"is the leader of"')
+    partly = grounded.replace('"joins"', '"joins" and "heads"')
+    unquoted = GOOD  # quotes nothing: nothing to check
+    quoted_answer = GOOD.replace("<answer>", '<answer>"heads"')  # only the reasoning is checked
+    (quotes,) = get_reward_funcs(["quotes"])
+    rewards = quotes([grounded, misquoted, partly, unquoted, quoted_answer], source_text=[headline] * 5)
+    assert rewards == [1.0, 0.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="source_text"):
+        quotes([grounded])
+    # The answer reward pays the misquoted reasoning's label all the same.
+    parts = reward_components([misquoted], ["/per/org/member_of"], ["answer", "quotes"], source_text=[headline])
+    assert parts == {"answer": [1.0], "quotes": [0.0]}
