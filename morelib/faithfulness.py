@@ -109,6 +109,7 @@ def check(row: Mapping, sample, meta: Mapping | None = None) -> dict:
     cue = (meta or {}).get("cue_words")
     return {"id": row["id"], "correct": correct, "step6_agrees": agrees, "step4_right": step4,
             "supports": supports, "lucky": correct and supports is False,
+            "quotes_in_text": quotes_in_text(text, sample.text),
             "step2_quotes_cue": step2_quotes_cue(text, cue) if cue else None}
 
 
@@ -119,8 +120,9 @@ def is_lucky(row: Mapping, sample, meta: Mapping | None = None) -> bool:
 
 def support_table(predictions: Mapping[str, Sequence[Mapping]], samples: Mapping, meta: Mapping | None = None):
     """Per model: the share of outputs whose Step 6 agrees with the answer, whose Step 4 is right, that
-    support their answer, and the share of right answers that are lucky (rates in [0, 1]). On the
-    toy also: the share whose Step 2 quotes the cue, and the share of wrong answers that misquote it.
+    support their answer, whose quotes are all in the text, and the share of right answers that are
+    lucky (rates in [0, 1]). On the toy also: the share whose Step 2 quotes the cue, and the share of
+    wrong answers that misquote it.
 
     Step 4 is judged where the true types are known: every toy sample; gold relations on real data.
     """
@@ -138,6 +140,7 @@ def support_table(predictions: Mapping[str, Sequence[Mapping]], samples: Mapping
             "step4_right": judged["step4_right"].astype(bool).mean() if len(judged) else float("nan"),
             "supports_answer": judged["supports"].astype(bool).mean() if len(judged) else float("nan"),
             "lucky_share_of_correct": right_judged["lucky"].mean() if len(right_judged) else float("nan"),
+            "quotes_in_text": checks["quotes_in_text"].mean(),
         }
         quoted = checks["step2_quotes_cue"].dropna()
         if len(quoted):  # toy only

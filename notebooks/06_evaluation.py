@@ -211,7 +211,9 @@ for key, rows in predictions.items():
 # Beyond the paper: a right label after reasoning that concludes something else is luck. For each
 # reasoning model, the share of outputs whose Step 6 concludes the answer's label, whose Step 4
 # names the right entity and the true types (the toy world knows them), both together, and the
-# share of right answers that are lucky (`morelib.faithfulness`). On the toy, two more columns say
+# share of right answers that are lucky (`morelib.faithfulness`). `quotes_in_text` is the share of
+# outputs whose every phrase in double quotes occurs in the news text; it needs only the output
+# and the text, so it works on the real data too. On the toy, two more columns say
 # where reasoning goes wrong: the share of outputs whose Step 2 quotes the headline's cue words,
 # and the share of *wrong* answers that misquote it. When most wrong answers misquote the cue,
 # the model's errors are copying errors (it reasons from words that are not in the text), not

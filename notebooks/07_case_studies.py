@@ -74,7 +74,8 @@ print("models:", ", ".join(evaluation.display_name(k) for k in predictions))
 # else is luck, not reasoning. An output **supports its answer** when its Step 6 concludes the
 # label of the answer tag and its Step 4 names the right entity with the true object and entity
 # types (the toy world knows them; on real data only gold relations carry them). A right answer
-# that its reasoning does not support is **lucky**. On the toy, `step2_quotes_cue` is the share
+# that its reasoning does not support is **lucky**. `quotes_in_text` is the share of outputs whose
+# quoted phrases all occur in the news text. On the toy, `step2_quotes_cue` is the share
 # of outputs whose Step 2 quotes the headline's cue words. The rates, per reasoning model, on
 # this split:
 

@@ -39,13 +39,14 @@ LUCKY = reasoning("was born in", "San Ebon", '"was born in" links them: /per/loc
 def test_a_reasoned_answer_is_supported():
     check = faithfulness.check(row(GOOD), SAMPLE, META)
     assert check == {"id": "test-1", "correct": True, "step6_agrees": True, "step4_right": True,
-                     "supports": True, "lucky": False, "step2_quotes_cue": True}
+                     "supports": True, "lucky": False, "quotes_in_text": True, "step2_quotes_cue": True}
 
 
 def test_a_right_answer_after_other_reasoning_is_lucky():
     check = faithfulness.check(row(LUCKY), SAMPLE, META)
     assert check["correct"] and not check["step6_agrees"] and not check["step4_right"]
     assert check["lucky"] and check["step2_quotes_cue"] is False
+    assert check["quotes_in_text"] is False  # "was born in" is not in the headline
     assert faithfulness.is_lucky(row(LUCKY), SAMPLE, META)
 
 
@@ -69,6 +70,8 @@ def test_support_table_rates():
     assert rates["supports_answer"] == pytest.approx(1 / 3)
     assert rates["lucky_share_of_correct"] == pytest.approx(1 / 2)  # GOOD and LUCKY are right, LUCKY is lucky
     assert rates["step2_quotes_cue"] == pytest.approx(1 / 3)
+    assert rates["quotes_in_text"] == pytest.approx(1 / 3)  # only GOOD quotes words of the headline
     assert rates["misquoted_share_of_wrong"] == 1.0  # the one wrong answer misquoted the cue
     real = faithfulness.support_table(preds, {"test-1": SAMPLE}, None)
     assert "step2_quotes_cue" not in real.columns
+    assert real.loc["m", "quotes_in_text"] == pytest.approx(1 / 3)  # needs only the output and the text
