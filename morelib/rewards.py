@@ -31,7 +31,9 @@ Two rewards beyond the paper, off unless named in ``reward_names``:
 - quotes: 1 when every phrase the reasoning puts in double quotes occurs in the news text (the
   ``source_text`` column; ``morelib.faithfulness.quotes_in_text``), so a reasoning that quotes
   nothing passes. The answer reward also pays a right label reached from a misquoted text; on the
-  toy most wrong answers follow a misquoted cue.
+  toy most wrong answers follow a misquoted cue. But it can be earned by quoting nothing: on
+  the toy-full valid split, a progressive run with it stopped quoting and answered ``none`` to 298
+  of 300 facts (row q1 of ``docs/stage2-on-the-toy.md``). Use it with that in mind.
 """
 
 from __future__ import annotations

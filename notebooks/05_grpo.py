@@ -341,6 +341,11 @@ else:
 # 5. **A setting of your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
 #    `num_generations`), guess what it does to the zero-variance share and the valid F1, then run
 #    `benchmarks/stage2_valid.py` with it and add the row to the table of section 6.
+# 6. **A reward that pays for saying less.** The `quotes` reward (beyond the paper) pays an output
+#    when every phrase its reasoning quotes is in the news text, so an output that quotes nothing
+#    is paid too. Which toy reasonings quote nothing (look at a bystander's Step 6), and what
+#    could GRPO learn from this reward? Guess before you read rows q1 and q2 of
+#    `docs/stage2-on-the-toy.md`. How would you change the reward so it cannot be earned that way?
 
 # %%
 gamma_to_try, epochs_to_try = 0.5, 4
