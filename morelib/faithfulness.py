@@ -12,14 +12,13 @@ Two checks read a reasoning output the way a reader would:
 An output **supports its answer** when both hold; :func:`support_table` gives the rates per model,
 and :func:`is_lucky` marks right answers whose reasoning does not support them.
 
-A fourth check needs only the output and the text, so it also works on real data: **the quotes
-are in the text**, every phrase the reasoning puts in double quotes occurs in the news text
-(:func:`quotes_in_text`). The toy's reasoning quotes the cue in Step 6, and a misquoted cue is
-where most wrong toy answers come from.
-
 On the toy, a third rate says where the reasoning goes wrong: **Step 2 quotes the cue**, the
 headline's words that link the subject to the entity (``cue_words`` in ``toy_meta.jsonl``). A
 model that misquotes the cue then concludes the relation of the cue it wrote.
+
+A fourth check needs only the output and the text, so it also works on real data: **the quotes
+are in the text**, every phrase the reasoning puts in double quotes occurs in the news text
+(:func:`quotes_in_text`). The toy's reasoning quotes the cue in Step 6.
 """
 
 from __future__ import annotations
