@@ -51,6 +51,26 @@ def experiment_dir(run: RunLayout, name: str) -> RunLayout:
     return exp
 
 
+def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, gen, valid: list) -> dict:
+    """Valid F1 of Stage 1 and of the model trained from it (``name``), and the paired gain (F1 points)."""
+    labels = {}
+    for key, path in (("stage1", run.checkpoint("stage1")), (name, model_dir)):
+        backend = make_backend(path, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+        # Stage 1's valid predictions are shared by all experiments of the run (same model).
+        out = (run if key == "stage1" else exp).predictions(key, "valid")
+        rows = predict_to_file(backend, valid, out, gen.for_model("stage1"), template=prompt_template("reasoning"),
+                               progress=False)
+        labels[key] = [r["label"] for r in rows]
+    gold = [s.label for s in valid]
+    stage1, tuned = labels.values()
+    gain = metrics.paired_bootstrap_f1(gold, stage1, tuned, n=1000)
+    return {"valid_facts": len(gold),
+            "stage1_f1": round(100 * metrics.score(gold, stage1)["f1"], 2),
+            "tuned_f1": round(100 * metrics.score(gold, tuned)["f1"], 2),
+            "gain": round(100 * gain["delta"], 2), "ci95": [round(100 * gain["low"], 2), round(100 * gain["high"], 2)],
+            "changed_predictions": sum(a != b for a, b in zip(stage1, tuned))}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy-full")
@@ -80,30 +100,13 @@ def main() -> int:
     model_dir = grpo.train(settings)
     train_s = time.time() - started
 
-    gen = profile.settings("inference")
     valid = data.load_split(settings.data_dir, "valid")[: args.limit]
-    labels = {}
-    for name, path in (("stage1", run.checkpoint("stage1")), (f"grpo_{args.variant}", model_dir)):
-        backend = make_backend(path, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
-        # Stage 1's valid predictions are shared by all experiments of the run (same model).
-        out = (run if name == "stage1" else exp).predictions(name, "valid")
-        rows = predict_to_file(backend, valid, out, gen.for_model("stage1"), template=prompt_template("reasoning"),
-                               progress=False)
-        labels[name] = [r["label"] for r in rows]
-    gold = [s.label for s in valid]
-    stage1, tuned = labels.values()
-    gain = metrics.paired_bootstrap_f1(gold, stage1, tuned, n=1000)
+    scores = score_on_valid(run, exp, f"grpo_{args.variant}", model_dir, profile.settings("inference"), valid)
     frame = report.grpo_log(settings.work_dir)
     generated = frame[frame["generated"]]
     window = max(1, len(generated) // 5)  # the first and last fifth of the generation steps
-    result = {
-        "name": args.name, "variant": args.variant, "overrides": args.overrides, "valid_facts": len(gold),
-        "steps": int(frame.index.max()), "train_s": round(train_s),
-        "stage1_f1": round(100 * metrics.score(gold, stage1)["f1"], 2),
-        "grpo_f1": round(100 * metrics.score(gold, tuned)["f1"], 2),
-        "gain": round(100 * gain["delta"], 2), "ci95": [round(100 * gain["low"], 2), round(100 * gain["high"], 2)],
-        "changed_predictions": sum(a != b for a, b in zip(stage1, tuned)),
-    }
+    result = {"name": args.name, "variant": args.variant, "overrides": args.overrides,
+              "steps": int(frame.index.max()), "train_s": round(train_s), **scores}
     for key, short in (("frac_reward_zero_std", "zero_std"), ("entropy", "entropy"),
                        (report.REWARD_KEYS["answer"], "answer")):
         for end, rows in (("early", generated.head(window)), ("late", generated.tail(window))):

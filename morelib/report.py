@@ -622,8 +622,9 @@ def length_reward_by_group(rows: Sequence[dict], min_chars: int, require_format:
 
 
 def stage2_experiments(experiments_dir: str | Path) -> pd.DataFrame | None:
-    """The Stage 2 settings experiments of a run (``experiments/*/result.json``, written by
-    ``benchmarks/stage2_valid.py``), one row each, best valid gain first; None when there are none."""
+    """The Stage 2 experiments of a run (``experiments/*/result.json``, written by
+    ``benchmarks/stage2_valid.py`` and ``benchmarks/self_training_valid.py``), one row each, best
+    valid gain first; None when there are none."""
     import json
 
     rows = [json.loads(path.read_text()) for path in sorted(Path(experiments_dir).glob("*/result.json"))]

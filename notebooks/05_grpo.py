@@ -313,9 +313,15 @@ display(summary.round(3))
 #     --set 05_grpo.learning_rate=3e-5 --set 05_grpo.max_hard_samples=null
 # ```
 #
-# The table lists this run's experiments, best valid gain first, with the learning signal early
-# and late in training: the share of zero-variance groups, the entropy and the answer reward. The
-# README lists what we tried on the toy and what each gave.
+# `benchmarks/self_training_valid.py` is the yardstick: it fine-tunes Stage 1 on the pool with
+# plain SFT, on the model's own right answers (`--rows own`, the simplest way to learn from the
+# answer reward) or, on the toy, on the expert's reasoning for every pool fact (`--rows expert`,
+# what an annotated pool would give). If neither raises valid F1, GRPO has little to find.
+#
+# The table lists this run's experiments of both kinds, best valid gain first, with the learning
+# signal of the GRPO runs early and late in training: the share of zero-variance groups, the
+# entropy and the answer reward. `docs/stage2-on-the-toy.md` lists what we tried on the toy and
+# what each gave.
 
 # %%
 experiments = report.stage2_experiments(layout.root / "experiments")

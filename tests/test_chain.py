@@ -145,9 +145,24 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert json.loads(done.stdout.strip().splitlines()[-1]) == result
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
+    # The self-training yardstick (benchmarks/self_training_valid.py): SFT from Stage 1 on its own
+    # right answers on the pool. It trains only on right answers and shares Stage 1's valid scores.
+    command = [sys.executable, str(repo_root() / "benchmarks" / "self_training_valid.py"), "--profile", "toy",
+               "--run-dir", str(run_dir), "--name", "own", "--rows", "own", "--samples", "1", "--limit", "12"]
+    for item in CHAIN_OVERRIDES + ["03_sft.max_steps=2"]:
+        command += ["--set", item]
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    own = json.loads((run_dir / "experiments" / "own" / "result.json").read_text())
+    assert own["steps"] == 2 and own["stage1_f1"] == result["stage1_f1"]
+    rows = [json.loads(line) for line in (run_dir / "experiments" / "own" / "sft" / "stage1.jsonl").open()]
+    assert len(rows) == own["training_rows"] > 0
+    assert all(parse_label(r["completion"]) == r["label"] for r in rows)
+    assert {r["id"] for r in rows} <= set(split["stage2_pool"])
+    assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     from morelib.report import stage2_experiments
 
-    assert list(stage2_experiments(run_dir / "experiments").index) == ["tiny"]
+    assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "own"}
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600

@@ -1,0 +1,163 @@
+"""A yardstick for Stage 2 on the valid split: fine-tune the Stage 1 model on reasoning for the
+Stage 2 pool with plain SFT (no RL), then score it and Stage 1 on valid (paired bootstrap).
+
+If GRPO cannot raise valid F1, is it GRPO, or is there nothing in the pool to learn? Two sets of
+rows answer that, both on the pool Stage 1 did not train on:
+
+- ``--rows own``: the model's own right answers, the simplest way to learn from the answer
+  reward (rejection sampling, as in STaR or expert iteration): its greedy output for each easy
+  fact, and each distinct right output among ``--samples`` sampled ones for each hard fact, drawn
+  with Stage 2's temperature, top-p and top-k. ``--grounded`` keeps only the hard-fact outputs
+  whose quoted phrases are all in the news text, which drops most lucky answers.
+- ``--rows expert`` (toy only): the offline expert's reasoning, without mistakes, for every pool
+  fact. That is what the pool would give if it were annotated like Stage 1's 25%: an upper bound
+  for learning from the pool.
+
+``--with-stage1-set`` adds Stage 1's own rows. Training takes the profile's ``03_sft`` settings,
+from the Stage 1 checkpoint (``--start base``: from the base model), with a learning rate of 1e-4
+and one epoch unless ``--set 03_sft.learning_rate=...`` or ``--set 03_sft.num_train_epochs=...``
+say otherwise. It writes ``<run>/experiments/<name>/`` like ``stage2_valid.py``, so notebook 05's
+table lists both kinds of experiment; the run's own files are never touched. Test is never scored.
+
+    OMP_NUM_THREADS=1 python benchmarks/self_training_valid.py --profile toy-full --name own --rows own
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from stage2_valid import experiment_dir, score_on_valid  # noqa: E402  (the script beside this one)
+
+from morelib import data, sft  # noqa: E402
+from morelib.answer import parse_label  # noqa: E402
+from morelib.config import ConfigError, load_profile  # noqa: E402
+from morelib.difficulty import HARD, read_split  # noqa: E402
+from morelib.faithfulness import quotes_in_text  # noqa: E402
+from morelib.files import read_jsonl, write_json, write_jsonl  # noqa: E402
+from morelib.inference import make_backend  # noqa: E402
+from morelib.layout import RunLayout  # noqa: E402
+from morelib.prompts import prompt_template  # noqa: E402
+
+DEFAULTS = {"learning_rate": 1e-4, "num_train_epochs": 1}  # a short, gentle continuation of Stage 1
+
+
+def sample_hard(run: RunLayout, exp: RunLayout, hard: list, gen, samples: int) -> list[dict]:
+    """``samples`` outputs of the Stage 1 model per hard fact (cached in the experiment: paid work)."""
+    path = exp.predictions("stage1", f"pool_hard_x{samples}")
+    if path.is_file():
+        return read_jsonl(path)
+    backend = make_backend(run.checkpoint("stage1"), min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+    rows = []
+    for draw in range(samples):
+        settings = replace(gen, seed=draw)  # each draw its own seed, so the draws differ
+        for start in range(0, len(hard), settings.batch_size):
+            batch = hard[start:start + settings.batch_size]
+            for sample, out in zip(batch, backend.generate(batch, settings, prompt_template("reasoning"))):
+                rows.append({"id": sample.id, "gold": sample.label, "draw": draw, "text": out.text,
+                             "label": parse_label(out.text)})
+    write_jsonl(path, rows)
+    return rows
+
+
+def own_rows(pool_predictions: list[dict], hard_samples: list[dict], texts: dict[str, str],
+             grounded: bool) -> list[dict]:
+    """Training rows from the model's right answers: greedy ones on easy facts, distinct sampled ones on hard."""
+    rows = [{"id": r["id"], "label": r["gold"], "completion": r["text"]}
+            for r in pool_predictions if r["label"] == r["gold"]]
+    seen = set()
+    for r in hard_samples:
+        key = (r["id"], r["text"])
+        if r["label"] != r["gold"] or key in seen or (grounded and not quotes_in_text(r["text"], texts[r["id"]])):
+            continue
+        seen.add(key)
+        rows.append({"id": r["id"], "label": r["gold"], "completion": r["text"]})
+    return rows
+
+
+def expert_rows(pool: list[dict], meta: dict[str, dict]) -> list[dict]:
+    """The offline expert's reasoning (no mistakes) for every pool fact."""
+    from morelib.expert_server import compose, reasoning_steps
+
+    return [{"id": r["id"], "label": r["label"], "completion": compose(reasoning_steps(meta[r["id"]], r["label"])[0], r["label"])}
+            for r in pool]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="toy-full")
+    parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
+    parser.add_argument("--name", required=True, help="the experiment's name (its directory)")
+    parser.add_argument("--rows", choices=("own", "expert"), default="own")
+    parser.add_argument("--samples", type=int, default=4, help="sampled outputs per hard fact (--rows own)")
+    parser.add_argument("--grounded", action="store_true", help="keep hard-fact outputs whose quotes are in the text")
+    parser.add_argument("--with-stage1-set", action="store_true", help="also train on Stage 1's own rows")
+    parser.add_argument("--start", choices=("stage1", "base"), default="stage1")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="03_sft.KEY=VALUE")
+    parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
+    args = parser.parse_args()
+    recipe = [f"rows={args.rows}", f"start={args.start}"] + (["grounded"] if args.grounded else []) + (
+        ["with_stage1_set"] if args.with_stage1_set else []) + ([f"samples={args.samples}"] if args.rows == "own" else [])
+    try:
+        run = load_profile(args.profile, args.overrides, args.run_dir).layout
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
+        print(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)", file=sys.stderr)
+        return 2
+    earlier = run.experiment(args.name) / "result.json"
+    if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != recipe + args.overrides:
+        print(f"{earlier}: experiment {args.name!r} ran with other settings; choose another --name", file=sys.stderr)
+        return 2
+    exp = experiment_dir(run, args.name)
+    profile = load_profile(args.profile, args.overrides, exp.root)
+    train = {s.id: s for s in data.load_split(str(exp.root / "data"), "train")}
+    pool = read_split(run.difficulty_split)
+
+    if args.rows == "expert":
+        from morelib.toy import meta_by_id, meta_path
+
+        if not meta_path(exp.root / "data").is_file():
+            print(f"{meta_path(exp.root / 'data')}: --rows expert needs the toy's facts (toy data only)", file=sys.stderr)
+            return 2
+        rows = expert_rows(pool, meta_by_id(exp.root / "data"))
+    else:
+        stage2 = profile.settings("05_grpo")
+        gen = replace(profile.settings("inference").for_model("stage1"), temperature=stage2.temperature,
+                      top_p=stage2.top_p, top_k=stage2.top_k)
+        hard = [train[r["id"]] for r in pool if r["difficulty"] == HARD]
+        hard_samples = sample_hard(run, exp, hard, gen, args.samples)
+        rows = own_rows(read_jsonl(run.predictions("stage1", "stage2_pool")), hard_samples,
+                        {i: s.text for i, s in train.items()}, args.grounded)
+    if args.with_stage1_set:
+        rows += [{"id": r["id"], "label": r["label"], "completion": r["completion"]} for r in read_jsonl(run.stage1_set)]
+    # The experiment is a run directory of its own: the set its SFT trains on is its "Stage 1 set".
+    write_jsonl(exp.stage1_set, rows)
+
+    given = {item.split("=", 1)[0].removeprefix("03_sft.") for item in args.overrides}
+    start = run.checkpoint("stage1") if args.start == "stage1" else exp.root / "models" / "base"
+    settings = profile.settings("03_sft", base_model=str(start), model_name="self_trained", label_baselines=False,
+                                blank_images_ablation=False, **{k: v for k, v in DEFAULTS.items() if k not in given})
+    started = time.time()
+    model_dir = sft.train(settings)
+    train_s = time.time() - started
+
+    valid = data.load_split(settings.data_dir, "valid")[: args.limit]
+    scores = score_on_valid(run, exp, "self_trained", model_dir, profile.settings("inference"), valid)
+    steps = json.loads(exp.model_done("self_trained").read_text())["global_step"]
+    result = {"name": args.name, "variant": f"self-training ({args.rows})", "overrides": recipe + args.overrides,
+              "training_rows": len(rows), "steps": steps, "train_s": round(train_s), **scores}
+    write_json(exp.root / "result.json", result, indent=1)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
