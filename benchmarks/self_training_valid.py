@@ -12,6 +12,8 @@ rows answer that, both on the pool Stage 1 did not train on:
 - ``--rows expert`` (toy only): the offline expert's reasoning, without mistakes, for every pool
   fact. That is what the pool would give if it were annotated like Stage 1's 25%: an upper bound
   for learning from the pool.
+- ``--rows expert-hard`` (toy only): the expert's reasoning for the hard facts, the model's own
+  greedy right answers for the easy ones: what a perfect explorer would find on the pool.
 
 ``--with-stage1-set`` adds Stage 1's own rows. Training takes the profile's ``03_sft`` settings,
 from the Stage 1 checkpoint (``--start base``: from the base model), with a learning rate of 1e-4
@@ -94,7 +96,7 @@ def main() -> int:
     parser.add_argument("--profile", default="toy-full")
     parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
     parser.add_argument("--name", required=True, help="the experiment's name (its directory)")
-    parser.add_argument("--rows", choices=("own", "expert"), default="own")
+    parser.add_argument("--rows", choices=("own", "expert", "expert-hard"), default="own")
     parser.add_argument("--samples", type=int, default=4, help="sampled outputs per hard fact (--rows own)")
     parser.add_argument("--grounded", action="store_true", help="keep hard-fact outputs whose quotes are in the text")
     parser.add_argument("--with-stage1-set", action="store_true", help="also train on Stage 1's own rows")
@@ -121,20 +123,25 @@ def main() -> int:
     train = {s.id: s for s in data.load_split(str(exp.root / "data"), "train")}
     pool = read_split(run.difficulty_split)
 
-    if args.rows == "expert":
+    pool_predictions = read_jsonl(run.predictions("stage1", "stage2_pool"))
+    if args.rows != "own":
         from morelib.toy import meta_by_id, meta_path
 
         if not meta_path(exp.root / "data").is_file():
-            print(f"{meta_path(exp.root / 'data')}: --rows expert needs the toy's facts (toy data only)", file=sys.stderr)
+            print(f"{meta_path(exp.root / 'data')}: --rows {args.rows} needs the toy's facts (toy data only)", file=sys.stderr)
             return 2
-        rows = expert_rows(pool, meta_by_id(exp.root / "data"))
+        if args.rows == "expert":
+            rows = expert_rows(pool, meta_by_id(exp.root / "data"))
+        else:
+            hard = [r for r in pool if r["difficulty"] == HARD]
+            rows = own_rows(pool_predictions, [], {}, grounded=False) + expert_rows(hard, meta_by_id(exp.root / "data"))
     else:
         stage2 = profile.settings("05_grpo")
         gen = replace(profile.settings("inference").for_model("stage1"), temperature=stage2.temperature,
                       top_p=stage2.top_p, top_k=stage2.top_k)
         hard = [train[r["id"]] for r in pool if r["difficulty"] == HARD]
         hard_samples = sample_hard(run, exp, hard, gen, args.samples)
-        rows = own_rows(read_jsonl(run.predictions("stage1", "stage2_pool")), hard_samples,
+        rows = own_rows(pool_predictions, hard_samples,
                         {i: s.text for i, s in train.items()}, args.grounded)
     if args.with_stage1_set:
         rows += [{"id": r["id"], "label": r["label"], "completion": r["completion"]} for r in read_jsonl(run.stage1_set)]

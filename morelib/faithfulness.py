@@ -70,6 +70,15 @@ def step4_right(text: str, entity: str, object_type: str, entity_type: str) -> b
     return bool(body) and entity in body and step4_types(text) == (object_type, entity_type)
 
 
+ENTITY_STEPS = (2, 4, 6)  # the text, the entity's type, the decision: faithful reasoning names the entity in each
+
+
+def names_entity(text: str, entity: str, steps: tuple[int, ...] = ENTITY_STEPS) -> bool:
+    """Each of ``steps`` exists and names the queried ``entity`` (works on real data: the entity is given)."""
+    bodies = [step_text(text, n) for n in steps]
+    return bool(entity) and all(body and entity in body for body in bodies)
+
+
 def step2_quotes_cue(text: str, cue_words: str) -> bool:
     """Step 2 quotes the headline's cue words (toy only: the real data has no cue annotation)."""
     body = step_text(text, 2)

@@ -99,8 +99,8 @@ def prepare_mix(settings: GRPOSettings, num_processes: int = 1, train_samples=No
 
 
 def build_dataset(samples: dict, ids: list[str], template: str):
-    """A ``datasets.Dataset`` of the concatenated mix: ``prompt``, ``images``, ``label`` and ``source_text``
-    (the news text, for the ``quotes`` reward) per row."""
+    """A ``datasets.Dataset`` of the concatenated mix: ``prompt``, ``images``, ``label``, ``source_text``
+    (the news text, for the ``quotes`` reward) and ``entity`` (for the ``entity`` reward) per row."""
     from datasets import Dataset
 
     from morelib.data import load_images
@@ -110,10 +110,10 @@ def build_dataset(samples: dict, ids: list[str], template: str):
     if missing:
         raise ValueError(f"mix ids not in the training split: {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     dataset = Dataset.from_dict({"id": list(ids), "label": [samples[i].label for i in ids],
-                                 "source_text": [samples[i].text for i in ids]})
+                                 "source_text": [samples[i].text for i in ids], "entity": [samples[i].entity for i in ids]})
 
     def to_row(batch):
-        out = {"id": batch["id"], "label": batch["label"], "source_text": batch["source_text"], "prompt": [], "images": []}
+        out = {key: batch[key] for key in ("id", "label", "source_text", "entity")} | {"prompt": [], "images": []}
         for sample_id in batch["id"]:
             out["prompt"].append(student_prompt(samples[sample_id], template))
             out["images"].append(list(load_images(samples[sample_id])))

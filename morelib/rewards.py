@@ -34,6 +34,11 @@ Two rewards beyond the paper, off unless named in ``reward_names``:
   toy most wrong answers follow a misquoted cue. But it can be earned by quoting nothing: on
   the toy-full valid split, a progressive run with it stopped quoting and answered ``none`` to 298
   of 300 facts (row q1 of ``docs/stage2-on-the-toy.md``). Use it with that in mind.
+- entity: 1 when Steps 2, 4 and 6 each name the queried entity (the ``entity`` column;
+  ``morelib.faithfulness.names_entity``). On the toy, Stage 1 names another entity of the
+  headline in most of its reasoning, also where its answer is right, and the answer reward pays
+  that reasoning all the same. The reward cannot be earned by leaving steps out: each of the three
+  must be there and name the entity.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from morelib.answer import is_well_formed, parse_label
-from morelib.faithfulness import quotes_in_text, step6_agrees
+from morelib.faithfulness import names_entity, quotes_in_text, step6_agrees
 from morelib.labels import normalize_label
 
 RewardFunc = Callable[..., list[float]]
@@ -84,6 +89,15 @@ def quotes_reward(completions, source_text: Sequence[str] | None = None, **kwarg
     if len(source_text) != len(completions):
         raise ValueError(f"quotes_reward: {len(completions)} completions but {len(source_text)} texts")
     return [1.0 if quotes_in_text(completion_text(c), t) else 0.0 for c, t in zip(completions, source_text)]
+
+
+def entity_reward(completions, entity: Sequence[str] | None = None, **kwargs) -> list[float]:
+    """1.0 when Steps 2, 4 and 6 each name the queried entity, else 0.0 (beyond the paper)."""
+    if entity is None:
+        raise ValueError("entity_reward needs the queried entities: the dataset must have an 'entity' column")
+    if len(entity) != len(completions):
+        raise ValueError(f"entity_reward: {len(completions)} completions but {len(entity)} entities")
+    return [1.0 if names_entity(completion_text(c), e) else 0.0 for c, e in zip(completions, entity)]
 
 
 def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFunc:
@@ -137,6 +151,7 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "answer": lambda answer_requires_format=False, **options: make_answer_reward(answer_requires_format),
     "consistency": lambda **options: consistency_reward,  # beyond the paper
     "quotes": lambda **options: quotes_reward,  # beyond the paper
+    "entity": lambda **options: entity_reward,  # beyond the paper
 }
 
 
@@ -152,10 +167,11 @@ def get_reward_funcs(names: Sequence[str], **options) -> list[RewardFunc]:
 
 
 def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"),
-                      source_text: Sequence[str] | None = None, **options) -> dict[str, list[float]]:
+                      source_text: Sequence[str] | None = None, entity: Sequence[str] | None = None,
+                      **options) -> dict[str, list[float]]:
     """Each named reward for every completion (for analysis; ``options`` go to ``get_reward_funcs``)."""
     funcs = get_reward_funcs(names, **options)
-    return {n: f(completions, label=label, source_text=source_text) for n, f in zip(names, funcs)}
+    return {n: f(completions, label=label, source_text=source_text, entity=entity) for n, f in zip(names, funcs)}
 
 
 def total_reward(

@@ -263,9 +263,10 @@ def sample_group(backend, sample, grpo, template: str | None = None) -> list[str
     return [g.text for g in backend.generate([sample] * grpo.num_generations, settings, template)]
 
 
-def score_group(completions: Sequence[str], gold: str, grpo, source_text: str = ""):
+def score_group(completions: Sequence[str], gold: str, grpo, source_text: str = "", entity: str = ""):
     """One row per completion: its parsed label, length in characters, each reward, the weighted total (Eq. 5) and the advantage,
-    in NumPy and as TRL computes it. ``source_text`` is the sample's news text (read by the ``quotes`` reward)."""
+    in NumPy and as TRL computes it. ``source_text`` is the sample's news text and ``entity`` its queried entity
+    (read by the ``quotes`` and ``entity`` rewards)."""
     import pandas as pd
 
     from morelib.answer import parse_label
@@ -279,7 +280,8 @@ def score_group(completions: Sequence[str], gold: str, grpo, source_text: str = 
     table = pd.DataFrame({"label": pd.Series([parse_label(c) for c in completions], dtype=object),
                           "characters": [len(c) for c in completions]})
     for name, func in zip(names, funcs):
-        table[name] = func(list(completions), label=[gold] * len(completions), source_text=[source_text] * len(completions))
+        n = len(completions)
+        table[name] = func(list(completions), label=[gold] * n, source_text=[source_text] * n, entity=[entity] * n)
     table["reward"] = sum(w * table[name] for name, w in zip(names, weights))
     table["advantage"] = group_advantages(table["reward"], len(completions))
     table["advantage (TRL)"] = trl_group_advantages(table["reward"].tolist(), len(completions))

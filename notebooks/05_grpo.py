@@ -113,7 +113,8 @@ funcs = get_reward_funcs(settings.reward_names, min_chars=settings.length_thresh
                          length_requires_format=settings.length_requires_format)
 gold = ["/per/misc/awarded"] * len(examples)
 headline = ["Lena Ortiz wins Golden Lyre Award"] * len(examples)  # the news text, read by the 'quotes' reward
-table = pd.DataFrame({name: f(list(examples.values()), label=gold, source_text=headline)
+entity = ["Golden Lyre Award"] * len(examples)  # the queried entity, read by the 'entity' reward
+table = pd.DataFrame({name: f(list(examples.values()), label=gold, source_text=headline, entity=entity)
                       for name, f in zip(settings.reward_names, funcs)},
                      index=list(examples))
 display(table)
@@ -185,7 +186,7 @@ else:
     del policy
     gc.collect()  # free the model before the training subprocess starts
     torch.cuda.empty_cache()  # and its GPU memory (a no-op without a GPU)
-    group = trace.score_group(completions, traced_sample.label, settings, traced_sample.text)
+    group = trace.score_group(completions, traced_sample.label, settings, traced_sample.text, traced_sample.entity)
     if (settings.scale_rewards, settings.multi_objective_aggregation) != ("group", "sum_then_normalize"):
         print(f"note: this profile trains with scale_rewards={settings.scale_rewards!r} and "
               f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "
@@ -352,6 +353,11 @@ else:
 #    is paid too. Which toy reasonings quote nothing (look at a bystander's Step 6), and what
 #    could GRPO learn from this reward? Guess before you read rows q1 and q2 of
 #    `docs/stage2-on-the-toy.md`. How would you change the reward so it cannot be earned that way?
+# 7. **What the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
+#    budget (`--with-stage1-set --set 03_sft.learning_rate=3e-4 --set 03_sft.num_train_epochs=3`):
+#    once with `--rows own` and once with `--rows expert-hard`. Both train on the model's own right
+#    answers for the easy facts; they differ only on the hard facts. What does the gap between the
+#    two valid gains say about what GRPO's sampling would have to find?
 
 # %%
 gamma_to_try, epochs_to_try = 0.5, 4

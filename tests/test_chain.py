@@ -159,10 +159,21 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert len(rows) == own["training_rows"] > 0
     assert all(parse_label(r["completion"]) == r["label"] for r in rows)
     assert {r["id"] for r in rows} <= set(split["stage2_pool"])
+    # --rows expert-hard: the same right answers on easy facts, the expert's reasoning on every hard one.
+    command[command.index("--name") + 1], command[command.index("--rows") + 1] = "expert", "expert-hard"
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    expert = [json.loads(line) for line in (run_dir / "experiments" / "expert" / "sft" / "stage1.jsonl").open()]
+    difficulty = {r["id"]: r["difficulty"] for r in map(json.loads, (run_dir / "difficulty" / "split.jsonl").open())}
+    easy_rows = [r for r in expert if difficulty[r["id"]] == "easy"]
+    assert easy_rows == [r for r in rows if difficulty[r["id"]] == "easy"]
+    assert sorted(r["id"] for r in expert if difficulty[r["id"]] == "hard") == sorted(
+        i for i, d in difficulty.items() if d == "hard")
+    assert all(is_well_formed(r["completion"]) and parse_label(r["completion"]) == r["label"] for r in expert)
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     from morelib.report import stage2_experiments
 
-    assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "own"}
+    assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "own", "expert"}
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600

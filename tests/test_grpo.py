@@ -114,14 +114,18 @@ def test_rewards_reach_trl_and_train_the_llm_only(settings):
     assert all(torch.equal(ref[n], before[n]) for n in before)
 
 
-def test_the_news_text_reaches_the_quotes_reward_through_trl(settings):
-    trainer = grpo.build_trainer(fresh(settings(max_steps=1, reward_names=["format", "answer", "quotes"])))
-    assert trainer.reward_func_names == ["format_reward", "answer_reward", "quotes_reward"]
+def test_the_news_text_and_entity_reach_their_rewards_through_trl(settings):
+    trainer = grpo.build_trainer(fresh(settings(max_steps=1, reward_names=["format", "answer", "quotes", "entity"],
+                                                   reward_weights=[1.0, 1.0, 1.0, 1.0])))
+    assert trainer.reward_func_names == ["format_reward", "answer_reward", "quotes_reward", "entity_reward"]
     row = trainer.train_dataset[0]
-    assert row["source_text"] and row["source_text"] in row["prompt"][0]["content"][-1]["text"]
-    trainer.train()  # raises if TRL does not pass the source_text column to the reward
-    logged = [r for r in trainer.state.log_history if "rewards/quotes_reward/mean" in r]
-    assert logged and 0.0 <= logged[0]["rewards/quotes_reward/mean"] <= 1.0
+    prompt_text = row["prompt"][0]["content"][-1]["text"]
+    assert row["source_text"] and row["source_text"] in prompt_text
+    assert row["entity"] and f'entity "{row["entity"]}"' in prompt_text
+    trainer.train()  # raises if TRL does not pass the source_text or entity column to its reward
+    for name in ("quotes_reward", "entity_reward"):
+        logged = [r for r in trainer.state.log_history if f"rewards/{name}/mean" in r]
+        assert logged and 0.0 <= logged[0][f"rewards/{name}/mean"] <= 1.0
 
 
 def test_a_missing_stage1_model_is_named(settings, tmp_path):

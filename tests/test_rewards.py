@@ -123,7 +123,7 @@ def test_lookup_by_name_keeps_order_and_names_trl_logs():
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
     names = ["format", "length", "answer"]
     assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
-    assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes"}
+    assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes", "entity"}
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
         get_reward_funcs(["format", "lenght"])
 
@@ -190,3 +190,25 @@ def test_quotes_pays_only_when_every_quoted_phrase_is_in_the_text():
     # The answer reward pays the misquoted reasoning's label all the same.
     parts = reward_components([misquoted], ["/per/org/member_of"], ["answer", "quotes"], source_text=[headline])
     assert parts == {"answer": [1.0], "quotes": [0.0]}
+
+
+def test_entity_pays_only_when_steps_2_4_and_6_name_the_queried_entity():
+    entity = "Kestrel United"
+    steps = {2: "The text says the striker joins Kestrel United.", 4: "The object is a per; Kestrel United is an org.",
+             6: '"joins" links the object to Kestrel United: /per/org/member_of.'}
+
+    def reasoning(**changed):
+        body = " ".join(f"Step {i}: {changed.get(f's{i}', steps.get(i, '...'))}" for i in range(1, 7))
+        return f"<think> {body} </think> <answer>/per/org/member_of</answer>"
+
+    named = reasoning()
+    other_in_6 = reasoning(s6='"joins" links the object to Varo Bank: /per/org/member_of.')
+    step4_missing = named.replace("Step 4: ", "")  # a step left out cannot pass
+    (entity_reward,) = get_reward_funcs(["entity"])
+    rewards = entity_reward([named, other_in_6, step4_missing, GOOD], entity=[entity] * 4)
+    assert rewards == [1.0, 0.0, 0.0, 0.0]
+    assert entity_reward([named], entity=[""]) == [0.0]  # no entity given: nothing to name
+    with pytest.raises(ValueError, match="entity"):
+        entity_reward([named])
+    parts = reward_components([other_in_6], ["/per/org/member_of"], ["answer", "entity"], entity=[entity])
+    assert parts == {"answer": [1.0], "entity": [0.0]}  # the answer reward pays it all the same
