@@ -35,11 +35,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from stage2_valid import experiment_dir, score_on_valid  # noqa: E402  (the script beside this one)
+from stage2_valid import ExperimentError, experiment_dir, finished_run, score_on_valid  # noqa: E402  (beside this one)
 
 from morelib import data, sft  # noqa: E402
 from morelib.answer import parse_label  # noqa: E402
-from morelib.config import ConfigError, load_profile  # noqa: E402
+from morelib.config import load_profile  # noqa: E402
 from morelib.difficulty import HARD, read_split  # noqa: E402
 from morelib.faithfulness import quotes_in_text  # noqa: E402
 from morelib.files import read_jsonl, write_json, write_jsonl  # noqa: E402
@@ -107,16 +107,9 @@ def main() -> int:
     recipe = [f"rows={args.rows}", f"start={args.start}"] + (["grounded"] if args.grounded else []) + (
         ["with_stage1_set"] if args.with_stage1_set else []) + ([f"samples={args.samples}"] if args.rows == "own" else [])
     try:
-        run = load_profile(args.profile, args.overrides, args.run_dir).layout
-    except ConfigError as error:
+        run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=recipe + args.overrides)
+    except ExperimentError as error:
         print(error, file=sys.stderr)
-        return 2
-    if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
-        print(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)", file=sys.stderr)
-        return 2
-    earlier = run.experiment(args.name) / "result.json"
-    if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != recipe + args.overrides:
-        print(f"{earlier}: experiment {args.name!r} ran with other settings; choose another --name", file=sys.stderr)
         return 2
     exp = experiment_dir(run, args.name)
     profile = load_profile(args.profile, args.overrides, exp.root)

@@ -51,6 +51,26 @@ def experiment_dir(run: RunLayout, name: str) -> RunLayout:
     return exp
 
 
+class ExperimentError(Exception):
+    """A one-line reason why an experiment cannot start."""
+
+
+def finished_run(profile: str, overrides: list[str], run_dir: str | None, name: str, recorded: list[str]) -> RunLayout:
+    """The finished run an experiment starts from. ``recorded`` is what its result.json keeps as
+    ``overrides``: a name already used with other settings is refused."""
+    try:
+        run = load_profile(profile, overrides, run_dir).layout
+    except ConfigError as error:
+        raise ExperimentError(str(error)) from None
+    if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
+        raise ExperimentError(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)")
+    earlier = run.experiment(name) / "result.json"
+    if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != recorded:
+        # A rerun resumes or reuses the trained model, so the same name must mean the same settings.
+        raise ExperimentError(f"{earlier}: experiment {name!r} ran with other settings; choose another --name")
+    return run
+
+
 def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, gen, valid: list) -> dict:
     """Valid F1 of Stage 1 and of the model trained from it (``name``), and the paired gain (F1 points)."""
     labels = {}
@@ -81,17 +101,9 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
     args = parser.parse_args()
     try:
-        run = load_profile(args.profile, args.overrides, args.run_dir).layout
-    except ConfigError as error:
+        run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=args.overrides)
+    except ExperimentError as error:
         print(error, file=sys.stderr)
-        return 2
-    if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
-        print(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)", file=sys.stderr)
-        return 2
-    earlier = run.experiment(args.name) / "result.json"
-    if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != args.overrides:
-        # A rerun resumes or reuses the trained model, so the same name must mean the same settings.
-        print(f"{earlier}: experiment {args.name!r} ran with other settings; choose another --name", file=sys.stderr)
         return 2
     exp = experiment_dir(run, args.name)
     profile = load_profile(args.profile, args.overrides, exp.root)
