@@ -16,8 +16,7 @@ rows answer that, both on the pool Stage 1 did not train on:
   greedy right answers for the easy ones: what a perfect explorer would find on the pool.
 
 ``--with-stage1-set`` adds Stage 1's own rows. Training takes the profile's ``03_sft`` settings,
-from the Stage 1 checkpoint (``--start base``: from the base model), with a learning rate of 1e-4
-and one epoch unless ``--set 03_sft.learning_rate=...`` or ``--set 03_sft.num_train_epochs=...``
+from the Stage 1 checkpoint, with a learning rate of 1e-4 and one epoch unless ``--set 03_sft.learning_rate=...`` or ``--set 03_sft.num_train_epochs=...``
 say otherwise. It writes ``<run>/experiments/<name>/`` like ``stage2_valid.py``, so notebook 05's
 table lists both kinds of experiment; the run's own files are never touched. Test is never scored.
 
@@ -100,11 +99,10 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=4, help="sampled outputs per hard fact (--rows own)")
     parser.add_argument("--grounded", action="store_true", help="keep hard-fact outputs whose quotes are in the text")
     parser.add_argument("--with-stage1-set", action="store_true", help="also train on Stage 1's own rows")
-    parser.add_argument("--start", choices=("stage1", "base"), default="stage1")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="03_sft.KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
     args = parser.parse_args()
-    recipe = [f"rows={args.rows}", f"start={args.start}"] + (["grounded"] if args.grounded else []) + (
+    recipe = [f"rows={args.rows}"] + (["grounded"] if args.grounded else []) + (
         ["with_stage1_set"] if args.with_stage1_set else []) + ([f"samples={args.samples}"] if args.rows == "own" else [])
     try:
         run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=recipe + args.overrides)
@@ -142,8 +140,7 @@ def main() -> int:
     write_jsonl(exp.stage1_set, rows)
 
     given = {item.split("=", 1)[0].removeprefix("03_sft.") for item in args.overrides}
-    start = run.checkpoint("stage1") if args.start == "stage1" else exp.root / "models" / "base"
-    settings = profile.settings("03_sft", base_model=str(start), model_name="self_trained", label_baselines=False,
+    settings = profile.settings("03_sft", base_model=str(run.checkpoint("stage1")), model_name="self_trained", label_baselines=False,
                                 blank_images_ablation=False, **{k: v for k, v in DEFAULTS.items() if k not in given})
     started = time.time()
     model_dir = sft.train(settings)

@@ -22,7 +22,7 @@ Guards against reward hacking are named options, off by default (paper behaviour
   so padding after ``</answer>`` or rambling without structure earns nothing;
 - ``require_format`` on the answer reward: pay for the right label only inside the format.
 
-Two rewards beyond the paper, off unless named in ``reward_names``:
+Three rewards beyond the paper, off unless named in ``reward_names``:
 
 - consistency: 1 when Step 6 concludes the label of the answer tag
   (``morelib.faithfulness.step6_agrees``). Format and answer rewards do not check that the
@@ -38,7 +38,8 @@ Two rewards beyond the paper, off unless named in ``reward_names``:
   ``morelib.faithfulness.names_entity``). On the toy, Stage 1 names another entity of the
   headline in most of its reasoning, also where its answer is right, and the answer reward pays
   that reasoning all the same. The reward cannot be earned by leaving steps out: each of the three
-  must be there and name the entity.
+  must be there and name the entity. On the toy-full valid split, 430 GRPO steps with it did not
+  teach it (rows e1 and e2 of ``docs/stage2-on-the-toy.md``), where SFT on the expert's reasoning did.
 """
 
 from __future__ import annotations
