@@ -83,22 +83,25 @@ def consistency_reward(completions, **kwargs) -> list[float]:
     return [1.0 if step6_agrees(completion_text(c)) else 0.0 for c in completions]
 
 
+def _column(reward: str, column: str, values: Sequence[str] | None, completions) -> Sequence[str]:
+    """A dataset column a reward reads, one value per completion; a missing or short one is named."""
+    if values is None:
+        raise ValueError(f"{reward} needs the dataset's '{column}' column")
+    if len(values) != len(completions):
+        raise ValueError(f"{reward}: {len(completions)} completions but {len(values)} values of '{column}'")
+    return values
+
+
 def quotes_reward(completions, source_text: Sequence[str] | None = None, **kwargs) -> list[float]:
     """1.0 when every phrase the reasoning quotes occurs in the news text, else 0.0 (beyond the paper)."""
-    if source_text is None:
-        raise ValueError("quotes_reward needs the news texts: the dataset must have a 'source_text' column")
-    if len(source_text) != len(completions):
-        raise ValueError(f"quotes_reward: {len(completions)} completions but {len(source_text)} texts")
-    return [1.0 if quotes_in_text(completion_text(c), t) else 0.0 for c, t in zip(completions, source_text)]
+    texts = _column("quotes_reward", "source_text", source_text, completions)
+    return [1.0 if quotes_in_text(completion_text(c), t) else 0.0 for c, t in zip(completions, texts)]
 
 
 def entity_reward(completions, entity: Sequence[str] | None = None, **kwargs) -> list[float]:
     """1.0 when Steps 2, 4 and 6 each name the queried entity, else 0.0 (beyond the paper)."""
-    if entity is None:
-        raise ValueError("entity_reward needs the queried entities: the dataset must have an 'entity' column")
-    if len(entity) != len(completions):
-        raise ValueError(f"entity_reward: {len(completions)} completions but {len(entity)} entities")
-    return [1.0 if names_entity(completion_text(c), e) else 0.0 for c, e in zip(completions, entity)]
+    entities = _column("entity_reward", "entity", entity, completions)
+    return [1.0 if names_entity(completion_text(c), e) else 0.0 for c, e in zip(completions, entities)]
 
 
 def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFunc:
