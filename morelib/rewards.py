@@ -22,7 +22,7 @@ Guards against reward hacking are named options, off by default (paper behaviour
   so padding after ``</answer>`` or rambling without structure earns nothing;
 - ``require_format`` on the answer reward: pay for the right label only inside the format.
 
-Three rewards beyond the paper, off unless named in ``reward_names``:
+Four rewards beyond the paper, off unless named in ``reward_names``:
 
 - consistency: 1 when Step 6 concludes the label of the answer tag
   (``morelib.faithfulness.step6_agrees``). Format and answer rewards do not check that the
@@ -40,6 +40,10 @@ Three rewards beyond the paper, off unless named in ``reward_names``:
   that reasoning all the same. The reward cannot be earned by leaving steps out: each of the three
   must be there and name the entity. On the toy-full valid split, 430 GRPO steps with it did not
   teach it (rows e1 and e2 of ``docs/stage2-on-the-toy.md``), where SFT on the expert's reasoning did.
+- grounded_answer: the answer reward, paid only when every phrase the reasoning quotes occurs in
+  the news text; it replaces ``answer`` in ``reward_names``. It takes the credit from a right
+  label reached through a misquoted cue (a lucky answer) without paying for quoting nothing: on a
+  relation fact, reasoning that quotes no cue concludes ``none`` and is wrong.
 """
 
 from __future__ import annotations
@@ -124,27 +128,31 @@ def make_length_reward(min_chars: int, require_format: bool = False) -> RewardFu
     return length_reward
 
 
-def make_answer_reward(require_format: bool = False) -> RewardFunc:
+def make_answer_reward(require_format: bool = False, require_quotes: bool = False) -> RewardFunc:
     """An answer reward: 1.0 when the parsed label equals the gold ``label`` column.
 
     ``require_format`` (guard, off in the paper) pays only well-formed outputs.
+    ``require_quotes`` (beyond the paper; the ``grounded_answer`` reward) pays a right label only
+    when every phrase the reasoning quotes occurs in the news text (the ``source_text`` column).
     """
+    name = "grounded_answer_reward" if require_quotes else "answer_reward"
 
-    def answer_reward(completions, label: Sequence[str] | None = None, **kwargs) -> list[float]:
-        if label is None:
-            raise ValueError("answer_reward needs the gold labels: the dataset must have a 'label' column")
-        if len(label) != len(completions):
-            raise ValueError(f"answer_reward: {len(completions)} completions but {len(label)} labels")
+    def answer_reward(completions, label: Sequence[str] | None = None, source_text: Sequence[str] | None = None,
+                      **kwargs) -> list[float]:
+        labels = _column(name, "label", label, completions)
+        texts = _column(name, "source_text", source_text, completions) if require_quotes else [None] * len(labels)
         rewards = []
-        for i, (c, g) in enumerate(zip(completions, label)):
+        for i, (c, g, source) in enumerate(zip(completions, labels, texts)):
             gold = normalize_label(g)
             if gold is None:
-                raise ValueError(f"answer_reward: gold label {g!r} at position {i} is not one of the relations")
+                raise ValueError(f"{name}: gold label {g!r} at position {i} is not one of the relations")
             text = completion_text(c)
-            ok = parse_label(text) == gold and (not require_format or is_well_formed(text))
+            ok = (parse_label(text) == gold and (not require_format or is_well_formed(text))
+                  and (not require_quotes or quotes_in_text(text, source)))
             rewards.append(1.0 if ok else 0.0)
         return rewards
 
+    answer_reward.__name__ = answer_reward.__qualname__ = name  # TRL logs each reward under its __name__
     return answer_reward
 
 
@@ -156,6 +164,8 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "consistency": lambda **options: consistency_reward,  # beyond the paper
     "quotes": lambda **options: quotes_reward,  # beyond the paper
     "entity": lambda **options: entity_reward,  # beyond the paper
+    "grounded_answer": lambda answer_requires_format=False, **options: make_answer_reward(  # beyond the paper
+        answer_requires_format, require_quotes=True),
 }
 
 

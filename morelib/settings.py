@@ -275,8 +275,9 @@ class GRPOSettings(GRPOConfig):
     # --- rewards (morelib.rewards; TRL's reward_weights weighs them) ---
     reward_names: list[str] = setting(["format", "length", "answer"], "Reward functions by name (morelib.rewards.REWARDS): the paper's "
                                       "format, length and answer; 'consistency' (Step 6 concludes the answer's label), 'quotes' (every phrase "
-                                      "the reasoning quotes is in the news text) and 'entity' (Steps 2, 4 and 6 name the "
-                                      "queried entity) are beyond the paper.")
+                                      "the reasoning quotes is in the news text), 'entity' (Steps 2, 4 and 6 name the "
+                                      "queried entity) and 'grounded_answer' (in place of 'answer': a right label whose "
+                                      "quotes are all in the news text) are beyond the paper.")
     length_threshold: int = setting(1024, "The length reward pays outputs longer than this many characters "
                                           "(paper: 1,024; characters, not tokens, is inferred).")
     length_requires_format: bool = setting(False, "Guard, not in the paper: length reward only for well-formed outputs.")

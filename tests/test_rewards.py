@@ -53,7 +53,7 @@ def test_answer_reward_rejects_missing_or_unknown_gold():
         answer_reward([GOOD])
     with pytest.raises(ValueError, match="position 1"):
         answer_reward([GOOD, GOOD], label=[GOLD, "/per/per/enemy"])
-    with pytest.raises(ValueError, match="2 completions but 1 labels"):
+    with pytest.raises(ValueError, match="2 completions but 1 values of .label."):
         answer_reward([GOOD, GOOD], label=[GOLD])
 
 
@@ -123,7 +123,7 @@ def test_lookup_by_name_keeps_order_and_names_trl_logs():
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
     names = ["format", "length", "answer"]
     assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
-    assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes", "entity"}
+    assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes", "entity", "grounded_answer"}
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
         get_reward_funcs(["format", "lenght"])
 
@@ -212,3 +212,21 @@ def test_entity_pays_only_when_steps_2_4_and_6_name_the_queried_entity():
         entity_reward([named])
     parts = reward_components([other_in_6], ["/per/org/member_of"], ["answer", "entity"], entity=[entity])
     assert parts == {"answer": [1.0], "entity": [0.0]}  # the answer reward pays it all the same
+
+
+def test_grounded_answer_pays_a_right_label_only_when_its_quotes_are_in_the_text():
+    headline = "Photo : the striker joins Kestrel United"
+    grounded = GOOD.replace("Step 6: looking at part 6 of the problem.", 'Step 6: "joins" gives /per/org/member_of.')
+    misquoted = grounded.replace('"joins"', '"is the leader of"')  # a lucky answer: right label, cue not in the text
+    wrong = grounded.replace("<answer>/per/org/member_of", "<answer>/per/org/leader_of")
+    (grounded_answer,) = get_reward_funcs(["grounded_answer"])
+    assert grounded_answer.__name__ == "grounded_answer_reward"  # its own name in TRL's logs
+    assert grounded_answer([grounded, misquoted, wrong], label=[GOLD] * 3, source_text=[headline] * 3) == [1.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match="source_text"):
+        grounded_answer([grounded], label=[GOLD])
+    # The paper's answer reward pays the lucky answer in full.
+    parts = reward_components([misquoted], [GOLD], ["answer", "grounded_answer"], source_text=[headline])
+    assert parts == {"answer": [1.0], "grounded_answer": [0.0]}
+    # With the format guard, a right and grounded label outside the format earns nothing.
+    (guarded,) = get_reward_funcs(["grounded_answer"], answer_requires_format=True)
+    assert guarded([grounded + " trailing"], label=[GOLD], source_text=[headline]) == [0.0]
