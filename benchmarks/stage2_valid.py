@@ -34,6 +34,7 @@ from morelib.files import write_json  # noqa: E402
 from morelib.inference import make_backend, predict_to_file  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
+from morelib.rewards import answer_log_key  # noqa: E402
 
 
 def experiment_dir(run: RunLayout, name: str) -> RunLayout:
@@ -120,7 +121,7 @@ def main() -> int:
     result = {"name": args.name, "variant": args.variant, "overrides": args.overrides,
               "steps": int(frame.index.max()), "train_s": round(train_s), **scores}
     for key, short in (("frac_reward_zero_std", "zero_std"), ("entropy", "entropy"),
-                       (report.REWARD_KEYS["answer"], "answer")):
+                       (answer_log_key(generated.columns), "answer")):
         for end, rows in (("early", generated.head(window)), ("late", generated.tail(window))):
             result[f"{short}_{end}"] = round(float(rows[key].mean()), 3) if key in rows else None
     write_json(exp.root / "result.json", result, indent=1)

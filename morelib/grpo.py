@@ -137,6 +137,7 @@ def step_logger(path: Path, epoch_ends: list[int]):
     from transformers import TrainerCallback
 
     from morelib.files import read_jsonl, write_jsonl
+    from morelib.rewards import answer_log_key
     from morelib.training import peak_rss_mb
 
     class StepLogger(TrainerCallback):
@@ -168,7 +169,7 @@ def step_logger(path: Path, epoch_ends: list[int]):
                 f.write(json.dumps(row) + "\n")
             if step in epoch_ends:  # one line per mix epoch keeps the notebook readable
                 print(f"[grpo] mix epoch {row['mix_epoch']} done at step {step}: reward {row.get('reward', float('nan')):.3f}, "
-                      f"answer {row.get('rewards/answer_reward/mean', float('nan')):.3f}", flush=True)
+                      f"answer {row.get(answer_log_key(row), float('nan')):.3f}", flush=True)
 
     return StepLogger()
 

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from morelib.evaluation import RUN_MODELS
 from morelib.reported import GROUPS, TABLE1
+from morelib.rewards import answer_log_key
 
 REPORTED = "reported (paper)"
 METRIC_COLUMNS = {"acc": "Acc", "precision": "P", "recall": "R", "f1": "F1"}
@@ -565,6 +566,13 @@ REWARD_KEYS = {"answer": "rewards/answer_reward/mean", "format": "rewards/format
                "length": "rewards/length_reward/mean", "total": "reward"}
 
 
+def reward_curve(log: pd.DataFrame, name: str) -> pd.Series:
+    """One reward's batch mean per logged step (``REWARD_KEYS``); "answer" is the grounded_answer
+    reward where a run uses it in the answer's place, and a reward the run did not use is NaN."""
+    key = answer_log_key(log.columns) if name == "answer" else REWARD_KEYS[name]
+    return log[key] if key in log else pd.Series(np.nan, index=log.index)
+
+
 def grpo_log(grpo_dir: str | Path) -> pd.DataFrame:
     """A GRPO variant's step log (``grpo/<variant>/log.jsonl``) as a DataFrame indexed by step."""
     from morelib.files import read_jsonl
@@ -581,8 +589,8 @@ def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.Dat
         gen = frame[frame["generated"]]
         row = {"variant": variant, "steps": int(frame.index.max())}
         for name in ("answer", "format", "length"):
-            row[f"{name}_start"] = gen[REWARD_KEYS[name]].head(window).mean()
-            row[f"{name}_end"] = gen[REWARD_KEYS[name]].tail(window).mean()
+            row[f"{name}_start"] = reward_curve(gen, name).head(window).mean()
+            row[f"{name}_end"] = reward_curve(gen, name).tail(window).mean()
         row["frac_reward_zero_std"] = gen["frac_reward_zero_std"].mean()
         if "entropy" in gen:
             row["entropy"] = gen["entropy"].mean()
@@ -645,7 +653,7 @@ def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> 
         frame = grpo_log(grpo_dir)
         gen = frame[frame["generated"]]
         for name, style in (("answer", "-"), ("format", "--"), ("length", ":")):
-            ax.plot(gen.index, gen[REWARD_KEYS[name]].rolling(smooth, min_periods=1).mean(), style, label=name)
+            ax.plot(gen.index, reward_curve(gen, name).rolling(smooth, min_periods=1).mean(), style, label=name)
         for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
             ax.axvline(end + 0.5, color="grey", linewidth=0.6)
         ax.set_title(variant)

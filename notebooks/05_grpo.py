@@ -353,6 +353,7 @@ else:
 #    is paid too. Which toy reasonings quote nothing (look at a bystander's Step 6), and what
 #    could GRPO learn from this reward? Guess before you read rows q1 and q2 of
 #    `docs/stage2-on-the-toy.md`. How would you change the reward so it cannot be earned that way?
+#    Compare your answer with the `grounded_answer` reward and rows ga1 and ga2.
 # 7. **What the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
 #    budget (`--with-stage1-set --set 03_sft.learning_rate=3e-4 --set 03_sft.num_train_epochs=3`):
 #    once with `--rows own` and once with `--rows expert-hard`. Both train on the model's own right

@@ -337,3 +337,21 @@ def test_length_reward_by_group_shows_a_threshold_that_pays_for_the_label():
     assert biased.loc["gold none", "min_chars"] == 420
     fair = report.length_reward_by_group(rows, min_chars=350)
     assert set(fair["length_reward_rate"]) == {1.0}
+
+
+def test_grpo_summary_reads_the_grounded_answer_reward_in_the_answers_place(tmp_path):
+    """A run that trains with grounded_answer instead of answer still has an answer curve."""
+    rows = [{"step": step, "generated": step % 2 == 1, "mix_epoch": 1, "reward": 2.0 + step / 10,
+             "rewards/format_reward/mean": 1.0, "rewards/length_reward/mean": 1.0,
+             "rewards/grounded_answer_reward/mean": step / 10, "frac_reward_zero_std": 0.5,
+             "completions/mean_length": 190.0, "kl": 0.01, "step_time": 1.0, "peak_rss_mb": 900.0}
+            for step in range(1, 9)]
+    (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = report.grpo_summary({"grounded": tmp_path}, window=2)
+    assert table.loc["grounded", "answer_start"] == pytest.approx(0.2)  # steps 1 and 3
+    assert table.loc["grounded", "answer_end"] == pytest.approx(0.6)  # steps 5 and 7
+    assert table.loc["grounded", "format_end"] == 1.0
+    log = report.grpo_log(tmp_path)
+    assert report.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
+    paths = report.save_figure(report.plot_reward_curves({"grounded": tmp_path}), tmp_path, "rewards")
+    assert paths[0].stat().st_size > 5_000
