@@ -271,6 +271,38 @@ class StepTimer:
         return len(self.ends), (self.ends[-1] - self.begin) if self.ends else 0.0
 
 
+class StepProfiler:
+    """A trainer callback running ``torch.profiler`` over ``steps`` optimizer steps after two
+    (the model's warm-up, then the profiler's), and writing the operators that took the most time
+    to ``path``. The rehearsal's 4 SFT steps give 2 profiled ones."""
+
+    def __init__(self, path: Path, steps: int = 2):
+        import torch
+        from transformers import TrainerCallback
+
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self.sort_by = "cuda_time_total" if torch.cuda.is_available() else "cpu_time_total"
+        self.profiler = torch.profiler.profile(activities=activities,
+                                               schedule=torch.profiler.schedule(wait=1, warmup=1, active=steps))
+        profiler = self
+
+        class Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                profiler.profiler.start()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                profiler.profiler.step()
+
+            def on_train_end(self, args, state, control, **kwargs):
+                profiler.profiler.stop()
+                table = profiler.profiler.key_averages().table(sort_by=profiler.sort_by, row_limit=30)
+                path.write_text(table + "\n")
+
+        self.callback = Callback()
+
+
 def completion_text(tokenizer, tokens: int) -> str:
     """Reasoning-like text of exactly ``tokens`` tokens (the answer tags included)."""
     from morelib.tiny import REASONING_WORDS
@@ -309,9 +341,12 @@ def run_sft(model, processor, ctx: dict, lora: bool) -> dict:
         freeze_vision_tower(model)
     trained = apply_lora(model, lora_for(settings)) if lora else model
     timer = StepTimer()
+    callbacks = [timer.callback]
+    if ctx.get("profile"):  # profiling slows the steps: their timings are then not the figures to report
+        callbacks.append(StepProfiler(Path(ctx["root"]) / f"profile_sft_{'lora' if lora else 'full'}.txt").callback)
     reset_peak()
     trainer = SFTTrainer(model=trained, args=settings, train_dataset=dataset, processing_class=processor,
-                         callbacks=[timer.callback])
+                         callbacks=callbacks)
     trainer.train()
     steps, seconds = timer.timed()
     tokens = steps * sizes.sft_batch * mean_len
@@ -462,6 +497,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", default=None, help="inference batch sizes, e.g. 16,64,256")
     parser.add_argument("--new-tokens", type=int, default=None, help="inference completion length")
     parser.add_argument("--rounds", type=int, default=None, help="timed rounds of each inference path")
+    parser.add_argument("--profile", action="store_true",
+                        help="profile SFT steps 3 and 4; the top operators go to ROOT/profile_sft_*.txt")
     parser.add_argument("--sft-steps", type=int, default=None)
     parser.add_argument("--grpo-steps", type=int, default=None)
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the card, if not known")
@@ -512,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     one = processor(text=[text], images=list(load_images(sample)), return_tensors="pt")
     ctx = {"sizes": sizes, "overrides": overrides, "run_dir": str(root / "run"), "data_dir": data_dir,
            "peak": info["peak_tflops"], "flops": flops, "prompt_fn": lambda s: student_prompt(s, template),
+           "profile": args.profile, "root": root,
            "patches_per_row": int(one["image_grid_thw"].prod(dim=1).sum())}
 
     # Full fine-tuning last: it needs the most memory, and an out-of-memory there spoils nothing else.

@@ -64,3 +64,10 @@ def test_mfu_uses_model_flops():
     assert flops.train(1, 0, 0, lora=False) == 6 * 7e9 and flops.train(1, 0, 0, lora=True) == 4 * 7e9
     assert gpu_rehearsal.mfu(6 * 7e9 * 1000, 1.0, 989.4) == pytest.approx(0.0424, abs=1e-4)
     assert gpu_rehearsal.mfu(1.0, 1.0, None) is None
+
+
+def test_profile_writes_the_top_operators_of_each_sft_phase(tmp_path):
+    assert gpu_rehearsal.main(["--tiny", "--only", "sft", "--sft-steps", "4", "--profile", "--root", str(tmp_path)]) == 0
+    for name in ("profile_sft_lora.txt", "profile_sft_full.txt"):
+        table = (tmp_path / name).read_text()
+        assert "ProfilerStep" in table and "aten::mm" in table, name
