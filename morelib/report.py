@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from morelib.evaluation import RUN_MODELS
 from morelib.reported import GROUPS, TABLE1
-from morelib.rewards import answer_log_key
+from morelib.rewards import ANSWER_LOG_KEYS, answer_log_key
 
 REPORTED = "reported (paper)"
 METRIC_COLUMNS = {"acc": "Acc", "precision": "P", "recall": "R", "f1": "F1"}
@@ -562,7 +562,7 @@ def plot_loss_curves(model_dirs: Mapping[str, str | Path]) -> Figure:
     return fig
 
 
-REWARD_KEYS = {"answer": "rewards/answer_reward/mean", "format": "rewards/format_reward/mean",
+REWARD_KEYS = {"answer": ANSWER_LOG_KEYS[0], "format": "rewards/format_reward/mean",
                "length": "rewards/length_reward/mean", "total": "reward"}
 
 
