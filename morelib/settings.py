@@ -68,7 +68,12 @@ class PrepareSettings:
     toy_train: int = setting(1500, "Toy training facts.")
     toy_valid: int = setting(300, "Toy validation facts.")
     toy_test: int = setting(500, "Toy test facts.")
+    toy_cue_wordings: int = setting(1, "Wordings per cue in the toy's headlines (1 to 4; morelib.toy.WORDINGS).")
     tiny_model: dict = setting({}, "Overrides of the tiny Qwen2.5-VL's size (hidden_size, num_attention_heads, ...).")
+    pretrain: dict = setting({}, "How the toy's base is pretrained before Stage 1 (morelib.pretrain.PretrainSettings: "
+                                 "epochs, facts, corpus_seed, task_weights, learning_rate, ...); epochs 0 = a random base.")
+    pretrain_cache: str | None = setting(None, "Folder of cached pretrained bases (None = $MORELIB_CACHE, else "
+                                               "~/.cache/morelib); a base is reused while its inputs' hash matches.")
     overwrite: bool = setting(False, "Rebuild the toy data and model even when they exist.")
     n_show: int = setting(4, "Samples drawn in the notebook.")
 

@@ -227,8 +227,12 @@ def model_config(settings: TinySettings, tokenizer):
     )
 
 
-def build_tiny_model(out_dir: str | Path, data_dir: str | Path, seed: int = 0, settings: TinySettings | None = None) -> Path:
-    """Build and save the tiny model; returns ``out_dir``. Same inputs give identical files."""
+def build_tiny_model(out_dir: str | Path, data_dir: str | Path, seed: int = 0, settings: TinySettings | None = None,
+                     extra_texts: list[str] = ()) -> Path:
+    """Build and save the tiny model; returns ``out_dir``. Same inputs give identical files.
+
+    ``extra_texts`` join the tokenizer's training text (``morelib.pretrain`` adds its corpus's answers).
+    """
     import torch
     from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
@@ -236,7 +240,7 @@ def build_tiny_model(out_dir: str | Path, data_dir: str | Path, seed: int = 0, s
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = train_tokenizer(read_corpus(data_dir) + fixed_vocabulary_text(), settings.vocab_size)
+    tokenizer = train_tokenizer(read_corpus(data_dir) + list(extra_texts) + fixed_vocabulary_text(), settings.vocab_size)
     config = model_config(settings, tokenizer)
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).to(torch.float32).eval()

@@ -86,11 +86,46 @@ class Cue:
     words: tuple[str, ...]
     labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     misc_kinds: tuple[str, ...] = tuple(MISC)  # which misc names fit the wording
+    wordings: tuple[tuple[str, ...], ...] = ()  # every way a headline says it; the first is ``words``
 
 
 def _cue(name, ent_type, words, misc="", **labels):
     kinds = tuple(misc.split()) or tuple(MISC)
-    return Cue(name, ent_type, tuple(words.split()), {k: tuple(v.split()) for k, v in labels.items()}, kinds)
+    wordings = tuple(tuple(w.split()) for w in [words, *WORDINGS.get(name, ())])
+    return Cue(name, ent_type, wordings[0], {k: tuple(v.split()) for k, v in labels.items()}, kinds, wordings)
+
+
+# Further wordings of each cue (``ToyConfig.cue_wordings`` says how many a world uses). A headline
+# draws one at random, so with several of them the expert's 25% sees some wordings of a relation
+# once or never, while the Stage 2 pool, three times larger, holds them all: a label decision
+# that the answer reward can teach. The pretraining corpus has them all, without their meaning.
+WORDINGS = {
+    "rival": ["takes on", "battles", "clashes with"],
+    "partner": ["joins forces with", "partners with", "works alongside"],
+    "sibling": ["is the brother of", "is a cousin of", "is the daughter of"],
+    "alias_per": ["goes by", "is nicknamed", "performs as"],
+    "with_per": ["spotted with", "pictured beside", "is out with"],
+    "meets": ["greets", "talks to", "calls on"],
+    "praised": ["thanked by", "cheered by", "hailed by"],
+    "protests": ["rallies against", "sues", "boycotts"],
+    "leads": ["heads", "chairs", "takes charge of"],
+    "joins": ["signs with", "enters", "becomes part of"],
+    "alias_org": ["trades as", "is better known as", "is short for"],
+    "backs": ["supports", "stands by", "funds"],
+    "deal": ["buys from", "sells to", "bargains with"],
+    "born": ["is a native of", "was raised from birth in", "entered the world in"],
+    "based": ["lives in", "resides in", "is settled in"],
+    "governs": ["is mayor of", "rules", "administers"],
+    "home_to": ["contains", "includes", "surrounds"],
+    "from_loc": ["comes from", "is from", "returns to"],
+    "tours": ["travels to", "passes through", "leaves"],
+    "at": ["competes at", "appears at", "takes part in"],
+    "wins": ["receives", "is awarded", "claims"],
+    "runs_for": ["stands for", "campaigns for", "is a candidate of"],
+    "national": ["holds a passport of", "is a national of", "is a subject of"],
+    "president": ["now presides over", "is elected head of", "becomes president of"],
+    "praises": ["applauds", "welcomes", "salutes"],
+}
 
 
 CUES: tuple[Cue, ...] = (
@@ -146,6 +181,9 @@ class ToyConfig:
         "help": "chance that a bystander has the subject's type (a hard case)"})
     object_counts: list[int] = field(default_factory=lambda: [2, 2, 3, 3, 4, 4], metadata={
         "help": "objects per image, drawn uniformly from this list"})
+    cue_wordings: int = field(default=1, metadata={
+        "help": "wordings per cue a headline draws from (1 to 4): more make the label a judgement that Stage 1's "
+                "25% sees too rarely and the Stage 2 pool teaches"})
 
 
 # ----------------------------------------------------------------------------- names
@@ -206,10 +244,10 @@ def plan_pair(rng: random.Random, cfg: ToyConfig, cycle: _LabelCycle) -> dict:
         subject_type = rng.choice(["per", "per", "org", "loc", "misc"])
         cue = rng.choice(CUES)
         label = None
-    links = [_link(rng, cue, subject_type, label)]
+    links = [_link(rng, cue, subject_type, label, cfg.cue_wordings)]
     if rng.random() < cfg.p_second_entity:
         second = rng.choice([c for c in CUES if c is not cue])
-        links.append(_link(rng, second, subject_type, None))
+        links.append(_link(rng, second, subject_type, None, cfg.cue_wordings))
     names = [" ".join(link["entity"]) for link in links]
     if len(set(names)) < len(names):  # same name drawn twice: keep one entity
         links = links[:1]
@@ -226,11 +264,14 @@ def plan_pair(rng: random.Random, cfg: ToyConfig, cycle: _LabelCycle) -> dict:
             "subject_index": subject_index, "noun": noun, "opener": rng.choice(OPENERS)}
 
 
-def _link(rng: random.Random, cue: Cue, subject_type: str, label: str | None) -> dict:
+def _link(rng: random.Random, cue: Cue, subject_type: str, label: str | None, wordings: int = 1) -> dict:
     if label is None:
         label = _cue_label(rng, cue, subject_type)
-    return {"cue": cue.name, "ent_type": cue.ent_type, "entity": entity_name(rng, cue),
-            "label": label, "ambiguous": len(cue.labels.get(subject_type, ())) > 1}
+    link = {"cue": cue.name, "ent_type": cue.ent_type, "entity": entity_name(rng, cue),
+            "label": label, "ambiguous": len(cue.labels.get(subject_type, ())) > 1, "words": list(cue.words)}
+    if wordings > 1:  # drawn only then, so that a one-wording world stays byte-identical to earlier versions
+        link["words"] = list(cue.wordings[rng.randrange(min(wordings, len(cue.wordings)))])
+    return link
 
 
 def headline(plan: dict) -> tuple[list[str], list[tuple[int, int]]]:
@@ -240,7 +281,7 @@ def headline(plan: dict) -> tuple[list[str], list[tuple[int, int]]]:
     for i, link in enumerate(plan["links"]):
         if i:
             tokens.append("and")
-        tokens.extend(CUE_BY_NAME[link["cue"]].words)
+        tokens.extend(link["words"])
         start = len(tokens)
         tokens.extend(link["entity"])
         spans.append((start, len(tokens)))
@@ -368,7 +409,7 @@ def generate_split(rng: random.Random, cfg: ToyConfig, split: str, n_facts: int,
                     "entity": " ".join(link["entity"]),
                     "entity_type": link["ent_type"],
                     "cue": link["cue"],
-                    "cue_words": " ".join(CUE_BY_NAME[link["cue"]].words),
+                    "cue_words": " ".join(link["words"]),
                     "ambiguous_cue": link["ambiguous"],
                     "label": label,
                 })
@@ -408,12 +449,12 @@ def _micro_scores(gold: list[str], pred: list[str]) -> dict[str, float]:
     return {k: float(v) for k, v in score(gold, pred).items() if k in ("acc", "precision", "recall", "f1")}
 
 
-# What each predictor may see. The text side is the headline (subject noun, cue, entity type);
+# What each predictor may see. The text side is the headline (subject noun, cue wording, entity type);
 # the object side is the crop (the object's type and whether it is drawn solid).
 FEATURES = {
-    "text_only": lambda m: (m["cue"], m["entity_type"], m["subject_type"] if m["subject_noun_reveals_type"] else "?"),
+    "text_only": lambda m: (m["cue_words"], m["entity_type"], m["subject_type"] if m["subject_noun_reveals_type"] else "?"),
     "image_only": lambda m: (m["object"]["type"], m["object"]["style"]),
-    "both": lambda m: (m["cue"], m["entity_type"], m["object"]["type"], m["object"]["style"]),
+    "both": lambda m: (m["cue_words"], m["entity_type"], m["object"]["type"], m["object"]["style"]),
 }
 
 

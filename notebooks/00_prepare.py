@@ -25,7 +25,8 @@
 # This notebook makes everything the later stages read:
 #
 # * **toy profile**: it writes the synthetic *toy world* (drawn images, invented headlines) in the
-#   exact layout of the MORE release, and builds a tiny, randomly initialised Qwen2.5-VL as the
+#   exact layout of the MORE release, and builds a tiny Qwen2.5-VL, pretrained on a corpus of the toy world that holds no relation
+#   labels, as the
 #   base model; **paper profile**: it only checks the real MORE release in `data_dir`;
 # * it validates the data with the same checker that `python -m morelib.data validate` runs;
 # * it explains the toy world's picture code (toy only), shows a few samples and the label
@@ -88,7 +89,7 @@ from morelib import toy
 if settings.build_toy:
     if settings.overwrite or not (data_dir / "txt" / "train.txt").is_file():
         toy.generate(data_dir, toy.ToyConfig(seed=settings.seed, train=settings.toy_train, valid=settings.toy_valid,
-                                             test=settings.toy_test))
+                                             test=settings.toy_test, cue_wordings=settings.toy_cue_wordings))
         print("wrote the toy world to", data_dir)
     else:
         print("toy data already present (overwrite=True rebuilds it):", data_dir)
@@ -155,28 +156,82 @@ if not report.ok:
 # %% [markdown]
 # ## 4 · The base model
 #
-# The paper fine-tunes `Qwen/Qwen2.5-VL-7B-Instruct`. The toy profile builds a tiny model of the
-# same class (`Qwen2_5_VLForConditionalGeneration`) with random weights, a byte-level BPE tokenizer
-# trained on the toy text with Qwen's special tokens and chat template, and an image processor
-# sized for small images. It is saved in the standard Hugging Face layout, so every later stage
-# loads it exactly as it would load the 7B model.
+# The paper fine-tunes `Qwen/Qwen2.5-VL-7B-Instruct`, a model that can already see colours and
+# shapes, describe a picture and copy a name out of a headline, but has never seen the MORE task.
+# The toy profile builds a tiny model of the same class (`Qwen2_5_VLForConditionalGeneration`),
+# with a byte-level BPE tokenizer carrying Qwen's special tokens and chat template and an image
+# processor sized for small images, and then **pretrains** it so that it starts where a real base
+# starts (`morelib/pretrain.py`):
+#
+# * its corpus is the toy world drawn with a seed of its own, so no picture or headline of this
+#   run's train, valid or test split is in it;
+# * the corpus holds **no relation labels and no six-step reasoning**. Each fact becomes one small
+#   task: say what the crop shows (colour and shape give the type; solid is the headline's
+#   subject, hollow a bystander), say what the text says about an entity (copy its name and the
+#   cue words, give its type), describe the whole picture, or copy the text.
+#
+# Pretraining is cached by a hash of everything that makes it (corpus and training settings, model
+# sizes, seed), outside the run directory: the first run on a machine builds it (a few minutes on
+# 2 cores), every later run and other run directories reuse it. The base is then copied into this
+# run's `models/base`, in the standard Hugging Face layout, so every later stage loads it exactly as
+# it would load the 7B model. Why a random base is not enough: `docs/stage2-on-the-toy.md`.
 
 # %%
-from morelib import tiny
+from morelib import pretrain
 
 base_model_path = resolve_path(settings.base_model)
+pretrain_settings = pretrain.PretrainSettings(**settings.pretrain)
 if settings.build_toy:
     if settings.overwrite or not (base_model_path / "config.json").is_file():
-        tiny.build_tiny_model(base_model_path, data_dir, seed=settings.seed,
-                              settings=tiny.TinySettings(**settings.tiny_model))
-        print("built the tiny model in", base_model_path)
+        cached = pretrain.cached_base(settings.tiny_model, pretrain_settings, settings.seed, settings.pretrain_cache,
+                                      log_path=layout.root / "logs" / "pretrain.log")
+        pretrain.install_base(cached, base_model_path)
+        print("installed the pretrained base in", base_model_path)
     else:
-        print("tiny model already present (overwrite=True rebuilds it):", base_model_path)
-    tiny_settings = json.loads((base_model_path / "tiny_settings.json").read_text())
+        print("base model already present (overwrite=True rebuilds it):", base_model_path)
+    record = pretrain.read_report(base_model_path)
     size_mb = sum(p.stat().st_size for p in base_model_path.iterdir()) / 2**20
-    print(f"{size_mb:.1f} MB on disk; settings: {tiny_settings}")
+    print(f"{size_mb:.1f} MB on disk; sizes {record['tiny'] or 'default'}; "
+          f"pretraining: {record['corpus_rows']} corpus rows, {record['pretrain']['epochs']} epochs, "
+          f"built in {record['build_seconds']:.0f} s (once per machine; cache key {record['key']})")
 else:
     print("base model:", settings.base_model, "(loaded from the hub or a local copy by later stages)")
+
+# %% [markdown]
+# **The corpus, first.** Two rows as the base saw them during pretraining: the two images (not
+# drawn here), the text, an instruction, and the answer it learnt to give. None of them names a
+# relation.
+
+# %%
+if settings.build_toy and record["pretrain"]["epochs"] > 0:
+    for row in record["corpus_examples"][:2]:
+        print(f"[{row['task']}] text: {row['text']}\n    {row['instruction']}\n    -> {row['answer']}")
+    losses = pd.DataFrame(record["loss"])
+    fig, ax = plt.subplots(figsize=(5, 2.6))
+    ax.plot(losses["step"], losses["loss"])
+    ax.set(xlabel="optimizer step", ylabel="training loss", yscale="log", title="pretraining the toy's base")
+    plt.tight_layout()
+    plt.show()
+
+# %% [markdown]
+# **What the base can and cannot do.** The probe asks held-out corpus facts, before pretraining
+# (random weights) and after. `exact` is the share of answers that are exactly right; `type` and
+# `role` the share of crop descriptions naming the right type and subject/bystander role; `cue` and
+# `entity` the share of entity answers that copy the headline's cue words and the entity's name.
+# The last row asks the MORE task itself: the base describes what it sees, but gives no relation
+# (`relation` = share of answers holding a relation label). Stage 1 must teach that.
+
+# %%
+if settings.build_toy:
+    rows = []
+    for when in ("before", "after"):
+        probe = record["probe"] if when == "after" else record.get("probe_before")
+        if not probe:
+            continue
+        for task, scores in probe["skills"].items():
+            rows.append({"base": when, "task": task, **scores})
+    display(pd.DataFrame(rows).set_index(["task", "base"]).sort_index().fillna(""))
+    print("after pretraining, asked the MORE task:", repr(record["probe"]["examples"]["more_task"]["output"][:160]))
 
 # %% [markdown]
 # ## 5 · A first look

@@ -24,6 +24,7 @@ CHAIN_OVERRIDES = [
     "00_prepare.toy_test=200",
     "00_prepare.n_show=2",
     "00_prepare.tiny_model={}",  # TinySettings' smallest defaults
+    "00_prepare.pretrain={epochs: 1, facts: 150, probe_facts: 8}",  # the pretraining path, in seconds
     # Later stages: fewer epochs/steps and one GRPO variant (owners: adjust to your notebooks).
     "03_sft.num_train_epochs=2",
     "03_sft.label_baselines=false",  # the label target is tested in test_sft; here it would double 03's time
@@ -56,7 +57,9 @@ def repository_files() -> dict[str, bytes]:
 def test_toy_chain_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
     before = repository_files()
-    timings = run_chain("toy", run_dir=run_dir, overrides=CHAIN_OVERRIDES)
+    # The pretrained base is cached outside the run: here in the test's own folder, never in ~/.cache.
+    timings = run_chain("toy", run_dir=run_dir,
+                        overrides=CHAIN_OVERRIDES + [f"00_prepare.pretrain_cache={tmp_path / 'bases'}"])
     stems = [path.stem for path in chain_notebooks()]
     assert list(timings) == stems
     for stem in stems:
@@ -70,6 +73,7 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert report.ok, data.format_report(report)
     assert all(len([n for n in s.label_counts.values() if n]) == 21 for s in report.splits.values())
     assert (run_dir / "models" / "base" / "config.json").is_file()
+    assert len(list((tmp_path / "bases").glob("base-*/pretrain.json"))) == 1  # built once, into the cache
     assert (run_dir / "figures" / "00_label_distribution.png").is_file()
 
     # 01/02: the 25% and the pool split the training set; the SFT rows are filtered, gold answers.

@@ -1,0 +1,89 @@
+"""Stage 1's spread over training seeds: train Stage 1 again with other seeds, score each on valid
+and test, and print the F1 of each.
+
+The same rows, base model and settings as the run's own Stage 1; the seed changes the order of the
+rows (and dropout, where there is any). It reads a finished run (notebooks 00-03) and trains into
+``<run>/experiments/stage1_seed<N>/``, a run directory of its own whose data, models and Stage 1
+set are links into the run; the run's own seed is the run's Stage 1 model. Predictions are kept
+(a rerun scores again without generating), and the table goes to
+``<run>/experiments/stage1_seeds.csv`` with the columns ``seed, split, f1`` (F1 in points).
+
+    python benchmarks/stage1_seeds.py --profile toy --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from morelib import data, metrics  # noqa: E402
+from morelib.config import load_profile  # noqa: E402
+from morelib.inference import make_backend, predict_to_file  # noqa: E402
+from morelib.launch import train_in_subprocess  # noqa: E402
+from morelib.layout import RunLayout  # noqa: E402
+from morelib.prompts import prompt_template  # noqa: E402
+
+
+def seed_run(run: RunLayout, seed: int) -> RunLayout:
+    """``<run>/experiments/stage1_seed<N>/`` with links to the run's data, base model and Stage 1 set."""
+    exp = RunLayout(run.experiment(f"stage1_seed{seed}"))
+    for source, link in ((run.root / "data", exp.root / "data"), (run.root / "models", exp.root / "models"),
+                         (run.stage1_set.parent, exp.stage1_set.parent)):
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(source, target_is_directory=True)
+    return exp
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--profile", default="toy")
+    parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--splits", nargs="+", default=["valid", "test"])
+    args = parser.parse_args()
+    profile = load_profile(args.profile, [], args.run_dir)
+    run = profile.layout
+    own_seed = profile.settings("03_sft").seed
+    if not run.model_done("stage1").is_file():
+        print(f"error: {run.root}: needs a finished Stage 1 model (notebooks 00-03)", file=sys.stderr)
+        return 2
+    generation = profile.settings("inference")
+    rows = []
+    for seed in args.seeds:
+        where = run if seed == own_seed else seed_run(run, seed)
+        if seed != own_seed:
+            settings = load_profile(args.profile, [], where.root).settings("03_sft", seed=seed)
+            train_in_subprocess("morelib.sft", settings, settings.model_dir / "settings.json",
+                                settings.model_dir / "train.log")
+        backend = make_backend(where.checkpoint("stage1"), min_pixels=generation.min_pixels,
+                               max_pixels=generation.max_pixels)
+        for split in args.splits:
+            samples = data.load_split(run.root / "data", split)
+            out = predict_to_file(backend, samples, where.predictions("stage1", split), generation.for_model("stage1"),
+                                  template=prompt_template("reasoning"), progress=False)
+            by_id = {r["id"]: r["label"] for r in out}
+            gold = [s.label for s in samples]
+            f1 = 100 * metrics.score(gold, [by_id[s.id] for s in samples])["f1"]
+            rows.append({"seed": seed, "split": split, "f1": round(f1, 2)})
+            print(f"seed {seed} {split}: F1 {f1:.1f}", flush=True)
+    out_csv = run.root / "experiments" / "stage1_seeds.csv"
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["seed", "split", "f1"])
+        writer.writeheader()
+        writer.writerows(rows)
+    for split in args.splits:
+        scores = [r["f1"] for r in rows if r["split"] == split]
+        print(f"{split}: F1 {min(scores):.1f} to {max(scores):.1f} (spread {max(scores) - min(scores):.1f}) "
+              f"over seeds {args.seeds}")
+    print(f"wrote {out_csv}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
