@@ -606,20 +606,18 @@ def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
-def length_reward_by_group(rows: Sequence[dict], min_chars: int, require_format: bool = False) -> pd.DataFrame:
-    """How often the length reward pays a model's outputs (``text``, ``gold``, ``label`` rows), by
-    gold label (none or a relation) and by answer (right or wrong), with their mean length.
+def length_reward_by_group(rows: Sequence[dict], length_reward) -> pd.DataFrame:
+    """How often ``length_reward`` (``morelib.rewards.get_reward_funcs(settings, ["length"])``) pays
+    a model's outputs (``text``, ``gold``, ``label`` rows), by gold label (none or a relation) and by
+    answer (right or wrong), with their mean length.
 
     The length reward should pay complete reasoning, whatever the answer. Where its rate differs
     between these groups, it pays for the label too: on the toy, reasoning that ends in ``none``
     is shorter, so a threshold inside the range of complete reasoning pays relation answers,
     right or wrong, more often than ``none`` (notebook 05, section 1).
     """
-    from morelib.rewards import make_length_reward
-
-    reward = make_length_reward(min_chars, require_format)
     frame = pd.DataFrame({"chars": [len(r["text"]) for r in rows],
-                          "paid": reward([r["text"] for r in rows]),
+                          "paid": length_reward([r["text"] for r in rows]),
                           "gold": ["none" if r["gold"] == "none" else "relation" for r in rows],
                           "answer": ["right" if r["label"] == r["gold"] else "wrong" for r in rows]})
     groups = {f"gold {g}": frame[frame["gold"] == g] for g in ("none", "relation")}

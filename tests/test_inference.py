@@ -371,8 +371,8 @@ def test_vllm_runs_each_model_in_a_child_process(world, tmp_path, fake_vllm, cap
         layout.model_done(key).write_text("{}")
     test = load_split(data_dir, "test")[:4]
     out = evaluation.evaluate_models(test, layout.root, str(tmp_path / "no-base"), keys=["zero_shot", "stage1", "grpo_progressive"],
-                                     backend="vllm", settings=GenerationSettings(max_new_tokens=9, batch_size=4),
-                                     backend_options={"max_model_len": 2048, "max_pixels": 12544})
+                                     settings=GenerationSettings(backend="vllm", max_new_tokens=9, batch_size=4,
+                                                                 vllm_max_model_len=2048, max_pixels=12544))
     assert list(out) == ["stage1", "grpo_progressive"]
     assert [r["id"] for r in out["stage1"]] == [s.id for s in test]
     calls = read_calls(fake_vllm)
