@@ -21,6 +21,7 @@ from morelib import metrics
 from morelib.answer import parse_label
 from morelib.files import read_jsonl
 from morelib.layout import RunLayout
+from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
 from morelib.reported import GENERATION_REASONING as GEN_REASON
 
@@ -42,10 +43,10 @@ RUN_MODELS: tuple[RunModel, ...] = (
     RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT", prompt="label"),
     RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)", prompt="label"),
     RunModel("stage1", "MORE-R1 (Stage 1)", GEN_REASON, "MORE-R1(Stage 1)"),
-    RunModel("grpo_progressive", "MORE-R1", GEN_REASON, "MORE-R1"),
-    RunModel("grpo_raw", "Stage 2 variant: raw", GEN_REASON, None, in_table1=False),
-    RunModel("grpo_balanced", "Stage 2 variant: 1:1", GEN_REASON, None, in_table1=False),
-    RunModel("grpo_hard_only", "Stage 2 variant: hard only", GEN_REASON, None, in_table1=False),
+    # The Stage 2 variants (morelib.mixing's registry): the paper's rows in Table 1, then the ablations.
+    *(RunModel(v.model_key, v.paper_row or f"Stage 2 variant: {v.label}", GEN_REASON, v.paper_row,
+               in_table1=v.paper_row is not None)
+      for v in sorted(MIXING_VARIANTS.values(), key=lambda v: v.paper_row is None)),
 )
 MODELS_BY_KEY: dict[str, RunModel] = {m.key: m for m in RUN_MODELS}
 MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
