@@ -109,3 +109,14 @@ def test_the_backend_door_passes_every_inference_setting(tmp_path):
     assert isinstance(served, OpenAIBackend) and served.model == "s1"
     with pytest.raises(ValueError, match="needs base_url"):
         backend_for(GenerationSettings(backend="openai"), "m")
+
+
+def test_the_backend_door_gives_transformers_the_pixel_limits_and_dtype(toy_world):
+    from morelib.inference import GenerationSettings, TransformersBackend, backend_for
+    from morelib.vision_tokens import PixelLimits, processor_limits
+
+    settings = GenerationSettings(backend="vllm", dtype="bfloat16", min_pixels=8 * 28 * 28, max_pixels=20 * 28 * 28)
+    local = backend_for(settings, toy_world.model_dir, backend="transformers", device="cpu")  # one fact, in process
+    assert isinstance(local, TransformersBackend)
+    assert processor_limits(local.processor) == PixelLimits(8 * 28 * 28, 20 * 28 * 28)
+    assert str(local.model.dtype) == "torch.bfloat16"
