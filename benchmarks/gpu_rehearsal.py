@@ -386,9 +386,7 @@ def run_grpo(model, processor, ctx: dict) -> dict:
     samples = {s.id: s for s in load_split(ctx["data_dir"], "train")}
     ids = list(samples)[: sizes.grpo_steps * sizes.grpo_batch // sizes.grpo_generations * 2 + 2]
     dataset = build_dataset(samples, ids, prompt_template(settings.prompt))
-    rewards = get_reward_funcs(settings.reward_names, min_chars=settings.length_threshold,
-                               length_requires_format=settings.length_requires_format,
-                               answer_requires_format=settings.answer_requires_format)
+    rewards = get_reward_funcs(settings)
     policy = apply_lora(model, LoraSettings())  # reference = the same weights, adapters off
     timer = StepTimer()
     reset_peak()

@@ -94,9 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     # Inference in bf16, greedy, batched, with the paper profile's decoding settings.
     test = data.load_split(data_dir, "test")
     gen = load_settings("inference", "paper", overrides, str(run_dir), backend="transformers", max_new_tokens=32,
-                        batch_size=64)
-    backend = inference.make_backend(grpo.model_dir, "transformers", dtype="bfloat16", device=device,
-                                     min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+                        batch_size=64, dtype="bfloat16")
+    backend = inference.backend_for(gen, grpo.model_dir, device=device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     started = time.time()

@@ -42,7 +42,7 @@ from morelib.config import load_profile  # noqa: E402
 from morelib.difficulty import HARD, read_split  # noqa: E402
 from morelib.faithfulness import quotes_in_text  # noqa: E402
 from morelib.files import read_jsonl, write_json, write_jsonl  # noqa: E402
-from morelib.inference import make_backend  # noqa: E402
+from morelib.inference import backend_for  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
 
@@ -54,7 +54,7 @@ def sample_hard(run: RunLayout, exp: RunLayout, hard: list, gen, samples: int) -
     path = exp.predictions("stage1", f"pool_hard_x{samples}")
     if path.is_file():
         return read_jsonl(path)
-    backend = make_backend(run.checkpoint("stage1"), min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+    backend = backend_for(gen, run.checkpoint("stage1"), backend="transformers")
     rows = []
     for draw in range(samples):
         settings = replace(gen, seed=draw)  # each draw its own seed, so the draws differ

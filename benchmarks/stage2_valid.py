@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from morelib import data, grpo, metrics, report  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import write_json  # noqa: E402
-from morelib.inference import make_backend, predict_to_file  # noqa: E402
+from morelib.inference import backend_for, predict_to_file  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
 from morelib.rewards import answer_log_key  # noqa: E402
@@ -76,7 +76,7 @@ def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, g
     """Valid F1 of Stage 1 and of the model trained from it (``name``), and the paired gain (F1 points)."""
     labels = {}
     for key, path in (("stage1", run.checkpoint("stage1")), (name, model_dir)):
-        backend = make_backend(path, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+        backend = backend_for(gen, path, backend="transformers")
         # Stage 1's valid predictions are shared by all experiments of the run (same model).
         out = (run if key == "stage1" else exp).predictions(key, "valid")
         rows = predict_to_file(backend, valid, out, gen.for_model("stage1"), template=prompt_template("reasoning"),

@@ -172,15 +172,24 @@ class Profile:
             self.settings(section)
 
 
-def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = (),
-                 run_dir: str | os.PathLike | None = None, default_section: str | None = None) -> Profile:
-    """Load a profile, apply overrides and ``run_dir``, resolve placeholders and check every key.
+EXTENDS = "extends"  # top-level key of a profile that starts from another profile's values
 
-    ``default_section`` is where a bare override key goes when ``common`` has no such field (a
-    notebook passes its own section).
-    """
+
+def _extended_path(parent: Any, path: Path) -> Path:
+    """The profile file ``extends:`` names: a bare name is a sibling ``<name>.yaml``, else a path
+    relative to the extending file."""
+    if not isinstance(parent, str) or not parent:
+        raise ConfigError(f"{path}: '{EXTENDS}' must name a profile, got {parent!r}")
+    named = path.parent / (parent if parent.endswith((".yaml", ".yml")) else f"{parent}.yaml")
+    if not named.is_file():
+        raise ConfigError(f"{path}: '{EXTENDS}: {parent}': no file {named}")
+    return named.resolve()
+
+
+def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+    """A profile file's values per section, with those of the profile it extends underneath, and
+    the file each value came from (the extending file's when it is not recorded)."""
     sections_spec = _sections()
-    path = profile_path(profile)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
@@ -189,6 +198,15 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     sections: dict[str, dict[str, Any]] = {name: {} for name in sections_spec}
     origins: dict[tuple[str, str], str] = {}
+    if EXTENDS in raw:
+        parent = _extended_path(raw.pop(EXTENDS), path)
+        if parent in chain or parent == path.resolve():
+            loop = " -> ".join(str(p) for p in (*chain, path.resolve(), parent))
+            raise ConfigError(f"{path}: '{EXTENDS}' makes a loop: {loop}")
+        base, base_origins = _read_profile(parent, (*chain, path.resolve()))
+        for name, values in base.items():
+            sections[name].update(values)
+            origins.update({(name, key): base_origins.get((name, key), str(parent)) for key in values})
     for name, values in raw.items():
         name = str(name)
         if name not in sections_spec:
@@ -198,6 +216,21 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
         for key, value in (values or {}).items():
             _check_key(str(path), name, key)
             sections[name][key] = value
+            origins.pop((name, key), None)  # this file's value: errors name this file
+    return sections, origins
+
+
+def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = (),
+                 run_dir: str | os.PathLike | None = None, default_section: str | None = None) -> Profile:
+    """Load a profile, apply overrides and ``run_dir``, resolve placeholders and check every key.
+
+    A profile may start from another (``extends: toy``) and hold only what differs.
+    ``default_section`` is where a bare override key goes when ``common`` has no such field (a
+    notebook passes its own section).
+    """
+    sections_spec = _sections()
+    path = profile_path(profile)
+    sections, origins = _read_profile(path)
 
     common_fields = _fields(COMMON)
     for text in overrides:

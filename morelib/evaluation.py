@@ -21,6 +21,7 @@ from morelib import metrics
 from morelib.answer import parse_label
 from morelib.files import read_jsonl
 from morelib.layout import RunLayout
+from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
 from morelib.reported import GENERATION_REASONING as GEN_REASON
 
@@ -42,10 +43,10 @@ RUN_MODELS: tuple[RunModel, ...] = (
     RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT", prompt="label"),
     RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)", prompt="label"),
     RunModel("stage1", "MORE-R1 (Stage 1)", GEN_REASON, "MORE-R1(Stage 1)"),
-    RunModel("grpo_progressive", "MORE-R1", GEN_REASON, "MORE-R1"),
-    RunModel("grpo_raw", "Stage 2 variant: raw", GEN_REASON, None, in_table1=False),
-    RunModel("grpo_balanced", "Stage 2 variant: 1:1", GEN_REASON, None, in_table1=False),
-    RunModel("grpo_hard_only", "Stage 2 variant: hard only", GEN_REASON, None, in_table1=False),
+    # The Stage 2 variants (morelib.mixing's registry): the paper's rows in Table 1, then the ablations.
+    *(RunModel(v.model_key, v.paper_row or f"Stage 2 variant: {v.label}", GEN_REASON, v.paper_row,
+               in_table1=v.paper_row is not None)
+      for v in sorted(MIXING_VARIANTS.values(), key=lambda v: v.paper_row is None)),
 )
 MODELS_BY_KEY: dict[str, RunModel] = {m.key: m for m in RUN_MODELS}
 MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
@@ -126,23 +127,19 @@ def evaluate_models(
     base_model: str | Path,
     keys: Sequence[str] = MODEL_KEYS,
     split: str = "test",
-    backend: str = "transformers",
     settings=None,
-    base_url: str | None = None,
     settings_by_key: Mapping | None = None,
-    dtype: str = "auto",
-    backend_options: Mapping | None = None,
+    backend: str | None = None,
 ) -> dict[str, list[dict]]:
     """Prediction rows (in ``samples`` order) for each model in ``keys`` that exists or is cached.
 
-    ``settings`` is a ``morelib.inference.GenerationSettings`` (greedy by default);
-    ``settings_by_key`` overrides it for some models (e.g. a shorter token budget for label-only
-    SFT, or the served model name of each model with the ``openai`` backend).
-    ``backend_options`` go to ``morelib.inference.make_backend`` (``min_pixels``, ``max_pixels``,
-    ``max_model_len``, ``gpu_memory_utilization``; each backend takes those it uses). With
+    ``settings`` is a ``morelib.inference.GenerationSettings`` (greedy transformers by default): the
+    decoding and the backend (``morelib.inference.backend_for``). ``settings_by_key`` overrides it
+    for some models (e.g. a shorter token budget for label-only SFT, or the served model name of
+    each model with the ``openai`` backend). ``backend`` overrides ``settings.backend``. With
     ``vllm``, each model runs in a child process of its own.
     """
-    from morelib.inference import GenerationSettings, make_backend, predict_to_file
+    from morelib.inference import GenerationSettings, backend_for, predict_to_file
     from morelib.prompts import prompt_template
 
     settings = settings or GenerationSettings(temperature=0.0)
@@ -165,8 +162,7 @@ def evaluate_models(
         print(f"{key}: predicting with {location}")
         model_settings = (settings_by_key or {}).get(key, settings)
         # vllm: a SubprocessBackend, so the engine and its GPU memory end with the child process.
-        model = make_backend(location, backend, dtype=dtype, base_url=base_url,
-                             served_model_name=model_settings.served_model_name, **(backend_options or {}))
+        model = backend_for(model_settings, location, backend=backend)
         known = run_model(key)
         predict_to_file(model, samples, path, model_settings,
                         template=prompt_template(known.prompt if known else "reasoning"))

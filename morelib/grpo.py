@@ -205,9 +205,7 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     if Path(model.config._name_or_path).resolve() != stage1.resolve():
         raise RuntimeError(f"the reference model would load from {model.config._name_or_path}, "
                            f"not the Stage 1 model {stage1}")
-    rewards = get_reward_funcs(settings.reward_names, min_chars=settings.length_threshold,
-                               length_requires_format=settings.length_requires_format,
-                               answer_requires_format=settings.answer_requires_format)
+    rewards = get_reward_funcs(settings)
     trainer = with_image_token_guard(resumable(GRPOTrainer))(model=model, reward_funcs=rewards, args=settings,
                                                              train_dataset=dataset, processing_class=processor)
     # TRL issue 6401: the prompt ids TRL builds must hold as many image tokens as the engine that

@@ -229,7 +229,7 @@ def vllm_engine_kwargs(model_path: str | Path, dtype: str = "auto", max_model_le
 class VLLMBackend:
     """vLLM's offline engine in this process (GPU servers only; vLLM is imported when it is built).
 
-    Use it through :func:`make_backend`, which runs it in a child process unless told otherwise.
+    Use it through :func:`backend_for`, which runs it in a child process unless told otherwise.
     """
 
     def __init__(self, model_path: str | Path, **engine_options):
@@ -451,6 +451,23 @@ def make_backend(
     return OpenAIBackend(base_url, served_model_name or str(model), api_key_env=api_key_env)
 
 
+def backend_for(settings: GenerationSettings, model: str | Path, *, backend: str | None = None,
+                device: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                in_subprocess: bool | None = None) -> Backend | SubprocessBackend:
+    """The backend that decodes ``model`` as the ``inference`` settings say (backend, dtype, server,
+    served name, pixel limits, vLLM context and memory share).
+
+    The one place that turns generation settings into a backend: notebooks 03 to 07, the
+    evaluation, the benchmarks and the inference child call it. ``backend`` overrides
+    ``settings.backend`` (``"transformers"``: one fact in this process, quicker than an engine).
+    """
+    return make_backend(model, backend or settings.backend, dtype=settings.dtype, device=device,
+                        base_url=settings.base_url, served_model_name=settings.served_model_name,
+                        api_key_env=api_key_env, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                        max_model_len=settings.vllm_max_model_len,
+                        gpu_memory_utilization=settings.vllm_gpu_memory_utilization, in_subprocess=in_subprocess)
+
+
 def as_backend(model_or_backend) -> Backend:
     """Accept a backend, a ``(model, processor)`` pair, or a model path (transformers backend)."""
     if isinstance(model_or_backend, SubprocessBackend):
@@ -616,11 +633,8 @@ def _predict_command(args) -> int:
     if options.ids_file:
         samples = select(samples, read_ids(options.ids_file, options.ids_key))
     template = Path(options.template_file).read_text() if options.template_file else None
-    backend = make_backend(options.model, settings.backend, dtype=settings.dtype, device=options.device,
-                           base_url=settings.base_url, served_model_name=settings.served_model_name,
-                           api_key_env=options.api_key_env, min_pixels=settings.min_pixels,
-                           max_pixels=settings.max_pixels, max_model_len=settings.vllm_max_model_len,
-                           gpu_memory_utilization=settings.vllm_gpu_memory_utilization, in_subprocess=False)
+    backend = backend_for(settings, options.model, device=options.device, api_key_env=options.api_key_env,
+                          in_subprocess=False)
     rows = predict_to_file(backend, samples, options.out, settings, template)
     unparsable = sum(r["label"] is None for r in rows)
     correct = sum(r["label"] == r["gold"] for r in rows)

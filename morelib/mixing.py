@@ -1,7 +1,8 @@
 """Progressive Sample-Mixing (Stage 2) and its ablation variants.
 
 Every GRPO epoch uses all hard samples plus some easy ones. How many easy ones per epoch
-(``easy_counts``):
+(``easy_counts``), by variant (each registered once in ``MIXING_VARIANTS``, with the name, colour
+and description that the report and the evaluation read):
 
 - ``progressive`` (the paper): epoch e (1-based) takes round(n_hard * gamma**(e-1)) easy
   samples, capped at n_easy; epoch 1 is 1:1 and the easy share halves with gamma = 0.5.
@@ -24,14 +25,14 @@ from __future__ import annotations
 import math
 import random
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 
 from morelib.labels import NONE
 
-VARIANTS: tuple[str, ...] = ("raw", "balanced", "hard_only", "progressive")
 ROUNDINGS: tuple[str, ...] = ("half_even", "half_up", "floor")
 
 
@@ -43,6 +44,45 @@ def _round(x: float, rounding: str) -> int:
     if rounding == "floor":
         return int(math.floor(x))
     raise ValueError(f"unknown rounding {rounding!r}; expected one of {ROUNDINGS}")
+
+
+def _progressive(n_hard: int, n_easy: int, epoch: int, gamma: float, rounding: str) -> int:
+    if not 0 < gamma <= 1:
+        raise ValueError(f"gamma must be in (0, 1], got {gamma}")
+    return min(_round(n_hard * gamma ** (epoch - 1), rounding), n_easy)
+
+
+@dataclass(frozen=True)
+class MixingVariant:
+    """A Stage 2 data mix: how many easy samples each epoch takes, and how tables and figures show it."""
+
+    name: str         # the settings' ``variant``; its run is grpo/<name>/ and checkpoints/grpo_<name>
+    label: str        # Figure 3's legend; tables name an ablation "Stage 2 variant: <label>"
+    colour: str       # Figure 3's bar colour
+    description: str
+    # (n_hard, n_easy, epoch (1-based), gamma, rounding) -> easy samples in that epoch
+    easy_per_epoch: Callable[[int, int, int, float, str], int]
+    paper_row: str | None = None  # the reported Table 1 row it reproduces; None = an ablation (Figure 3 only)
+
+    @property
+    def model_key(self) -> str:
+        """Its final model's key: ``checkpoints/<model_key>``, ``predictions/<model_key>__<split>.jsonl``."""
+        return f"grpo_{self.name}"
+
+
+# The one registry, in Figure 3's (the paper's) order. A new variant is one entry here.
+MIXING_VARIANTS: dict[str, MixingVariant] = {v.name: v for v in (
+    MixingVariant("raw", "raw", "#bbbbbb", "the whole easy pool every epoch",
+                  lambda n_hard, n_easy, epoch, gamma, rounding: n_easy),
+    MixingVariant("balanced", "1:1", "#88aacc", "as many easy as hard samples every epoch",
+                  lambda n_hard, n_easy, epoch, gamma, rounding: min(n_hard, n_easy)),
+    MixingVariant("hard_only", "hard only", "#ddaa66", "no easy samples",
+                  lambda n_hard, n_easy, epoch, gamma, rounding: 0),
+    MixingVariant("progressive", "progressive (MORE-R1)", "#cc3333",
+                  "Progressive Sample-Mixing: 1:1 in epoch 1, the easy share decaying by gamma per epoch",
+                  _progressive, paper_row="MORE-R1"),
+)}
+VARIANTS: tuple[str, ...] = tuple(MIXING_VARIANTS)
 
 
 def easy_counts(
@@ -58,12 +98,8 @@ def easy_counts(
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     if n_hard < 0 or n_easy < 0 or epochs < 1:
         raise ValueError(f"need n_hard, n_easy >= 0 and epochs >= 1, got {n_hard}, {n_easy}, {epochs}")
-    if variant == "progressive":
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must be in (0, 1], got {gamma}")
-        return [min(_round(n_hard * gamma ** (e - 1), rounding), n_easy) for e in range(1, epochs + 1)]
-    per_epoch = {"raw": n_easy, "balanced": min(n_hard, n_easy), "hard_only": 0}[variant]
-    return [per_epoch] * epochs
+    rule = MIXING_VARIANTS[variant].easy_per_epoch
+    return [rule(n_hard, n_easy, epoch, gamma, rounding) for epoch in range(1, epochs + 1)]
 
 
 def none_share(labels: Sequence[str]) -> float:

@@ -19,17 +19,16 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from morelib.evaluation import RUN_MODELS
+from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GROUPS, TABLE1
 from morelib.rewards import ANSWER_LOG_KEYS, answer_log_key
 
 REPORTED = "reported (paper)"
 METRIC_COLUMNS = {"acc": "Acc", "precision": "P", "recall": "R", "f1": "F1"}
 TABLE1_COLUMNS = ["group", "model", "source", "Acc", "P", "R", "F1", "n", "unparsed"]
-# Figure 3's variants, in the paper's order, and the checkpoint each one is.
-VARIANT_KEYS: dict[str, str] = {
-    "raw": "grpo_raw", "balanced": "grpo_balanced", "hard_only": "grpo_hard_only", "progressive": "grpo_progressive",
-}
-VARIANT_NAMES: dict[str, str] = {"raw": "raw", "balanced": "1:1", "hard_only": "hard only", "progressive": "progressive (MORE-R1)"}
+# Figure 3's variants, in the paper's order (morelib.mixing's registry), and the checkpoint each one is.
+VARIANT_KEYS: dict[str, str] = {name: v.model_key for name, v in MIXING_VARIANTS.items()}
+VARIANT_NAMES: dict[str, str] = {name: v.label for name, v in MIXING_VARIANTS.items()}
 # Figure 4's three models, as in the paper.
 CASE_MODELS: tuple[str, ...] = ("sft_label_full", "stage1", "grpo_progressive")
 BOX_COLOR = (255, 214, 0)
@@ -202,7 +201,7 @@ def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str
     fig = _new_figure(8, 4.5)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
-    colors = {"raw": "#bbbbbb", "balanced": "#88aacc", "hard_only": "#ddaa66", "progressive": "#cc3333"}
+    colors = {name: v.colour for name, v in MIXING_VARIANTS.items()}
     for i, v in enumerate(variants):
         xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(METRIC_COLUMNS))]
         values = [100 * variant_scores[v][k] for k in METRIC_COLUMNS]
@@ -606,20 +605,18 @@ def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.Dat
     return pd.DataFrame(rows).set_index("variant")
 
 
-def length_reward_by_group(rows: Sequence[dict], min_chars: int, require_format: bool = False) -> pd.DataFrame:
-    """How often the length reward pays a model's outputs (``text``, ``gold``, ``label`` rows), by
-    gold label (none or a relation) and by answer (right or wrong), with their mean length.
+def length_reward_by_group(rows: Sequence[dict], length_reward) -> pd.DataFrame:
+    """How often ``length_reward`` (``morelib.rewards.get_reward_funcs(settings, ["length"])``) pays
+    a model's outputs (``text``, ``gold``, ``label`` rows), by gold label (none or a relation) and by
+    answer (right or wrong), with their mean length.
 
     The length reward should pay complete reasoning, whatever the answer. Where its rate differs
     between these groups, it pays for the label too: on the toy, reasoning that ends in ``none``
     is shorter, so a threshold inside the range of complete reasoning pays relation answers,
     right or wrong, more often than ``none`` (notebook 05, section 1).
     """
-    from morelib.rewards import make_length_reward
-
-    reward = make_length_reward(min_chars, require_format)
     frame = pd.DataFrame({"chars": [len(r["text"]) for r in rows],
-                          "paid": reward([r["text"] for r in rows]),
+                          "paid": length_reward([r["text"] for r in rows]),
                           "gold": ["none" if r["gold"] == "none" else "relation" for r in rows],
                           "answer": ["right" if r["label"] == r["gold"] else "wrong" for r in rows]})
     groups = {f"gold {g}": frame[frame["gold"] == g] for g in ("none", "relation")}

@@ -158,10 +158,12 @@ def make_answer_reward(require_format: bool = False, require_quotes: bool = Fals
     return answer_reward
 
 
-# The one registry: reward name -> factory taking the reward options (GRPOSettings' fields).
+# The one registry: reward name -> factory. A factory takes the reward options by their
+# GRPOSettings field names (``REWARD_OPTIONS``) and uses those it needs.
 REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "format": lambda **options: format_reward,
-    "length": lambda min_chars, length_requires_format=False, **options: make_length_reward(min_chars, length_requires_format),
+    "length": lambda length_threshold, length_requires_format=False, **options: make_length_reward(
+        length_threshold, length_requires_format),
     "answer": lambda answer_requires_format=False, **options: make_answer_reward(answer_requires_format),
     "consistency": lambda **options: consistency_reward,  # beyond the paper
     "quotes": lambda **options: quotes_reward,  # beyond the paper
@@ -169,6 +171,8 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "grounded_answer": lambda answer_requires_format=False, **options: make_answer_reward(  # beyond the paper
         answer_requires_format, require_quotes=True),
 }
+# The GRPOSettings fields that configure a reward; get_reward_funcs hands each factory all of them.
+REWARD_OPTIONS = ("length_threshold", "length_requires_format", "answer_requires_format")
 
 
 # Where TRL logs the answer reward's batch mean: the paper's, or grounded_answer in its place.
@@ -180,35 +184,43 @@ def answer_log_key(columns) -> str:
     return next((key for key in ANSWER_LOG_KEYS if key in columns), ANSWER_LOG_KEYS[0])
 
 
-def get_reward_funcs(names: Sequence[str], **options) -> list[RewardFunc]:
-    """Reward functions by name, in the given order (the order of ``reward_weights``).
+def get_reward_funcs(settings, names: Sequence[str] | None = None) -> list[RewardFunc]:
+    """The reward functions a ``GRPOSettings`` names (``reward_names``, in the order of
+    ``reward_weights``), each configured from the settings' ``REWARD_OPTIONS``.
 
-    ``options``: ``min_chars`` (the length threshold), ``length_requires_format``, ``answer_requires_format``.
+    This is the one place that turns settings into rewards: the trainer, the trace, notebook 05 and
+    the GPU rehearsal call it. ``names`` picks other rewards with the same options (for analysis,
+    e.g. ``["length"]``).
     """
+    names = list(settings.reward_names if names is None else names)
     unknown = [n for n in names if n not in REWARDS]
     if unknown:
         raise ValueError(f"unknown reward name(s) {unknown}; expected some of {sorted(REWARDS)}")
+    options = {name: getattr(settings, name) for name in REWARD_OPTIONS}
     return [REWARDS[n](**options) for n in names]
 
 
-def reward_components(completions, label: Sequence[str], names: Sequence[str] = ("format", "length", "answer"),
-                      source_text: Sequence[str] | None = None, entity: Sequence[str] | None = None,
-                      **options) -> dict[str, list[float]]:
-    """Each named reward for every completion (for analysis; ``options`` go to ``get_reward_funcs``)."""
-    funcs = get_reward_funcs(names, **options)
-    return {n: f(completions, label=label, source_text=source_text, entity=entity) for n, f in zip(names, funcs)}
-
-
-def total_reward(
-    completions,
-    label: Sequence[str],
-    names: Sequence[str] = ("format", "length", "answer"),
-    weights: Sequence[float] | None = None,
-    **options,
-) -> list[float]:
-    """The combined reward: the weighted sum of the named rewards (weights None = plain sum)."""
-    weights = [1.0] * len(names) if weights is None else list(weights)
+def reward_weights(settings) -> list[float]:
+    """The weight of each of ``settings.reward_names`` (TRL's ``reward_weights``; None = 1 each)."""
+    names = list(settings.reward_names)
+    weights = [1.0] * len(names) if settings.reward_weights is None else [float(w) for w in settings.reward_weights]
     if len(weights) != len(names):
-        raise ValueError(f"{len(weights)} weights for {len(names)} rewards {list(names)}")
-    parts = reward_components(completions, label, names, **options)
-    return [sum(w * parts[n][i] for n, w in zip(names, weights)) for i in range(len(completions))]
+        raise ValueError(f"{len(weights)} weights for {len(names)} rewards {names}")
+    return weights
+
+
+def reward_components(completions, label: Sequence[str], settings, names: Sequence[str] | None = None,
+                      source_text: Sequence[str] | None = None, entity: Sequence[str] | None = None,
+                      ) -> dict[str, list[float]]:
+    """Each reward of ``settings`` (or the given ``names``) for every completion, by name (for analysis)."""
+    names = list(settings.reward_names if names is None else names)
+    funcs = get_reward_funcs(settings, names)
+    return {n: f(list(completions), label=label, source_text=source_text, entity=entity) for n, f in zip(names, funcs)}
+
+
+def total_reward(completions, label: Sequence[str], settings, source_text: Sequence[str] | None = None,
+                 entity: Sequence[str] | None = None) -> list[float]:
+    """The combined reward the trainer computes: the weighted sum of the settings' rewards (Eq. 5)."""
+    weights = reward_weights(settings)
+    parts = reward_components(completions, label, settings, source_text=source_text, entity=entity)
+    return [sum(w * parts[n][i] for n, w in zip(settings.reward_names, weights)) for i in range(len(completions))]

@@ -270,19 +270,15 @@ def score_group(completions: Sequence[str], gold: str, grpo, source_text: str = 
     import pandas as pd
 
     from morelib.answer import parse_label
-    from morelib.rewards import get_reward_funcs
+    from morelib.rewards import reward_components, total_reward
 
-    names = list(grpo.reward_names)
-    funcs = get_reward_funcs(names, min_chars=grpo.length_threshold,
-                             length_requires_format=grpo.length_requires_format,
-                             answer_requires_format=grpo.answer_requires_format)
-    weights = list(grpo.reward_weights) if grpo.reward_weights is not None else [1.0] * len(names)
+    n = len(completions)
+    columns = dict(label=[gold] * n, source_text=[source_text] * n, entity=[entity] * n)
     table = pd.DataFrame({"label": pd.Series([parse_label(c) for c in completions], dtype=object),
                           "characters": [len(c) for c in completions]})
-    for name, func in zip(names, funcs):
-        n = len(completions)
-        table[name] = func(list(completions), label=[gold] * n, source_text=[source_text] * n, entity=[entity] * n)
-    table["reward"] = sum(w * table[name] for name, w in zip(names, weights))
+    for name, values in reward_components(completions, settings=grpo, **columns).items():
+        table[name] = values
+    table["reward"] = total_reward(completions, settings=grpo, **columns)
     table["advantage"] = group_advantages(table["reward"], len(completions))
     table["advantage (TRL)"] = trl_group_advantages(table["reward"].tolist(), len(completions))
     table.index = pd.RangeIndex(1, len(completions) + 1, name="completion")

@@ -152,7 +152,7 @@ display(pd.DataFrame({n: {"rows": s["rows"], "dropped (too long)": len(s.get("dr
 
 # %%
 from morelib import data, metrics
-from morelib.inference import TransformersBackend, predict_to_file
+from morelib.inference import backend_for, predict_to_file
 from morelib.prompts import prompt_template
 
 if settings.blank_images_ablation:
@@ -164,8 +164,7 @@ if settings.blank_images_ablation:
     }
     scores = {}
     for name, (model, samples, path) in checks.items():
-        backend = TransformersBackend.from_path(layout.checkpoint(model), dtype=generation.dtype,
-                                                min_pixels=generation.min_pixels, max_pixels=generation.max_pixels)
+        backend = backend_for(generation, layout.checkpoint(model), backend="transformers")
         predictions = predict_to_file(backend, samples, path, generation, template=prompt_template("reasoning"),
                                       progress=False)
         scores[name] = metrics.score([p["gold"] for p in predictions], [p["label"] for p in predictions])
@@ -186,8 +185,7 @@ if traced is None or not is_done(layout.checkpoint("stage1")):
     print("nothing to show: no trace.json (notebook 00) or no finished Stage 1 model")
 else:
     pair = trace.load_samples(settings.data_dir, traced.ids)
-    stage1_model = TransformersBackend.from_path(layout.checkpoint("stage1"), dtype=generation.dtype,
-                                                 min_pixels=generation.min_pixels, max_pixels=generation.max_pixels)
+    stage1_model = backend_for(generation, layout.checkpoint("stage1"), backend="transformers")
     traced_outputs = {r["id"]: r for r in predict_to_file(
         stage1_model, [pair[i] for i in traced.ids], layout.predictions("stage1", "trace"),
         generation.for_model("stage1"), template=prompt_template("reasoning"), progress=False)}

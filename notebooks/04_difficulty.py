@@ -44,7 +44,7 @@ from transformers.utils import logging as hf_logging
 
 from morelib import difficulty, preflight, report, trace
 from morelib.config import describe, seed_everything
-from morelib.inference import make_backend
+from morelib.inference import backend_for
 from morelib.layout import RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
@@ -75,10 +75,7 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "temper
 # points at a `vllm serve` server. Every backend decodes with the same explicit settings.
 
 # %%
-model = make_backend(model_dir, generation.backend, dtype=generation.dtype, base_url=generation.base_url,
-                     served_model_name=generation.served_model_name, min_pixels=generation.min_pixels,
-                     max_pixels=generation.max_pixels, max_model_len=generation.vllm_max_model_len,
-                     gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
+model = backend_for(generation, model_dir)
 rows = difficulty.split_pool(layout.root, settings.data_dir, model, generation)
 unparsable = sum(r["pred"] is None for r in rows)
 print(f"{len(rows)} pool samples split; {unparsable} answers could not be parsed (counted as hard)")

@@ -109,8 +109,7 @@ examples = {
     "two answers": f"<think> {steps} </think> <answer>none</answer><answer>/per/misc/awarded</answer>",
     "padded after the answer": f"<think> {steps} </think> <answer>/per/misc/awarded</answer>" + " pad" * 300,
 }
-funcs = get_reward_funcs(settings.reward_names, min_chars=settings.length_threshold,
-                         length_requires_format=settings.length_requires_format)
+funcs = get_reward_funcs(settings)
 gold = ["/per/misc/awarded"] * len(examples)
 headline = ["Lena Ortiz wins Golden Lyre Award"] * len(examples)  # the news text, read by the 'quotes' reward
 entity = ["Golden Lyre Award"] * len(examples)  # the queried entity, read by the 'entity' reward
@@ -141,8 +140,8 @@ pool_predictions = layout.predictions(*difficulty.POOL_PREDICTIONS)
 if pool_predictions.exists():
     from morelib.files import read_jsonl
 
-    by_group = report.length_reward_by_group(read_jsonl(pool_predictions), settings.length_threshold,
-                                             settings.length_requires_format)
+    (length_reward,) = get_reward_funcs(settings, ["length"])  # as this run's settings configure it
+    by_group = report.length_reward_by_group(read_jsonl(pool_predictions), length_reward)
     display(by_group.round(3))
     spread = by_group["length_reward_rate"].max() - by_group["length_reward_rate"].min()
     if spread > 0.1:
@@ -176,12 +175,11 @@ group = None
 if traced is None or not is_done(settings.stage1_dir):
     print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
 else:
-    from morelib.inference import TransformersBackend
+    from morelib.inference import backend_for
     from morelib.prompts import prompt_template
 
     traced_sample = trace.load_samples(settings.data_dir, [traced.pool_id])[traced.pool_id]
-    policy = TransformersBackend.from_path(settings.stage1_dir, dtype=generation.dtype,
-                                           min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+    policy = backend_for(generation, settings.stage1_dir, backend="transformers")  # pixel limits from common, as GRPO's
     completions = trace.sample_group(policy, traced_sample, settings, prompt_template(settings.prompt))
     del policy
     gc.collect()  # free the model before the training subprocess starts

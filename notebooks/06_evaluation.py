@@ -84,13 +84,8 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "max_ne
 # Stage 2 variants trained again with notebook 05's extra_seeds (checkpoints/grpo_<variant>_seed<N>)
 keys = list(settings.models) + evaluation.seed_runs(settings.run_dir, [k for k in settings.models if k.startswith("grpo_")])
 per_model = {key: generation.for_model(key) for key in keys}
-backend_options = dict(min_pixels=generation.min_pixels, max_pixels=generation.max_pixels,
-                       max_model_len=generation.vllm_max_model_len,
-                       gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
 predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=keys, split=settings.split,
-                                         backend=generation.backend, settings=generation,
-                                         base_url=generation.base_url, settings_by_key=per_model,
-                                         dtype=generation.dtype, backend_options=backend_options)
+                                         settings=generation, settings_by_key=per_model)
 if not predictions:
     raise SystemExit("no model and no cached predictions in this run: run notebooks 03 and 05 first")
 

@@ -175,8 +175,7 @@ else:
     base_model = resolve_path(common.base_model) if resolve_path(common.base_model).exists() else common.base_model
     final = evaluation.evaluate_models(
         [traced_sample], layout.root, base_model, keys=settings.models, split="trace", backend="transformers",
-        settings=inference, settings_by_key={k: inference.for_model(k) for k in settings.models},
-        dtype=inference.dtype, backend_options=dict(min_pixels=inference.min_pixels, max_pixels=inference.max_pixels))
+        settings=inference, settings_by_key={k: inference.for_model(k) for k in settings.models})
     verdicts = []
     for key, (row,) in final.items():
         check = faithfulness.check(row, traced_sample, facts.get(traced.pool_id)) if key in reasoning else {}

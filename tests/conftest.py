@@ -69,5 +69,27 @@ def toy_world(tmp_path_factory) -> ToyWorld:
     return ToyWorld(data_dir=data_dir, model_dir=model_dir, _factory=tmp_path_factory)
 
 
+# Two facts of the toy's metadata, as the offline expert server reads them (toy_meta.jsonl rows):
+# the object is the relation's subject, or a bystander. The server ignores fields it does not know.
+EXPERT_SUBJECT = {"id": "train-1", "entity": "Lena Ortiz", "entity_type": "org", "cue_words": "now leads",
+                  "object": {"type": "per", "colour": "red", "shape": "circle", "style": "solid",
+                             "position": "top left"},
+                  "object_is_subject": True, "subject_noun": "senator", "label": "/per/org/leader_of",
+                  "a_field_the_expert_does_not_know": [1, 2, 3]}
+EXPERT_BYSTANDER = {"id": "train-2", "entity": "Lena Ortiz", "entity_type": "org", "cue_words": "now leads",
+                    "object": {"type": "loc", "colour": "green", "shape": "triangle", "style": "hollow"},
+                    "object_is_subject": False, "subject_noun": "senator", "label": "none"}
+
+
+@pytest.fixture
+def toy_meta(tmp_path) -> Path:
+    """A ``toy_meta.jsonl`` holding ``EXPERT_SUBJECT`` and ``EXPERT_BYSTANDER`` (the offline expert's input)."""
+    import json
+
+    path = tmp_path / "toy_meta.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in (EXPERT_SUBJECT, EXPERT_BYSTANDER)))
+    return path
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "chain: runs notebooks of the real chain through papermill (slow)")

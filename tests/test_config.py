@@ -1,6 +1,7 @@
 """Loading a profile: placeholders, overrides, the run directory, and what a run records."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,68 @@ def test_write_run_info_records_versions_seed_and_hardware(tmp_path):
     assert info["versions"]["torch"]
     assert info["hardware"]["cpu_count"] >= 1 and "gpus" in info["hardware"]
     assert "commit" in info["git"]
+
+
+# ----------------------------------------------------------------------------- extends
+
+
+# What toy-full changes in toy (its file holds nothing else).
+TOY_FULL_CHANGES = [
+    "common.profile=toy-full", "common.run_dir=runs/toy-full", "00_prepare.toy_train=1500", "00_prepare.toy_test=500",
+    "03_sft.label_baselines=true", "03_sft.blank_images_ablation=true", "05_grpo.extra_seeds=[1, 2]",
+    "05_grpo.max_hard_samples=8", "05_grpo.max_easy_samples=16",
+    "06_evaluation.models=[zero_shot, sft_label_full, sft_label_25, stage1, grpo_progressive, grpo_raw, "
+    "grpo_balanced, grpo_hard_only]",
+    "07_case_studies.models=[sft_label_full, stage1, grpo_progressive]",
+]
+
+
+def test_toy_full_is_toy_with_only_its_changes():
+    """toy-full extends toy: every section builds exactly as toy with toy-full's values set."""
+    from morelib.settings import SECTIONS
+
+    raw = yaml.safe_load((repo_root() / "configs" / "toy-full.yaml").read_text())
+    assert raw.pop("extends") == "toy"
+    assert sum(len(values) for values in raw.values()) == len(TOY_FULL_CHANGES)  # no copied value
+    full, toy = load_profile("toy-full"), load_profile("toy", overrides=TOY_FULL_CHANGES)
+    assert full.sections == toy.sections and full.name == "toy-full"
+    for section in SECTIONS:
+        assert full.settings(section) == toy.settings(section), section
+
+
+def test_a_profile_extends_another_and_errors_name_the_file_that_holds_the_key(tmp_path):
+    base = write_profile(tmp_path / "base.yaml", {
+        "common": {"profile": "base", "run_dir": str(tmp_path / "run"), "seed": 4},
+        "05_grpo": {"gamma": 0.5, "mix_epochs": 4, "variants": ["raw", "progressive"]},
+    })
+    child = write_profile(tmp_path / "child.yaml", {"extends": "base", "common": {"profile": "child"},
+                                                    "05_grpo": {"gamma": 0.25, "variants": ["raw"]}})
+    profile = load_profile(child)
+    assert profile.name == "child" and profile.path == child and profile.common["seed"] == 4
+    assert profile.sections["05_grpo"] == {"gamma": 0.25, "mix_epochs": 4, "variants": ["raw"]}  # lists replaced whole
+    (tmp_path / "sub").mkdir()
+    grandchild = write_profile(tmp_path / "sub" / "g.yaml", {"extends": "../child.yaml", "05_grpo": {"mix_epochs": 2}})
+    assert load_profile(grandchild).sections["05_grpo"] == {"gamma": 0.25, "mix_epochs": 2, "variants": ["raw"]}
+
+    # The unknown-key errors stay as they are, naming the file that holds the key.
+    write_profile(child, {"extends": "base", "05_grpo": {"gama": 0.25}})
+    with pytest.raises(ConfigError) as error:
+        load_profile(child)
+    assert str(error.value) == f"{child}: section '05_grpo': unknown key 'gama' (did you mean 'gamma'?)"
+    write_profile(base, {"common": {"profile": "base", "run_dir": "runs/x"}, "05_grpo": {"gama": 0.25}})
+    write_profile(child, {"extends": "base"})
+    with pytest.raises(ConfigError) as error:
+        load_profile(child)
+    assert str(error.value) == f"{base}: section '05_grpo': unknown key 'gama' (did you mean 'gamma'?)"
+    # A value the settings class refuses is blamed on the file it came from.
+    write_profile(base, {"common": {"profile": "base", "run_dir": "runs/x"}, "05_grpo": {"variant": "mystery"}})
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(base))}: section '05_grpo': variant: 'mystery'"):
+        load_profile(child).settings("05_grpo")
+
+    for bad, message in (({"extends": "nowhere"}, r"'extends: nowhere': no file .*nowhere\.yaml"),
+                         ({"extends": ["base"]}, r"'extends' must name a profile, got \['base'\]"),
+                         ({"extends": "child"}, r"'extends' makes a loop")):
+        write_profile(child, bad)
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(child))}: {message}"):
+            load_profile(child)
+

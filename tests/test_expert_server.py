@@ -1,6 +1,5 @@
 """The offline expert: its reasoning passes the filter, its mistakes do not, and it speaks the OpenAI API."""
 
-import json
 import random
 import subprocess
 import sys
@@ -9,26 +8,13 @@ import time
 import openai
 import pytest
 
+from conftest import EXPERT_BYSTANDER as BYSTANDER
+from conftest import EXPERT_SUBJECT as SUBJECT
 from morelib.answer import is_well_formed, parse_label
 from morelib.expert_server import (SAMPLE_ID_HEADER, ExpertConfig, ExpertServer, expert_reply,
                                    gold_from_prompt, reasoning_steps)
 from morelib.filtering import check_response
 from morelib.labels import candidates
-
-SUBJECT = {"id": "train-1", "entity": "Lena Ortiz", "entity_type": "org", "cue_words": "now leads",
-           "object": {"type": "per", "colour": "red", "shape": "circle", "style": "solid", "position": "top left"},
-           "object_is_subject": True, "subject_noun": "senator", "label": "/per/org/leader_of",
-           "a_field_the_expert_does_not_know": [1, 2, 3]}
-BYSTANDER = {"id": "train-2", "entity": "Lena Ortiz", "entity_type": "org", "cue_words": "now leads",
-             "object": {"type": "loc", "colour": "green", "shape": "triangle", "style": "hollow"},
-             "object_is_subject": False, "subject_noun": "senator", "label": "none"}
-
-
-@pytest.fixture
-def meta_path(tmp_path):
-    path = tmp_path / "toy_meta.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in (SUBJECT, BYSTANDER)))
-    return path
 
 
 def test_reasoning_is_compact_well_formed_and_exposes_the_facts():
@@ -68,8 +54,8 @@ def _ask(client, sample_id, gold):
         messages=[{"role": "user", "content": [{"type": "text", "text": f"... the relation is {gold}."}]}])
 
 
-def test_the_plain_openai_client_talks_to_it(meta_path):
-    with ExpertServer(ExpertConfig(str(meta_path), mistake_rate=0.0)) as server:
+def test_the_plain_openai_client_talks_to_it(toy_meta):
+    with ExpertServer(ExpertConfig(str(toy_meta), mistake_rate=0.0)) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
         reply = _ask(client, "train-1", "/per/org/leader_of")
         assert parse_label(reply.choices[0].message.content) == "/per/org/leader_of"
@@ -79,8 +65,8 @@ def test_the_plain_openai_client_talks_to_it(meta_path):
             client.chat.completions.create(model="toy-expert", messages=[{"role": "user", "content": "hi"}])
 
 
-def test_it_rejects_an_unknown_model_and_a_wrong_key_as_a_real_endpoint_does(meta_path):
-    with ExpertServer(ExpertConfig(str(meta_path), api_key="sk-right")) as server:
+def test_it_rejects_an_unknown_model_and_a_wrong_key_as_a_real_endpoint_does(toy_meta):
+    with ExpertServer(ExpertConfig(str(toy_meta), api_key="sk-right")) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="sk-right", max_retries=0)
         with pytest.raises(openai.NotFoundError, match="model `gpt-4o` does not exist"):
             client.chat.completions.create(model="gpt-4o", extra_headers={SAMPLE_ID_HEADER: "train-1"},
@@ -92,9 +78,9 @@ def test_it_rejects_an_unknown_model_and_a_wrong_key_as_a_real_endpoint_does(met
         assert server.replies == 1
 
 
-def test_mistakes_are_seeded_per_sample(meta_path):
+def test_mistakes_are_seeded_per_sample(toy_meta):
     def replies(seed):
-        with ExpertServer(ExpertConfig(str(meta_path), seed=seed, mistake_rate=0.5)) as server:
+        with ExpertServer(ExpertConfig(str(toy_meta), seed=seed, mistake_rate=0.5)) as server:
             client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
             return [_ask(client, "train-1", "/per/org/leader_of").choices[0].message.content for _ in range(3)]
 
@@ -103,11 +89,11 @@ def test_mistakes_are_seeded_per_sample(meta_path):
     assert first == replies(3)
 
 
-def test_scripted_faults(meta_path):
+def test_scripted_faults(toy_meta):
     from morelib.expert_server import Faults
 
     faults = Faults(retry_after=0.2, script={"train-1": ["429", "500", "malformed", "ok"]})
-    with ExpertServer(ExpertConfig(str(meta_path), faults=faults)) as server:
+    with ExpertServer(ExpertConfig(str(toy_meta), faults=faults)) as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
         with pytest.raises(openai.RateLimitError) as info:
             _ask(client, "train-1", "none")
@@ -120,8 +106,8 @@ def test_scripted_faults(meta_path):
         assert dict(server.injected) == {"429": 1, "500": 1, "malformed": 1}
 
 
-def test_command_line_server(meta_path):
-    proc = subprocess.Popen([sys.executable, "-m", "morelib.expert_server", "--meta", str(meta_path), "--port", "0"],
+def test_command_line_server(toy_meta):
+    proc = subprocess.Popen([sys.executable, "-m", "morelib.expert_server", "--meta", str(toy_meta), "--port", "0"],
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()

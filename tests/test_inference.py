@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from morelib import toy
 from morelib.data import load_split
 from morelib.inference import (
     Generation,
@@ -24,17 +23,13 @@ from morelib.inference import (
     read_predictions,
 )
 from morelib.model import load_model
-from morelib.tiny import TinySettings, build_tiny_model
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("inference")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=2, train=30, valid=10, test=20))
-    model_dir = build_tiny_model(root / "model", data_dir, seed=0,
-                                 settings=TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024))
-    model, processor = load_model(model_dir, device="cpu")
-    return data_dir, model_dir, TransformersBackend(model.eval(), processor)
+def world(toy_world):
+    """The session's toy data and tiny model (conftest.toy_world), and a backend holding the model."""
+    model, processor = load_model(toy_world.model_dir, device="cpu")
+    return toy_world.data_dir, toy_world.model_dir, TransformersBackend(model.eval(), processor)
 
 
 @pytest.fixture(scope="module")
@@ -371,8 +366,8 @@ def test_vllm_runs_each_model_in_a_child_process(world, tmp_path, fake_vllm, cap
         layout.model_done(key).write_text("{}")
     test = load_split(data_dir, "test")[:4]
     out = evaluation.evaluate_models(test, layout.root, str(tmp_path / "no-base"), keys=["zero_shot", "stage1", "grpo_progressive"],
-                                     backend="vllm", settings=GenerationSettings(max_new_tokens=9, batch_size=4),
-                                     backend_options={"max_model_len": 2048, "max_pixels": 12544})
+                                     settings=GenerationSettings(backend="vllm", max_new_tokens=9, batch_size=4,
+                                                                 vllm_max_model_len=2048, max_pixels=12544))
     assert list(out) == ["stage1", "grpo_progressive"]
     assert [r["id"] for r in out["stage1"]] == [s.id for s in test]
     calls = read_calls(fake_vllm)

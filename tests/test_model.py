@@ -5,20 +5,19 @@ import json
 import pytest
 from PIL import Image
 
-from morelib import toy
+from conftest import TINY_SIZES
 from morelib.model import check_model_path, load_model, load_processor
-from morelib.tiny import TinySettings, build_tiny_model
+from morelib.tiny import TinySettings
 from morelib.vision_tokens import PixelLimits, image_grid, processor_limits
 
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
+SMALL = TinySettings(**TINY_SIZES)  # the session's tiny model (conftest.toy_world)
 LIMITS = {"min_pixels": 8 * 28 * 28, "max_pixels": 100 * 28 * 28}
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("model")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=4, train=20, valid=5, test=5))
-    return build_tiny_model(root / "model", data_dir, seed=0, settings=SMALL)
+def model_dir(toy_world):
+    """The session's tiny model (conftest.toy_world)."""
+    return toy_world.model_dir
 
 
 def grid_of(processor, size):

@@ -1,7 +1,6 @@
 """The one way to call an OpenAI-compatible server: the openai client's retries, attempt counts,
 one-line failures, and a bounded wait for an endpoint that cannot be reached."""
 
-import json
 import socket
 import time
 
@@ -11,19 +10,14 @@ import pytest
 from morelib import openai_api
 from morelib.expert_server import SAMPLE_ID_HEADER, ExpertConfig, ExpertServer, Faults
 
-SAMPLE = {"id": "train-1", "entity": "Lena Ortiz", "entity_type": "org", "cue_words": "now leads",
-          "object": {"type": "per", "colour": "red", "shape": "circle", "style": "solid"},
-          "object_is_subject": True, "subject_noun": "senator", "label": "/per/org/leader_of"}
-
 
 @pytest.fixture
-def serve(tmp_path):
-    meta = tmp_path / "toy_meta.jsonl"
-    meta.write_text(json.dumps(SAMPLE) + "\n")
+def serve(toy_meta):
+    """Start offline expert servers (on conftest's toy_meta; sample train-1) with scripted faults."""
     servers = []
 
     def start(**faults):
-        servers.append(ExpertServer(ExpertConfig(str(meta), faults=Faults(retry_after=0.01, **faults))).start())
+        servers.append(ExpertServer(ExpertConfig(str(toy_meta), faults=Faults(retry_after=0.01, **faults))).start())
         return servers[-1]
 
     yield start

@@ -3,10 +3,10 @@ limit fails with counts and ids, and the over-long SFT policy drops or refuses b
 
 import json
 import re
+import shutil
 
 import pytest
 
-from morelib import toy
 from morelib.data import load_images, load_split
 from morelib.layout import RunLayout
 from morelib.model import load_processor
@@ -21,19 +21,17 @@ from morelib.preflight import (
     sft_row_lengths,
 )
 from morelib.prompts import assistant_turn, student_prompt
-from morelib.tiny import TinySettings, build_tiny_model
 from morelib.vision_tokens import PixelLimits, processor_limits
-
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A toy run directory as 00_prepare leaves it: data and tiny model at the layout's paths."""
-    root = tmp_path_factory.mktemp("preflight")
+def run_dir(toy_world):
+    """A toy run directory as 00_prepare leaves it: the session's toy data and tiny model
+    (conftest.toy_world), copied to the layout's paths."""
+    root = toy_world.run_dir("preflight")
     layout = RunLayout(root)
-    toy.generate(layout.toy_data, toy.ToyConfig(seed=5, train=60, valid=10, test=20))
-    build_tiny_model(layout.toy_base_model, layout.toy_data, seed=0, settings=SMALL)
+    shutil.copytree(toy_world.data_dir, layout.toy_data)
+    shutil.copytree(toy_world.model_dir, layout.toy_base_model)
     return root
 
 

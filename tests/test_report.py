@@ -11,6 +11,7 @@ from morelib import evaluation, report
 from morelib.data import Sample
 from morelib.layout import RunLayout
 from morelib.reported import GROUPS, TABLE1
+from morelib.rewards import make_length_reward
 
 A, B = "/per/org/member_of", "/per/per/partner"
 
@@ -329,13 +330,13 @@ def test_seed_spread_and_figure3_dots(tmp_path):
 def test_length_reward_by_group_shows_a_threshold_that_pays_for_the_label():
     rows = ([{"text": "x" * 420, "gold": "none", "label": "none"}] * 3
             + [{"text": "x" * 520, "gold": A, "label": A}, {"text": "x" * 520, "gold": "none", "label": B}])
-    biased = report.length_reward_by_group(rows, min_chars=450)
+    biased = report.length_reward_by_group(rows, make_length_reward(450))
     assert biased.loc["gold none", "n"] == 4 and biased.loc["gold none", "length_reward_rate"] == 0.25
     assert biased.loc["gold relation", "length_reward_rate"] == 1.0
     assert biased.loc["answer right", "length_reward_rate"] == 0.25
     assert biased.loc["answer wrong", "length_reward_rate"] == 1.0
     assert biased.loc["gold none", "min_chars"] == 420
-    fair = report.length_reward_by_group(rows, min_chars=350)
+    fair = report.length_reward_by_group(rows, make_length_reward(350))
     assert set(fair["length_reward_rate"]) == {1.0}
 
 

@@ -7,6 +7,7 @@ import pytest
 from morelib.rewards import (
     REWARDS, format_reward, get_reward_funcs, make_answer_reward, make_length_reward, reward_components, total_reward,
 )
+from morelib.settings import GRPOSettings
 
 STEPS = " ".join(f"Step {i}: looking at part {i} of the problem." for i in range(1, 7))
 GOOD = f"<think> {STEPS} </think> <answer>/per/org/member_of</answer>"
@@ -17,8 +18,13 @@ length_reward = make_length_reward(PAPER_LENGTH)
 answer_reward = make_answer_reward()
 
 
+def grpo(names=("format", "length", "answer"), length_threshold=PAPER_LENGTH, **changes) -> GRPOSettings:
+    """GRPO settings naming these rewards (what the trainer hands to get_reward_funcs)."""
+    return GRPOSettings(reward_names=list(names), length_threshold=length_threshold, **changes)
+
+
 def rewards_of(text, gold=GOLD, **options):
-    return reward_components([text], [gold], min_chars=PAPER_LENGTH, **options)
+    return reward_components([text], [gold], grpo(**options))
 
 
 def test_well_formed_long_correct_output_gets_every_reward():
@@ -108,7 +114,7 @@ def test_text_after_answer_loses_format_and_padding_is_stopped_by_the_guard():
 def test_answer_guard_requires_the_format():
     bare = GOLD  # a label-only output parses, but is not the reasoning format
     assert answer_reward([bare], label=[GOLD]) == [1.0]
-    assert get_reward_funcs(["answer"], answer_requires_format=True)[0]([bare], label=[GOLD]) == [0.0]
+    assert get_reward_funcs(grpo(["answer"], answer_requires_format=True))[0]([bare], label=[GOLD]) == [0.0]
 
 
 def test_length_threshold_is_strictly_more_than_min_chars():
@@ -119,32 +125,32 @@ def test_length_threshold_is_strictly_more_than_min_chars():
 
 
 def test_lookup_by_name_keeps_order_and_names_trl_logs():
-    funcs = get_reward_funcs(["answer", "format"])
+    funcs = get_reward_funcs(grpo(["answer", "format"]))
     assert [f.__name__ for f in funcs] == ["answer_reward", "format_reward"]
     names = ["format", "length", "answer"]
-    assert [f.__name__ for f in get_reward_funcs(names, min_chars=10)] == ["format_reward", "length_reward", "answer_reward"]
+    assert [f.__name__ for f in get_reward_funcs(grpo(names, length_threshold=10))] == ["format_reward", "length_reward", "answer_reward"]
     assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes", "entity", "grounded_answer"}
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
-        get_reward_funcs(["format", "lenght"])
+        get_reward_funcs(grpo(["format", "lenght"]))
 
 
 def test_the_length_threshold_has_no_default():
     """The threshold comes from the settings (paper: 1,024; toy: smaller), never from a hidden default."""
-    with pytest.raises(TypeError, match="min_chars"):
-        get_reward_funcs(["length"])
-    short, long = get_reward_funcs(["length"], min_chars=5)[0], get_reward_funcs(["length"], min_chars=500)[0]
+    with pytest.raises(TypeError, match="length_threshold"):
+        REWARDS["length"]()
+    short, long = get_reward_funcs(grpo(["length"], 5))[0], get_reward_funcs(grpo(["length"], 500))[0]
     assert short(["x" * 100]) == [1.0] and long(["x" * 100]) == [0.0]
-    guarded = get_reward_funcs(["length"], min_chars=5, length_requires_format=True)[0]
+    guarded = get_reward_funcs(grpo(["length"], 5, length_requires_format=True))[0]
     assert guarded(["x" * 100]) == [0.0] and guarded([GOOD]) == [1.0]
 
 
 def test_total_reward_is_a_weighted_sum():
     texts = [LONG_GOOD, GOOD, "none", "garbage"]
     gold = [GOLD, "none", "none", GOLD]
-    assert total_reward(texts, gold, min_chars=PAPER_LENGTH) == [3.0, 1.0, 1.0, 0.0]
-    assert total_reward(texts, gold, weights=[0.5, 0.25, 2.0], min_chars=PAPER_LENGTH) == [2.75, 0.5, 2.0, 0.0]
+    assert total_reward(texts, gold, grpo()) == [3.0, 1.0, 1.0, 0.0]
+    assert total_reward(texts, gold, grpo(reward_weights=[0.5, 0.25, 2.0])) == [2.75, 0.5, 2.0, 0.0]
     with pytest.raises(ValueError, match="1 weights for 3 rewards"):
-        total_reward(texts, gold, weights=[1.0], min_chars=PAPER_LENGTH)
+        total_reward(texts, gold, grpo(reward_weights=[1.0]))
 
 
 def test_giant_completions_are_scored_quickly():
@@ -156,7 +162,7 @@ def test_giant_completions_are_scored_quickly():
     # can be quadratic in their number).
     tag_spam = "<answer>" * 2_000
     start = time.perf_counter()
-    out = reward_components([giant_reasoning, many_steps, many_thinks, unclosed, tag_spam], [GOLD] * 5, min_chars=PAPER_LENGTH)
+    out = reward_components([giant_reasoning, many_steps, many_thinks, unclosed, tag_spam], [GOLD] * 5, grpo())
     elapsed = time.perf_counter() - start
     assert out["format"] == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert out["length"] == [1.0, 1.0, 1.0, 1.0, 1.0]
@@ -168,10 +174,10 @@ def test_consistency_pays_when_step_6_concludes_the_answer():
     agreeing = GOOD.replace("Step 6: looking at part 6 of the problem.", "Step 6: so the relation is /per/org/member_of.")
     drifted = agreeing.replace("<answer>/per/org/member_of</answer>", "<answer>/per/org/leader_of</answer>")
     no_label = GOOD  # Step 6 names no label at all
-    (consistency,) = get_reward_funcs(["consistency"])
+    (consistency,) = get_reward_funcs(grpo(["consistency"]))
     assert consistency([agreeing, drifted, no_label]) == [1.0, 0.0, 0.0]
     # Beyond the paper: the paper's three rewards pay the drifted output's format and length alike.
-    parts = reward_components([drifted], ["/per/org/leader_of"], ["format", "answer", "consistency"])
+    parts = reward_components([drifted], ["/per/org/leader_of"], grpo(["format", "answer", "consistency"]))
     assert parts == {"format": [1.0], "answer": [1.0], "consistency": [0.0]}
 
 
@@ -182,13 +188,13 @@ def test_quotes_pays_only_when_every_quoted_phrase_is_in_the_text():
     partly = grounded.replace('"joins"', '"joins" and "heads"')
     unquoted = GOOD  # quotes nothing: nothing to check
     quoted_answer = GOOD.replace("<answer>", '<answer>"heads"')  # only the reasoning is checked
-    (quotes,) = get_reward_funcs(["quotes"])
+    (quotes,) = get_reward_funcs(grpo(["quotes"]))
     rewards = quotes([grounded, misquoted, partly, unquoted, quoted_answer], source_text=[headline] * 5)
     assert rewards == [1.0, 0.0, 0.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="source_text"):
         quotes([grounded])
     # The answer reward pays the misquoted reasoning's label all the same.
-    parts = reward_components([misquoted], ["/per/org/member_of"], ["answer", "quotes"], source_text=[headline])
+    parts = reward_components([misquoted], ["/per/org/member_of"], grpo(["answer", "quotes"]), source_text=[headline])
     assert parts == {"answer": [1.0], "quotes": [0.0]}
 
 
@@ -204,13 +210,13 @@ def test_entity_pays_only_when_steps_2_4_and_6_name_the_queried_entity():
     named = reasoning()
     other_in_6 = reasoning(s6='"joins" links the object to Varo Bank: /per/org/member_of.')
     step4_missing = named.replace("Step 4: ", "")  # a step left out cannot pass
-    (entity_reward,) = get_reward_funcs(["entity"])
+    (entity_reward,) = get_reward_funcs(grpo(["entity"]))
     rewards = entity_reward([named, other_in_6, step4_missing, GOOD], entity=[entity] * 4)
     assert rewards == [1.0, 0.0, 0.0, 0.0]
     assert entity_reward([named], entity=[""]) == [0.0]  # no entity given: nothing to name
     with pytest.raises(ValueError, match="entity"):
         entity_reward([named])
-    parts = reward_components([other_in_6], ["/per/org/member_of"], ["answer", "entity"], entity=[entity])
+    parts = reward_components([other_in_6], ["/per/org/member_of"], grpo(["answer", "entity"]), entity=[entity])
     assert parts == {"answer": [1.0], "entity": [0.0]}  # the answer reward pays it all the same
 
 
@@ -219,14 +225,14 @@ def test_grounded_answer_pays_a_right_label_only_when_its_quotes_are_in_the_text
     grounded = GOOD.replace("Step 6: looking at part 6 of the problem.", 'Step 6: "joins" gives /per/org/member_of.')
     misquoted = grounded.replace('"joins"', '"is the leader of"')  # a lucky answer: right label, cue not in the text
     wrong = grounded.replace("<answer>/per/org/member_of", "<answer>/per/org/leader_of")
-    (grounded_answer,) = get_reward_funcs(["grounded_answer"])
+    (grounded_answer,) = get_reward_funcs(grpo(["grounded_answer"]))
     assert grounded_answer.__name__ == "grounded_answer_reward"  # its own name in TRL's logs
     assert grounded_answer([grounded, misquoted, wrong], label=[GOLD] * 3, source_text=[headline] * 3) == [1.0, 0.0, 0.0]
     with pytest.raises(ValueError, match="source_text"):
         grounded_answer([grounded], label=[GOLD])
     # The paper's answer reward pays the lucky answer in full.
-    parts = reward_components([misquoted], [GOLD], ["answer", "grounded_answer"], source_text=[headline])
+    parts = reward_components([misquoted], [GOLD], grpo(["answer", "grounded_answer"]), source_text=[headline])
     assert parts == {"answer": [1.0], "grounded_answer": [0.0]}
     # With the format guard, a right and grounded label outside the format earns nothing.
-    (guarded,) = get_reward_funcs(["grounded_answer"], answer_requires_format=True)
+    (guarded,) = get_reward_funcs(grpo(["grounded_answer"], answer_requires_format=True))
     assert guarded([grounded + " trailing"], label=[GOLD], source_text=[headline]) == [0.0]

@@ -6,22 +6,20 @@ import hashlib
 import pytest
 import torch
 
-from morelib import toy
+from conftest import TINY_SIZES
 from morelib.data import load_images, load_split
 from morelib.inference import GenerationSettings, TransformersBackend
 from morelib.model import LoraSettings, load_model, load_processor
 from morelib.prompts import student_prompt
 from morelib.tiny import SPECIAL_TOKENS, TinySettings, build_tiny_model
 
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
+SMALL = TinySettings(**TINY_SIZES)  # the session's tiny model (conftest.toy_world): seed 0, these sizes
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=1, train=40, valid=10, test=20))
-    model_dir = build_tiny_model(root / "model", data_dir, seed=0, settings=SMALL)
-    return data_dir, model_dir
+def world(toy_world):
+    """The session's toy data and tiny model (read-only: tests write into their tmp_path)."""
+    return toy_world.data_dir, toy_world.model_dir
 
 
 def digest(path):
@@ -159,8 +157,8 @@ def test_cli_builds_the_same_model_and_fails_in_one_line(world, tmp_path, capsys
     with pytest.raises(SystemExit) as info:
         tiny.main(["--help"])
     assert info.value.code == 0 and "--num_hidden_layers" in capsys.readouterr().out
-    argv = [str(tmp_path / "cli"), "--data", str(data_dir), "--hidden_size", "64", "--intermediate_size", "128",
-            "--vocab_size", "1024"]
+    argv = [str(tmp_path / "cli"), "--data", str(data_dir), "--seed", "0",
+            *(option for name, value in TINY_SIZES.items() for option in (f"--{name}", str(value)))]
     assert tiny.main(argv) == 0
     assert "tiny Qwen2.5-VL written to" in capsys.readouterr().out
     for name in ("model.safetensors", "tokenizer.json", "config.json"):

@@ -3,11 +3,9 @@
 import pytest
 from PIL import Image
 
-from morelib import toy
 from morelib.data import load_images, load_split
 from morelib.model import load_processor
 from morelib.prompts import student_prompt
-from morelib.tiny import TinySettings, build_tiny_model
 from morelib.vision_tokens import (
     ImageTokenGuard,
     ImageTokenMismatch,
@@ -23,7 +21,6 @@ from morelib.vision_tokens import (
     sample_image_sizes,
 )
 
-SMALL = TinySettings(hidden_size=64, intermediate_size=128, vocab_size=1024)
 PAPER = PixelLimits(4 * 28 * 28, 16384 * 28 * 28)   # ms-swift 3.8's defaults
 CAPPED = PixelLimits(4 * 28 * 28, 256 * 28 * 28)
 # Sizes that exercise each branch: exact multiples, rounding up and down, shrinking to
@@ -33,11 +30,9 @@ SIZES = [(1920, 1080), (1080, 1920), (640, 480), (112, 112), (57, 29), (5, 7), (
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vision")
-    data_dir = toy.generate(root / "data", toy.ToyConfig(seed=2, train=30, valid=5, test=5))
-    model_dir = build_tiny_model(root / "model", data_dir, seed=0, settings=SMALL)
-    return data_dir, model_dir
+def world(toy_world):
+    """The session's toy data and tiny model (conftest.toy_world)."""
+    return toy_world.data_dir, toy_world.model_dir
 
 
 @pytest.mark.parametrize("limits", [PAPER, CAPPED], ids=["paper", "capped"])
