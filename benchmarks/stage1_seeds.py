@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from morelib import data, metrics  # noqa: E402
 from morelib.config import load_profile  # noqa: E402
-from morelib.inference import make_backend, predict_to_file  # noqa: E402
+from morelib.inference import backend_for, predict_to_file  # noqa: E402
 from morelib.launch import train_in_subprocess  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
@@ -60,8 +60,7 @@ def main() -> int:
             settings = load_profile(args.profile, [], where.root).settings("03_sft", seed=seed)
             train_in_subprocess("morelib.sft", settings, settings.model_dir / "settings.json",
                                 settings.model_dir / "train.log")
-        backend = make_backend(where.checkpoint("stage1"), min_pixels=generation.min_pixels,
-                               max_pixels=generation.max_pixels)
+        backend = backend_for(generation, where.checkpoint("stage1"), backend="transformers")
         for split in args.splits:
             samples = data.load_split(run.root / "data", split)
             out = predict_to_file(backend, samples, where.predictions("stage1", split), generation.for_model("stage1"),
