@@ -318,9 +318,16 @@ def fake_vllm(tmp_path, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
     monkeypatch.setenv("PYTHONPATH", str(tmp_path / "fakes"))
     monkeypatch.syspath_prepend(str(tmp_path / "fakes"))
-    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+    # The fake must not outlive its test: a later import of TRL would take it for an installed vllm.
+    def vllm_modules():
+        return [name for name in sys.modules if name == "vllm" or name.startswith("vllm.")]
+
+    for name in vllm_modules():
+        monkeypatch.delitem(sys.modules, name)  # restored after the test
     importlib.invalidate_caches()
-    return record
+    yield record
+    for name in vllm_modules():
+        del sys.modules[name]
 
 
 def read_calls(record):
