@@ -166,6 +166,23 @@ def _new_figure(width: float, height: float) -> Figure:
 STABLE_METADATA = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None}, "png": {"Software": None}}
 
 
+def figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes, drawn at the resolution the saved figures use."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=STABLE_METADATA["png"])
+    return buffer.getvalue()
+
+
+def show_figure(fig):
+    """An image a notebook can ``display``: a ``Figure`` made here has no pyplot manager, so
+    ``display(fig)`` would print only its text form (``<Figure size 640x360 ...>``)."""
+    from IPython.display import Image
+
+    return Image(data=figure_png(fig), format="png")
+
+
 def save_figure(fig, out_dirs: Iterable[str | Path] | str | Path, stem: str, formats=("png", "pdf")) -> list[Path]:
     """Write ``stem.png`` / ``stem.pdf`` into each directory, byte-stable (no dates, no versions).
 

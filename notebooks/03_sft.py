@@ -136,7 +136,7 @@ model_dirs = {n: layout.checkpoint(n) for n in ["stage1", "sft_label_full", "sft
               if is_done(layout.checkpoint(n))}
 figure = report.plot_loss_curves(model_dirs)
 report.save_figure(figure, layout.figures, "03_sft_loss")
-display(figure)
+display(report.show_figure(figure))
 summaries = {n: read_summary(d) for n, d in model_dirs.items()}
 display(pd.DataFrame({n: {"rows": s["rows"], "dropped (too long)": len(s.get("dropped_overlong", [])),
                           "updates": s["global_step"], "world size": s["world_size"],

@@ -290,7 +290,7 @@ for name, run_settings in all_settings.items():
 grpo_dirs = {variant: layout.grpo_dir(variant) for variant in settings.variants}
 figure = report.plot_reward_curves(grpo_dirs)
 report.save_figure(figure, layout.figures, "05_grpo_rewards")
-display(figure)
+display(report.show_figure(figure))
 summary = report.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
 layout.metrics.mkdir(parents=True, exist_ok=True)
 summary.to_csv(layout.metrics / "grpo_summary.csv")

@@ -52,6 +52,23 @@ def repository_files() -> dict[str, bytes]:
             for p in sorted((repo_root() / d).rglob("*")) if p.is_file() and ".ipynb_checkpoints" not in p.parts}
 
 
+FIGURE_CALLS = ("plt.show()", "report.show_figure(", "display(Image(")
+
+
+def figure_cells(notebook) -> list[tuple[int, dict]]:
+    """The code cells that show a figure, by how notebooks show one (pyplot, a report figure, a PNG file)."""
+    return [(i, cell) for i, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and any(call in cell.source for call in FIGURE_CALLS)]
+
+
+def test_figure_cells_are_found_in_every_notebook_that_draws():
+    """The chain test's figure check looks at the cells it should: each notebook that draws a
+    figure has at least one cell ``figure_cells`` finds."""
+    found = {path.stem: len(figure_cells(nbformat.read(path, as_version=4))) for path in chain_notebooks()}
+    for stem in ("00_prepare", "03_sft", "05_grpo", "06_evaluation", "07_case_studies"):
+        assert found[stem] >= 1, (stem, found)
+
+
 @pytest.mark.chain
 def test_toy_chain_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
@@ -64,6 +81,13 @@ def test_toy_chain_runs_end_to_end(tmp_path):
         errors = [out for cell in executed.cells if cell.cell_type == "code"
                   for out in cell.get("outputs", []) if out.output_type == "error"]
         assert not errors, f"{stem}: {errors}"
+        # Every figure renders: a cell that shows one carries a PNG, and no output is a Figure's text form.
+        for index, cell in figure_cells(executed):
+            kinds = {kind for out in cell.get("outputs", []) for kind in out.get("data", {})}
+            assert "image/png" in kinds, f"{stem}, cell {index}: a figure cell without an image output"
+        texts = [text for cell in executed.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
+                 for text in (out.get("text", ""), out.get("data", {}).get("text/plain", ""))]
+        assert not any("<Figure size" in "".join(t) for t in texts), f"{stem}: a figure shown as text"
 
     # 00_prepare: the toy data validates and the tiny model is saved in the Hugging Face layout.
     report = data.validate(run_dir / "data")

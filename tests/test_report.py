@@ -355,3 +355,21 @@ def test_grpo_summary_reads_the_grounded_answer_reward_in_the_answers_place(tmp_
     assert report.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
     paths = report.save_figure(report.plot_reward_curves({"grounded": tmp_path}), tmp_path, "rewards")
     assert paths[0].stat().st_size > 5_000
+
+
+def test_show_figure_gives_the_notebook_an_image_where_a_bare_figure_gives_text():
+    """A Figure made by ``report`` has no pyplot manager: IPython formats it as text only, the
+    ``<Figure size ...>`` line notebooks 03 and 05 used to show. ``show_figure`` makes it a PNG."""
+    import base64
+
+    from IPython.core.formatters import DisplayFormatter
+
+    figure = report._new_figure(4, 3)
+    figure.add_subplot().plot([0, 1], [1, 0])
+    bare, _ = DisplayFormatter().format(figure)
+    assert "image/png" not in bare and bare["text/plain"].startswith("<Figure size")
+    shown, _ = DisplayFormatter().format(report.show_figure(figure))
+    png = shown["image/png"]
+    png = base64.b64decode(png) if isinstance(png, str) else png  # IPython hands notebooks base64
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.figure_png(figure) == report.figure_png(figure)  # byte-stable, like the saved files
