@@ -32,6 +32,7 @@ from morelib.layout import RunLayout
 INJECTED = ("profile", "run_dir", "overrides")
 # The figures a run writes that `--copy-figures` (make figures) copies into the repository's figures/.
 KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv", "figure3_seeds.csv",
+                "figure3_gains.csv",
                 "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
                 "confusion_matrix.png", "confusion_matrix.pdf", "05_grpo_rewards.png", "05_grpo_rewards.pdf")
 
