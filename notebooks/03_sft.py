@@ -55,7 +55,7 @@ import pandas as pd
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import report, sft, trace
+from morelib import evaluation, faithfulness, report, sft, trace
 from morelib.config import describe, load_profile, seed_everything, with_changes
 from morelib.files import read_jsonl
 from morelib.launch import train_in_subprocess
@@ -179,6 +179,11 @@ if settings.blank_images_ablation:
 # row, if the filter kept its reply: has the model learned to write it back? The **pool fact** comes
 # from the same picture but was never trained on: this is the model's own answer, and notebook 04
 # will call it easy or hard. The outputs are cached in `predictions/stage1__trace.jsonl`.
+#
+# A right label is not yet a right reasoning. Each answer below is also checked the way notebook 06
+# checks every output (`morelib.faithfulness`): does Step 6 conclude the answer, do Steps 2, 4 and 6
+# name the entity, are Step 4's types right, and does every quoted phrase occur in the headline? A
+# `FLAG` line names what fails.
 
 # %%
 traced = trace.load(layout.root)
@@ -195,10 +200,12 @@ else:
                       "(the filter rejected this reply: the model never trained on it)")
     display(trace.side_by_side(f"trained on: the expert's reply ({traced.stage1_id})", trained_on,
                                f"the Stage 1 model's output ({traced.stage1_id})", traced_outputs[traced.stage1_id]["text"]))
+    facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
     for sample_id in traced.ids:
         row = traced_outputs[sample_id]
+        # right or wrong, and whether the reasoning supports the answer (morelib.faithfulness, notebook 06)
         print(f"{sample_id}: answer {row['label']}, gold {row['gold']} -> "
-              f"{'right' if row['label'] == row['gold'] else 'wrong'}")
+              f"{faithfulness.verdict(row, pair[sample_id], facts.get(sample_id))}")
     print(f"\npool fact {traced.pool_id}, never trained on:\n{traced_outputs[traced.pool_id]['text']}")
 
 # %% [markdown]

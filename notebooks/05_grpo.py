@@ -176,6 +176,8 @@ group = None
 if traced is None or not is_done(settings.stage1_dir):
     print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
 else:
+    from morelib import evaluation, faithfulness
+    from morelib.answer import parse_label
     from morelib.inference import TransformersBackend
     from morelib.prompts import prompt_template
 
@@ -195,15 +197,28 @@ else:
     row = trace.difficulty_row(layout.root, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
           f"temperature {settings.temperature}")
-    shown = group.assign(ending=[c[-90:].replace("\n", " ") for c in completions])
+    facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
+    rows = [{"id": traced.pool_id, "text": c, "label": parse_label(c), "gold": traced_sample.label} for c in completions]
+    checks = [faithfulness.check(r, traced_sample, facts.get(traced.pool_id)) for r in rows]
+    shown = group.assign(supports=[c["supports"] for c in checks],
+                         ending=[c[-90:].replace("\n", " ") for c in completions])
     display(shown.round(3))
     best = int(group["advantage"].idxmax())
     text = completions[best - 1]
     print(f"completion {best} (highest advantage):\n{text[:1500]}{' …' if len(text) > 1500 else ''}")
+    print(f"\ncompletion {best}: {faithfulness.verdict(rows[best - 1], traced_sample, facts.get(traced.pool_id))}")
+    rewarded = [i + 1 for i, (c, a) in enumerate(zip(checks, group["advantage"])) if c["supports"] is False and a > 0]
+    if rewarded:
+        print(f"pushed up although the reasoning does not support the answer: completion(s) {rewarded}")
 
 # %% [markdown]
 # Read the table: completions that beat their siblings get a positive advantage, the others a
-# negative one, and the advantages of a group sum to zero. If all G rewards are equal (every
+# negative one, and the advantages of a group sum to zero. The `supports` column checks each
+# completion's reasoning as notebook 06 does (Step 6 concludes the answer, Steps 2, 4 and 6 name
+# the entity, Step 4's types are right, quotes are in the text). None of the paper's rewards reads
+# the reasoning: a completion whose Step 6 concludes one relation and whose answer tag holds
+# another is paid in full when the tag is right, and GRPO pushes it up. The line under the
+# completion says so when it happens. If all G rewards are equal (every
 # completion right, or every one wrong in the same way), every advantage is 0 and the group
 # teaches nothing: that is what `frac_reward_zero_std` counts during training. A very peaked
 # Stage 1 model (low entropy) produces such groups often, which is why the temperature matters.

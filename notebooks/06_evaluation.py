@@ -234,11 +234,14 @@ for key, rows in predictions.items():
 # ## 7 · Does the reasoning support the answer?
 #
 # Beyond the paper: a right label after reasoning that concludes something else is luck. For each
-# reasoning model, the share of outputs whose Step 6 concludes the answer's label, whose Step 4
-# names the right entity and the true types (the toy world knows them), both together, and the
-# share of right answers that are lucky (`morelib.faithfulness`). `quotes_in_text` is the share of
-# outputs whose every phrase in double quotes occurs in the news text; it needs only the output
-# and the text, so it works on the real data too. On the toy, two more columns say
+# reasoning model, each check on its own (`morelib.faithfulness`): Step 6 concludes the answer's
+# label (`step6_agrees`); Steps 2, 4 and 6 name the queried entity (`names_entity`); Step 4 states
+# the true object and entity types (`types_right`); every phrase in double quotes occurs in the news
+# text (`quotes_in_text`). An output supports its answer when all four hold (`supports_answer`), and
+# a right answer that is not supported is lucky. Names and quotes are compared as word tokens, so
+# MORE's tokenised text (`Obama 's`) matches ordinary spelling. The true types come from the toy
+# world, or on real data from a gold relation: a gold `none` fact cannot be judged there, and
+# `not_judged` counts it instead of calling it a pass or a fail. On the toy, two more columns say
 # where reasoning goes wrong: the share of outputs whose Step 2 quotes the headline's cue words,
 # and the share of *wrong* answers that misquote it. When most wrong answers misquote the cue,
 # the model's errors are copying errors (it reasons from words that are not in the text), not
