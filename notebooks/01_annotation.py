@@ -63,7 +63,8 @@ display(describe(cfg, ["fraction", "model", "offline_expert", "image_detail", "c
 # ## 1. A stratified 25% sample
 #
 # Sampling per relation keeps rare relations in the cold-start set: each relation contributes
-# `round(fraction x count)` facts (at least one), drawn with a generator seeded by `seed` and
+# `round(fraction x count)` facts (at least one; `round` is Python's, half to even, so 2.5 -> 2, the
+# rule notebook 05's mix uses too; the paper states none: *inferred*), drawn with a generator seeded by `seed` and
 # the relation's name. The ids go to `annotation/split_ids.json`; notebook 04 uses the other
 # 75% (`stage2_pool`) for the easy/hard split.
 

@@ -115,7 +115,7 @@ else:
 # part), not the counts; the last line gives this run's easy : hard ratio.
 
 # %%
-table = difficulty.comparison_table(rows)
+table = difficulty.comparison_table(rows, profile)
 display(table.round(3))
 run_easy, run_hard = table.iloc[1]["easy"], table.iloc[1]["hard"]
 print(f"easy : hard = {run_easy / run_hard if run_hard else float('inf'):.1f} : 1 in this run, "
