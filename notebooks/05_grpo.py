@@ -227,9 +227,17 @@ else:
 # ## 3 · Progressive Sample-Mixing
 #
 # Notebook 04 split the remaining 75% of the training set by the Stage 1 model's answer: *easy*
-# (right) and *hard* (wrong). Training only on hard samples makes GRPO forget what it already does
-# well; training on everything wastes rollouts on groups that are all right, which carry no
-# advantage. MORE-R1 mixes them and shifts the mix over time: every epoch uses all hard samples,
+# (right) and *hard* (wrong). **Why the paper mixes them, and lets the easy share decay** (its
+# section 3.3.2): GRPO on the raw remaining 75% gave only a slight gain, and the answer reward did
+# not grow during training. 79% of those samples were easy, mostly `none` (7,417 of 8,853), and
+# with so many in a mini-batch the model overfit the easy patterns instead of exploring the hard
+# cases. Training on hard samples only was worse: the answer reward hardly improved and the scores
+# fell, because without easy samples to warm up on at the start, the model found no useful
+# exploration paths for the hard ones. Hence: start with easy samples, then give them less room.
+#
+# *Our addition, not the paper's argument:* in GRPO an easy sample tends to give a group whose
+# completions are all right; equal rewards mean zero advantage, so such a group teaches nothing
+# (section 2). MORE-R1 mixes them and shifts the mix over time: every epoch uses all hard samples,
 # epoch 1 adds as many easy ones (1:1), and the easy share halves each epoch (gamma = 0.5). The easy
 # draw keeps the none / non-none proportion of the original training set.
 #

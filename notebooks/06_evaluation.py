@@ -28,6 +28,13 @@
 # | `grpo_progressive` | Stage 2 with Progressive Sample-Mixing | MORE-R1 |
 # | `grpo_raw`, `grpo_balanced`, `grpo_hard_only` | the Stage 2 ablation variants | Figure 3 |
 #
+# **The zero-shot row is not the paper's measurement.** The paper's Qwen2.5-VL-7B(-zs) row is taken
+# from another work (REMOTE, its reference [16]), with that work's prompt and parser. Ours asks
+# the base model with our label prompt (`morelib/templates/label_task_description.txt`) and reads
+# the answer with our strict parser, where an output that is not one of the 21 labels counts as
+# wrong. The two rows share a name, not a method; on the toy, the base model is a random network
+# and answers nothing parsable.
+#
 # Predictions are cached in `run_dir/predictions/<model>__test.jsonl` (a rerun reuses them, a
 # killed run resumes). A model that is missing is skipped with a note, so this notebook runs on
 # whatever the run holds.

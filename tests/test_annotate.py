@@ -126,6 +126,13 @@ def test_split_ids_round_trip_and_a_broken_file_is_named(tmp_path):
         annotate.read_split_ids(tmp_path)
 
 
+def test_the_expert_prompt_asks_for_no_length():
+    """The paper's prompt sets no length, and its length reward pays reasoning over 1,024 characters:
+    our template must not ask the expert to keep its steps short."""
+    template = annotate.EXPERT_TEMPLATE_PATH.read_text().lower()
+    assert "short" not in template and "brief" not in template and "concise" not in template
+
+
 def test_expert_prompt_has_the_three_parts(train):
     relation = next(s for s in train if s.label != "none")
     none = next(s for s in train if s.label == "none")
