@@ -69,6 +69,33 @@ def select(notebooks: list[Path], start: str | None = None, only: Sequence[str] 
 
 
 @contextmanager
+def local_kernel_manager() -> Iterator[type | None]:
+    """A kernel manager class that talks to its kernel over local sockets (IPC) in a private
+    directory, or None where there are none (Windows: the default TCP manager).
+
+    Over TCP, every kernel prints a warning that its traffic is not encrypted; a kernel the chain
+    starts on this machine needs no network, so it uses files that only this user can reach.
+    """
+    if os.name == "nt":
+        yield None
+        return
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    with tempfile.TemporaryDirectory(prefix="morelib-ipc-") as sockets:
+        class LocalKernelManager(AsyncKernelManager):
+            @default("transport")
+            def _transport_default(self):
+                return "ipc"
+
+            @default("ip")
+            def _ip_default(self):
+                return os.path.join(sockets, "kernel")
+
+        yield LocalKernelManager
+
+
+@contextmanager
 def kernel_for_this_interpreter(preferred: str = KERNEL_NAME) -> Iterator[str]:
     """Yield a kernel name whose Python is the interpreter running the chain.
 
@@ -234,8 +261,9 @@ def run_chain(
     log.info("notebooks: %s; log: %s", ", ".join(p.stem for p in selected), log_path)
 
     timings: dict[str, float] = {}
-    with kernel_for_this_interpreter() as fallback_kernel:
+    with kernel_for_this_interpreter() as fallback_kernel, local_kernel_manager() as manager:
         kernel = kernel_name or fallback_kernel
+        engine_options = {"kernel_manager_class": manager} if manager else {}
         for path in selected:
             output = out_dir / path.name
             log.info("[%s] running (kernel %s) ...", path.stem, kernel)
@@ -243,7 +271,7 @@ def run_chain(
             try:
                 papermill.execute_notebook(
                     str(path), str(output), parameters=parameters, kernel_name=kernel,
-                    cwd=str(repo_root()), log_output=True, progress_bar=False,
+                    cwd=str(repo_root()), log_output=True, progress_bar=False, **engine_options,
                 )
             except PapermillExecutionError as error:
                 seconds = time.perf_counter() - started
