@@ -229,23 +229,26 @@ else:
 # %% [markdown]
 # ## Exercises
 #
+# Each takes a few minutes.
+#
 # 1. **Fast, then slow.** In the loss curves of section 5, where does the Stage 1 loss stop falling
 #    fast? Which tokens of a completion are the same in every row, and which must the model work
 #    out from the images and the text?
 # 2. **Characters or tokens.** The GRPO length reward counts characters (the paper's "length
-#    exceeds 1,024" has no unit; characters are *inferred*, `docs/paper-notes.md`). The cell below
-#    measures both for the Stage 1 set with the model's tokenizer: how many characters is a token
-#    here, and could a 1,024-*token* threshold ever be passed with a 1,024-token completion limit?
+#    exceeds 1,024" has no unit; characters are *inferred*, `docs/paper-notes.md`). Set
+#    `measure_tokens = True` below to count both for the Stage 1 set with the model's tokenizer
+#    (`chars`, `tokens`): how many characters is a token here, and could a 1,024-*token* threshold
+#    ever be passed with a 1,024-token completion limit?
 # 3. **Learned or copied?** Compare the two columns of section 7. Change `generation` to sample
 #    (`with_changes(generation, temperature=0.8)`) and predict the traced facts again into a
 #    scratch file: does the answer survive sampling?
 
 # %%
-if is_done(layout.checkpoint("stage1")):
+measure_tokens = False
+if measure_tokens and is_done(layout.checkpoint("stage1")):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(layout.checkpoint("stage1"))
-    chars = pd.Series([len(r["completion"]) for r in rows])
-    tokens = pd.Series([len(tokenizer(r["completion"])["input_ids"]) for r in rows])
-    print(f"Stage 1 completions: median {chars.median():.0f} characters, {tokens.median():.0f} tokens, "
-          f"{(chars / tokens).median():.1f} characters per token")
+    chars = pd.Series([len(r["completion"]) for r in rows])  # characters per Stage 1 completion
+    tokens = pd.Series([len(tokenizer(r["completion"])["input_ids"]) for r in rows])  # tokens per completion
+    print(f"`chars` and `tokens` hold {len(rows)} completions: compare them")

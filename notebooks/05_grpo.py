@@ -357,18 +357,25 @@ else:
 # %% [markdown]
 # ## Exercises
 #
+# Exercises 1 to 4 and 6 take a few minutes each; 5 and 7 train models and are homework. The cell
+# below computes nothing until you fill it in.
+#
 # 1. **Redraw the plan.** Change `gamma_to_try` (and `epochs_to_try`) below: `mixing.easy_counts`
 #    gives the easy samples per epoch for the paper's 2,370 hard and 8,853 easy. What gamma would
 #    keep the last epoch at 1 : 2? What does gamma = 1 turn the progressive variant into?
 # 2. **Advantages by hand.** For a group with rewards 3, 2, 2 and 0, compute the four advantages
-#    on paper (sample standard deviation), then check with `trace.group_advantages`. What are they
-#    for rewards 3, 3, 3, 3? For 1, 0, 0, 0 compared with 3, 2, 2, 2?
-# 3. **The falling curve.** Using the plan of section 3, compute the share of hard samples in each
-#    progressive epoch. If the model answered every hard sample with probability 0.2 and every
-#    easy one with 0.9, what mean answer reward would each epoch show?
+#    on paper (sample standard deviation), write them into `my_advantages`, then run the cell: it
+#    compares them with `trace.group_advantages`. What are they for rewards 3, 3, 3, 3? For
+#    1, 0, 0, 0 compared with 3, 2, 2, 2?
+# 3. **The falling curve.** Using the plan of section 3 (`plans["progressive"]`: `n_hard`,
+#    `n_easy`, `total` per epoch), compute the share of hard samples in each progressive epoch. If
+#    the model answered every hard sample with probability 0.2 and every easy one with 0.9, what
+#    mean answer reward would each epoch show?
 # 4. **After training.** Point the group of section 2 at `layout.checkpoint("grpo_progressive")`
 #    instead of the Stage 1 model and sample again: did the rewards or their spread change?
-# 5. **A setting of your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
+# 5. **Homework (one GRPO run and a valid scoring: at about 2.3 s per toy step, minutes for the
+#    profile's steps, 20 minutes for the whole pool; `docs/stage2-on-the-toy.md`): a setting of
+#    your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
 #    `num_generations`), guess what it does to the zero-variance share and the valid F1, then run
 #    `benchmarks/stage2_valid.py` with it and add the row to the table of section 6.
 # 6. **A reward that pays for saying less.** The `quotes` reward (beyond the paper) pays an output
@@ -377,22 +384,23 @@ else:
 #    could GRPO learn from this reward? Guess before you read rows q1 and q2 of
 #    `docs/stage2-on-the-toy.md`. How would you change the reward so it cannot be earned that way?
 #    Compare your answer with the `grounded_answer` reward and rows ga1 and ga2.
-# 7. **What the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
+# 7. **Homework (two SFT runs on the pool and their valid scorings; not timed here, longer than a
+#    meeting on a laptop CPU): what the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
 #    budget (`--with-stage1-set --set 03_sft.learning_rate=3e-4 --set 03_sft.num_train_epochs=3`):
 #    once with `--rows own` and once with `--rows expert-hard`. Both train on the model's own right
 #    answers for the easy facts; they differ only on the hard facts. What does the gap between the
 #    two valid gains say about what GRPO's sampling would have to find?
 
 # %%
-gamma_to_try, epochs_to_try = 0.5, 4
-print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
-print("advantages of 3, 2, 2, 0:", trace.group_advantages([3, 2, 2, 0]).round(3))
-print("advantages of 3, 3, 3, 3:", trace.group_advantages([3, 3, 3, 3]).round(3))
-progressive = plans.get("progressive")
-if progressive is not None:
-    hard_share = progressive["n_hard"] / progressive["total"]
-    print("hard share per progressive epoch:", hard_share.round(2).tolist())
-    print("expected answer reward at 0.2 (hard) / 0.9 (easy):", (0.2 * hard_share + 0.9 * (1 - hard_share)).round(2).tolist())
+gamma_to_try, epochs_to_try = None, 4  # exercise 1: e.g. 0.25
+my_advantages = None                     # exercise 2: your four advantages of rewards 3, 2, 2, 0
+
+if gamma_to_try is not None:
+    print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
+if my_advantages is not None:
+    truth = trace.group_advantages([3, 2, 2, 0])
+    print("yours:", [round(a, 3) for a in my_advantages], "TRL's formula:", truth.round(3).tolist(),
+          "-> match" if all(abs(a - b) < 0.01 for a, b in zip(my_advantages, truth)) else "-> look again")
 
 # %% [markdown]
 # ## Next

@@ -267,39 +267,46 @@ if len(support):
 # %% [markdown]
 # ## Exercises
 #
-# Each runs in a second on the cached predictions.
+# Each takes a few minutes on the cached predictions and works on any run that has a Stage 1 model.
+# The cell below computes nothing until you fill it in: guess first.
 #
-# 1. **Always `none`.** Score a model that answers `none` to everything (first cell below). Why is
-#    its accuracy so high, and why is F1 the paper's headline metric?
-# 2. **How wide is the interval?** Recompute the paired gain of MORE-R1 over Stage 1 on half the
-#    test split (`half`), then on all of it. How does the interval's width change, and how many
-#    test facts would a gain of 2 F1 points need?
-# 3. **Unparsable outputs.** They count as wrong here. What would Stage 1's F1 be if they were
-#    dropped instead, and why would that flatter a model that often runs out of tokens?
-# 4. **Two kinds of noise.** With `extra_seeds` (toy-full), compare each variant's F1 spread over
-#    training seeds (`spread`, section 4) with the width of its bootstrap interval over test
-#    facts. Which is larger? Would a Figure 3 from one seed per variant rank the variants the
-#    same way twice?
+# 1. **Always `none`.** Set `always_none = True` to score a model that answers `none` to every
+#    fact. Why is its accuracy so high, and why is F1 the paper's headline metric?
+# 2. **Facts or pairs?** Set `compare_units = True`: it gives Stage 1's F1 interval twice, once
+#    resampling facts and once resampling image-text pairs (section 2). Which is wider? How many
+#    facts does a pair hold on this test split, and why would facts of one pair be right or wrong
+#    together?
+# 3. **What a lucky answer is worth.** Section 7 calls a right answer lucky when its reasoning
+#    does not support it. Set `lucky_counted_wrong = True` to rescore Stage 1 with its lucky
+#    answers counted as wrong. How far does F1 fall? Would the paper's answer reward (notebook 05)
+#    see any difference between the two scores?
+# 4. **Read the confusion matrix** (section 5, no code). Which gold relation loses the most facts
+#    to `none`, and which to another relation? Do the confusions stay within one type pair
+#    (`/per/loc/...` for `/per/loc/...`)? What does that say about Step 4 and Step 6 of the
+#    reasoning?
 
 # %%
+always_none = False
+compare_units = False
+lucky_counted_wrong = False
+
 gold_labels = [s.label for s in samples]
-print("always none:", {k: round(100 * float(v), 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
-                       if k in ("acc", "precision", "recall", "f1")})
-if {"stage1", "grpo_progressive"} <= set(predictions):
-    half = len(samples) // 2
-    for n in (half, len(samples)):
-        gains = report.paired_gains({k: predictions[k][:n] for k in ("stage1", "grpo_progressive")},
-                                    n_boot=settings.n_boot, seed=settings.seed)
-        print(f"first {n} facts:", gains.round(2).to_dict("records"))
-if "stage1" in predictions:
-    parsed = [r for r in predictions["stage1"] if r["label"] is not None]
-    print(f"Stage 1 F1 without its {len(predictions['stage1']) - len(parsed)} unparsable outputs: "
-          f"{100 * metrics.score([r['gold'] for r in parsed], [r['label'] for r in parsed])['f1']:.2f}")
-for variant, runs in seed_scores.items():
-    if len(runs) > 1:
-        f1 = [100 * run["f1"] for run in runs]
-        print(f"{variant}: F1 over {len(f1)} seeds {min(f1):.1f} to {max(f1):.1f}; bootstrap interval of the "
-              f"main run {100 * runs[0]['f1_low']:.1f} to {100 * runs[0]['f1_high']:.1f}")
+if always_none:
+    print("always none:", {k: round(100 * float(v), 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
+                           if k in ("acc", "precision", "recall", "f1")})
+if "stage1" in predictions and (compare_units or lucky_counted_wrong):
+    rows = predictions["stage1"]
+    gold, pred = [r["gold"] for r in rows], [r["label"] for r in rows]
+    if compare_units:
+        for unit, clusters in (("facts", None), ("image-text pairs", [pairs[r["id"]] for r in rows])):
+            ci = metrics.bootstrap_f1_ci(gold, pred, n=settings.n_boot, seed=settings.seed, clusters=clusters)
+            print(f"Stage 1 F1 {100 * ci['f1']:.1f}, resampling {unit}: [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]")
+        print(f"{len(rows)} facts in {len({pairs[r['id']] for r in rows})} pairs")
+    if lucky_counted_wrong:
+        lucky = [bool(faithfulness.check(r, by_id[r["id"]], (meta or {}).get(r["id"]))["lucky"]) for r in rows]
+        strict = [None if is_lucky else label for label, is_lucky in zip(pred, lucky)]  # None: scored as wrong
+        print(f"Stage 1: {sum(lucky)} lucky answers; F1 {100 * metrics.score(gold, pred)['f1']:.1f} as scored, "
+              f"{100 * metrics.score(gold, strict)['f1']:.1f} with the lucky ones counted wrong")
 
 # %% [markdown]
 # ## Next

@@ -203,14 +203,17 @@ else:
 # %% [markdown]
 # ## Exercises
 #
+# Each takes a few minutes.
+#
 # 1. **Another case.** Rerun the chain's last step with `--set 07_case_studies.sample_id=test-N`
 #    (or set `chosen` by hand above and rerun section 3) for a sample from section 4's patterns.
 # 2. **Find a lucky answer.** The cell below lists MORE-R1's lucky answers on this split. Open one
-#    with `report.describe_case`: which step went wrong, and would the paper's answer reward have
-#    paid for it?
-# 3. **Step 6 only.** On real data the true types of a `none` fact are unknown, so only the Step 6
-#    check applies. How much lower would the "supports" rate be if Step 4 were not checked? Compare
-#    the columns of section 1.
+#    with `report.describe_case` and `faithfulness.problems`: which step went wrong, and would the
+#    paper's answer reward have paid for it?
+# 3. **Which check fails?** In the table of section 1, which of the four checks fails most often,
+#    for which model? On real data a `none` fact's types are unknown, so `types_right` cannot
+#    judge it: which of the other three checks still could, and which would a GPT-4o expert's
+#    reasoning be most likely to fail?
 
 # %%
 if prefer in reasoning:
