@@ -85,6 +85,9 @@ def utc_now() -> str:
 def stratified_split(samples, fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(stage1 ids, stage2 pool ids): ``round(fraction * n)`` of every relation, at least one.
 
+    ``round`` is Python's, half to even (2.5 -> 2), the one rounding rule of the package: the
+    Stage 2 mix rounds the same way (``morelib.mixing``). The paper states none (inferred).
+
     Each relation draws from its own generator seeded by (seed, relation), so the choice for
     one relation does not depend on the others. Both lists keep the data's order.
     """
@@ -95,7 +98,7 @@ def stratified_split(samples, fraction: float, seed: int) -> tuple[list[str], li
         by_label[s.label].append(s.id)
     chosen: set[str] = set()
     for label, ids in by_label.items():
-        k = max(1, int(fraction * len(ids) + 0.5))
+        k = max(1, round(fraction * len(ids)))
         chosen.update(random.Random(f"{seed}:{label}").sample(ids, k))
     order = [s.id for s in samples]
     return [i for i in order if i in chosen], [i for i in order if i not in chosen]

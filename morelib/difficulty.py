@@ -89,8 +89,8 @@ def part_summary(rows: Sequence[dict]) -> dict[str, dict[str, float]]:
     return summary
 
 
-def comparison_table(rows: Sequence[dict]):
-    """The paper's counts beside this run's, one row each, clearly labelled."""
+def comparison_table(rows: Sequence[dict], profile: str):
+    """The paper's counts beside this run's, one row each, labelled with the run's ``profile``."""
     import pandas as pd
 
     def line(counts: dict, nones: dict) -> dict:
@@ -107,7 +107,7 @@ def comparison_table(rows: Sequence[dict]):
     return pd.DataFrame(
         [line(REPORTED_COUNTS, REPORTED_NONE),
          line({p: ours[p]["count"] for p in PARTS}, {p: ours[p]["none"] for p in PARTS})],
-        index=["reported (paper)", "this run (toy)"],
+        index=["reported (paper)", f"this run ({profile})"],
     )
 
 

@@ -173,16 +173,27 @@ def evaluate_models(
     return results
 
 
-def score_rows(rows: Sequence[dict], n_boot: int = 1000, seed: int = 0) -> dict:
-    """The MORE metric, macro-F1 and the bootstrap F1 interval of one model's predictions."""
+def score_rows(rows: Sequence[dict], n_boot: int = 1000, seed: int = 0,
+               clusters: Mapping[str, str] | None = None) -> dict:
+    """The MORE metric, macro-F1 and the bootstrap intervals of one model's predictions.
+
+    ``clusters`` (sample id -> its image-text pair, e.g. ``img_id``) resamples whole pairs.
+    """
     gold = [r["gold"] for r in rows]
     pred = [r["label"] for r in rows]
     result = metrics.score(gold, pred)
     result["macro_f1"] = metrics.macro_f1(gold, pred)
     if n_boot and rows:
-        for metric, (low, high) in metrics.bootstrap_ci(gold, pred, n=n_boot, seed=seed).items():
+        keys = [clusters[r["id"]] for r in rows] if clusters is not None else None
+        for metric, (low, high) in metrics.bootstrap_ci(gold, pred, n=n_boot, seed=seed, clusters=keys).items():
             result[f"{metric}_low"], result[f"{metric}_high"] = low, high
     return result
+
+
+def image_text_pairs(samples) -> dict[str, str]:
+    """Sample id -> its image-text pair (``img_id``): the bootstrap's resampling unit. A pair holds
+    several facts (MORE: about 5.7), and the facts of one pair share its image and its text."""
+    return {s.id: s.img_id for s in samples}
 
 
 def toy_facts(data_dir: str | Path) -> dict[str, dict] | None:

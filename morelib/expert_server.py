@@ -118,7 +118,7 @@ def reasoning_steps(meta: dict, gold: str) -> tuple[list[str], str, str]:
     if gold != NONE:
         step6 = f'"{cue}" links the object to {entity}: {gold}.'
     elif subject:
-        step6 = f'"{cue}" gives no {obj_type}/{ent_type} relation: none.'
+        step6 = f'"{cue}" gives no {obj_type}/{ent_type} relation to {entity}: none.'
     else:
         step6 = f"A bystander has no relation to {entity}: none."
     return [step1, step2, step3, step4, step5, step6], obj_type, ent_type

@@ -397,7 +397,6 @@ def _run_streamed(command: list[str], what: str, tail_lines: int) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # The child must import morelib even where the package is not installed.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root()), env.get("PYTHONPATH")]))
-    print("$ " + " ".join(command), flush=True)
     tail: deque[str] = deque(maxlen=tail_lines)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                           env=env, errors="replace") as process:
@@ -409,7 +408,8 @@ def _run_streamed(command: list[str], what: str, tail_lines: int) -> None:
     if code != 0:
         errors = [line for line in tail if line.startswith("error: ")]
         raise RuntimeError(f"{what} failed in its child process (exit code {code}): "
-                           + (errors[-1][len("error: "):] if errors else "\n".join(tail)))
+                           + (errors[-1][len("error: "):] if errors else "\n".join(tail))
+                           + "\ncommand: " + " ".join(command))
 
 
 def make_backend(
@@ -562,13 +562,15 @@ def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,
                                f"e.g. {missing[:3]}")
     elif todo:
         backend = as_backend(model_or_backend)
+        n_batches = -(-len(todo) // settings.batch_size)
+        report_every = max(1, n_batches // 4)  # about four progress lines, not one per batch
         with store:
             for i, batch in enumerate(batches(todo, settings.batch_size)):
                 for prediction in _predict_batch(backend, batch, settings, template):
                     row = asdict(prediction)
                     done[row["id"]] = row
                     store.append(row)
-                if progress:
+                if progress and ((i + 1) % report_every == 0 or i + 1 == n_batches):
                     print(f"  {min((i + 1) * settings.batch_size, len(todo))}/{len(todo)}", flush=True)
     return [done[s.id] for s in samples]
 

@@ -152,8 +152,10 @@ def launch(
 ) -> Path | None:
     """Run ``module`` with ``--settings settings_path`` under a launcher; log its output.
 
-    Each output line is appended to ``log_path``; lines starting with ``[`` (the stage's own
-    progress lines) are also printed, and with ``echo`` every line is.
+    Each output line, and the command itself, is appended to ``log_path``; only the stage's own
+    progress lines (``[<module's last name>] ...``, e.g. ``[sft]``) are also printed, and with
+    ``echo`` every line is.
+    Without ``log_path`` the command and every line are printed.
     Returns ``log_path``. Raises :class:`LaunchError` with the last ``tail_lines`` lines when
     the command exits non-zero.
     """
@@ -170,17 +172,21 @@ def launch(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "a", encoding="utf-8")
     tail: deque[str] = deque(maxlen=tail_lines)
+    # The stage's own lines carry its tag ("[sft] ...", "[grpo] ..."); libraries' lines may start
+    # with "[" too ("[transformers] The tokenizer has new PAD/BOS/EOS tokens ..."): those stay in the log.
+    own_tag = f"[{module.rsplit('.', 1)[-1]}]"
     try:
-        if log_file:
+        if log_file:  # the command goes to the log, where a reader rerunning it by hand looks
             log_file.write("$ " + " ".join(command) + "\n")
-        print("$ " + " ".join(command) + (f"\n  (output: {log_path})" if log_path else ""), flush=True)
+        else:
+            print("$ " + " ".join(command), flush=True)
         with subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
             env=child_env, cwd=repo_root(), errors="replace",
         ) as process:
             assert process.stdout is not None
             for line in process.stdout:
-                if echo or line.startswith("[") or log_file is None:
+                if echo or line.startswith(own_tag) or log_file is None:
                     print(line, end="", flush=True)
                 tail.append(line.rstrip("\n"))
                 if log_file:

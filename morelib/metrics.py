@@ -116,86 +116,116 @@ def confusion(gold: Sequence[str], pred: Sequence[str | None], relations: Sequen
     return table
 
 
+METRICS = ("acc", "precision", "recall", "f1")
+
+
+def _metric_columns(gold, pred) -> np.ndarray:
+    """Per sample: 1 (the sample), right, right non-none, guessed non-none, gold non-none; (n, 5) ints."""
+    g, p, unparsed = _arrays(gold, pred)
+    return np.stack([np.ones(len(g), dtype=bool), *_counts(g, p, unparsed)], axis=1).astype(np.int64)
+
+
+def _metrics_from_sums(sums: np.ndarray) -> np.ndarray:
+    """(draws, 5) summed ``_metric_columns`` -> (draws, 4): acc, precision, recall, F1."""
+    n, c_all, c, gu, go = sums.T
+    acc = np.divide(c_all, n, out=np.zeros(len(n)), where=n > 0)
+    prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
+    rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
+    den = prec + rec
+    f1 = np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
+    return np.stack([acc, prec, rec, f1], axis=1)
+
+
+def _resampled_sums(columns: np.ndarray, n: int, seed: int, clusters: Sequence | None = None):
+    """Yield, chunk by chunk, the column sums of ``n`` bootstrap resamples: (draws, k) arrays.
+
+    Without ``clusters`` a resample draws samples with replacement. With ``clusters`` (one key per
+    sample, e.g. its image-text pair) it draws whole clusters with replacement and keeps all their
+    samples together: the facts of one image-text pair share the image and the text, so they are not
+    independent, and resampling them one by one would make the intervals too narrow. Clusters are
+    taken in order of first appearance, so one sample per cluster draws exactly as without clusters.
+    """
+    if clusters is not None:
+        if len(clusters) != len(columns):
+            raise ValueError(f"clusters has {len(clusters)} keys but there are {len(columns)} samples")
+        index: dict = {}
+        ids = np.array([index.setdefault(key, len(index)) for key in clusters])
+        per_cluster = np.zeros((len(index), columns.shape[1]), dtype=np.int64)
+        np.add.at(per_cluster, ids, columns)
+        columns = per_cluster
+    rng = np.random.default_rng(seed)
+    units = len(columns)
+    chunk = max(1, 2_000_000 // units)  # bounds memory at a few million indices per step
+    for start in range(0, n, chunk):
+        idx = rng.integers(0, units, size=(min(chunk, n - start), units))
+        yield columns[idx].sum(axis=1)
+
+
 def bootstrap_f1_ci(
-    gold: Sequence[str], pred: Sequence[str | None], n: int = 1000, alpha: float = 0.05, seed: int = 0
+    gold: Sequence[str], pred: Sequence[str | None], n: int = 1000, alpha: float = 0.05, seed: int = 0,
+    clusters: Sequence | None = None,
 ) -> dict:
     """F1 with a percentile bootstrap interval: {"f1", "low", "high", "n_boot", "alpha"}.
 
-    Resamples test samples with replacement ``n`` times (beyond the paper: small test sets need it).
+    Resamples test samples with replacement ``n`` times, or whole ``clusters`` (one key per sample,
+    see ``_resampled_sums``) (beyond the paper: small test sets need it).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    g, p, unparsed = _arrays(gold, pred)
-    if len(g) == 0:
+    if len(gold) == 0:
         raise ValueError("bootstrap_f1_ci needs at least one sample")
-    _, correct_pos, guessed, gold_pos = _counts(g, p, unparsed)
-    cols = np.stack([correct_pos, guessed, gold_pos], axis=1).astype(np.int64)
-    rng = np.random.default_rng(seed)
-    f1s = np.empty(n)
-    chunk = max(1, 2_000_000 // len(g))  # bounds memory at a few million indices per step
-    for start in range(0, n, chunk):
-        idx = rng.integers(0, len(g), size=(min(chunk, n - start), len(g)))
-        sums = cols[idx].sum(axis=1)  # (draws, 3): correct non-none, guessed, gold non-none
-        c, gu, go = sums[:, 0], sums[:, 1], sums[:, 2]
-        prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
-        rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
-        den = prec + rec
-        f1s[start:start + len(c)] = np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
+    columns = _metric_columns(gold, pred)
+    f1s = np.concatenate([_metrics_from_sums(sums)[:, 3] for sums in _resampled_sums(columns, n, seed, clusters)])
     low, high = np.quantile(f1s, [alpha / 2, 1 - alpha / 2])
     return {"f1": score(gold, pred)["f1"], "low": float(low), "high": float(high), "n_boot": n, "alpha": alpha}
 
 
+def paired_mean_gain(gold: Sequence[str], base: Sequence[str | None], runs: Sequence[Sequence[str | None]],
+                     n: int = 1000, alpha: float = 0.05, seed: int = 0, clusters: Sequence | None = None) -> dict:
+    """The mean over ``runs`` (e.g. one model trained with several seeds) minus ``base``, for every
+    metric, with a paired percentile bootstrap interval: ``{metric: {"mean", "base", "gain", "low",
+    "high"}}``, in [0, 1].
+
+    Every draw scores ``base`` and each run on the same resampled test set (or the same resampled
+    ``clusters``), so the interval is that of the gain itself. It covers the test set's noise only:
+    the seeds are the runs given, not a sample of training runs (beyond the paper).
+    """
+    if not runs or any(len(r) != len(gold) for r in (base, *runs)) or not len(gold):
+        raise ValueError(f"need one or more runs, each as long as gold ({len(gold)}) and non-empty")
+    models = [_metric_columns(gold, pred) for pred in (base, *runs)]
+    width = models[0].shape[1]
+    both = np.concatenate(models, axis=1)
+    draws = []
+    for sums in _resampled_sums(both, n, seed, clusters):
+        scored = np.stack([_metrics_from_sums(sums[:, i * width:(i + 1) * width]) for i in range(len(models))])
+        draws.append(scored[1:].mean(axis=0) - scored[0])
+    gains = np.concatenate(draws)
+    low, high = np.quantile(gains, [alpha / 2, 1 - alpha / 2], axis=0)
+    full = _metrics_from_sums(both.sum(axis=0).reshape(len(models), width))
+    mean, base_score = full[1:].mean(axis=0), full[0]
+    return {m: {"mean": float(mean[i]), "base": float(base_score[i]), "gain": float(mean[i] - base_score[i]),
+                "low": float(low[i]), "high": float(high[i])} for i, m in enumerate(METRICS)}
+
+
 def paired_bootstrap_f1(gold: Sequence[str], pred_a: Sequence[str | None], pred_b: Sequence[str | None],
-                        n: int = 1000, alpha: float = 0.05, seed: int = 0) -> dict:
+                        n: int = 1000, alpha: float = 0.05, seed: int = 0, clusters: Sequence | None = None) -> dict:
     """F1(b) - F1(a) with a paired percentile bootstrap interval: {"delta", "low", "high", "n_boot"}.
 
-    Both models are scored on the same resampled test samples in every draw, so the interval is
-    that of the gain itself, narrower than comparing two separate intervals (beyond the paper).
+    Both models are scored on the same resampled test samples (or ``clusters``) in every draw, so the
+    interval is that of the gain itself, narrower than comparing two separate intervals (beyond the paper).
     """
     if not (len(gold) == len(pred_a) == len(pred_b)) or not len(gold):
         raise ValueError(f"need equally long, non-empty lists; got {len(gold)}, {len(pred_a)}, {len(pred_b)}")
-    cols = []
-    for pred in (pred_a, pred_b):
-        g, p, unparsed = _arrays(gold, pred)
-        _, correct_pos, guessed, gold_pos = _counts(g, p, unparsed)
-        cols.append(np.stack([correct_pos, guessed, gold_pos], axis=1).astype(np.int64))
-    both = np.concatenate(cols, axis=1)  # (samples, 6)
-    rng = np.random.default_rng(seed)
-    deltas = np.empty(n)
-    chunk = max(1, 2_000_000 // len(gold))
-
-    def f1(c, gu, go):
-        prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
-        rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
-        den = prec + rec
-        return np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
-
-    for start in range(0, n, chunk):
-        idx = rng.integers(0, len(gold), size=(min(chunk, n - start), len(gold)))
-        sums = both[idx].sum(axis=1)
-        deltas[start:start + len(sums)] = f1(*sums[:, 3:6].T) - f1(*sums[:, 0:3].T)
-    low, high = np.quantile(deltas, [alpha / 2, 1 - alpha / 2])
-    delta = score(gold, pred_b)["f1"] - score(gold, pred_a)["f1"]
-    return {"delta": float(delta), "low": float(low), "high": float(high), "n_boot": n}
+    f1 = paired_mean_gain(gold, pred_a, [pred_b], n=n, alpha=alpha, seed=seed, clusters=clusters)["f1"]
+    return {"delta": f1["gain"], "low": f1["low"], "high": f1["high"], "n_boot": n}
 
 
 def bootstrap_ci(gold: Sequence[str], pred: Sequence[str | None], n: int = 1000, alpha: float = 0.05,
-                 seed: int = 0) -> dict[str, tuple[float, float]]:
+                 seed: int = 0, clusters: Sequence | None = None) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap intervals of acc, precision, recall and F1: ``{metric: (low, high)}``."""
-    g, p, unparsed = _arrays(gold, pred)
-    if len(g) == 0:
+    if len(gold) == 0:
         raise ValueError("bootstrap_ci needs at least one sample")
-    cols = np.stack(_counts(g, p, unparsed), axis=1).astype(np.int64)  # correct, correct non-none, guessed, gold non-none
-    rng = np.random.default_rng(seed)
-    draws = np.empty((n, 4))
-    chunk = max(1, 2_000_000 // len(g))
-    for start in range(0, n, chunk):
-        idx = rng.integers(0, len(g), size=(min(chunk, n - start), len(g)))
-        c_all, c, gu, go = cols[idx].sum(axis=1).T
-        prec = np.divide(c, gu, out=np.zeros(len(c)), where=gu > 0)
-        rec = np.divide(c, go, out=np.zeros(len(c)), where=go > 0)
-        den = prec + rec
-        f1 = np.divide(2 * prec * rec, den, out=np.zeros(len(c)), where=den > 0)
-        draws[start:start + len(c)] = np.stack([c_all / len(g), prec, rec, f1], axis=1)
+    columns = _metric_columns(gold, pred)
+    draws = np.concatenate([_metrics_from_sums(sums) for sums in _resampled_sums(columns, n, seed, clusters)])
     low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2], axis=0)
-    return {m: (float(lo), float(hi)) for m, lo, hi in zip(("acc", "precision", "recall", "f1"), low, high)}
+    return {m: (float(lo), float(hi)) for m, lo, hi in zip(METRICS, low, high)}

@@ -165,6 +165,23 @@ def _new_figure(width: float, height: float) -> Figure:
 STABLE_METADATA = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None}, "png": {"Software": None}}
 
 
+def figure_png(fig) -> bytes:
+    """``fig`` as PNG bytes, drawn at the resolution the saved figures use."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata=STABLE_METADATA["png"])
+    return buffer.getvalue()
+
+
+def show_figure(fig):
+    """An image a notebook can ``display``: a ``Figure`` made here has no pyplot manager, so
+    ``display(fig)`` would print only its text form (``<Figure size 640x360 ...>``)."""
+    from IPython.display import Image
+
+    return Image(data=figure_png(fig), format="png")
+
+
 def save_figure(fig, out_dirs: Iterable[str | Path] | str | Path, stem: str, formats=("png", "pdf")) -> list[Path]:
     """Write ``stem.png`` / ``stem.pdf`` into each directory, byte-stable (no dates, no versions).
 
@@ -183,48 +200,95 @@ def save_figure(fig, out_dirs: Iterable[str | Path] | str | Path, stem: str, for
     return written
 
 
-def figure3(variant_scores: Mapping[str, dict], out_dir, profile: str, stem: str = "figure3",
-            seed_scores: Mapping[str, Sequence[dict]] | None = None) -> list[Path]:
-    """Grouped bars: the Stage 2 variants (raw, 1:1, hard only, progressive) over Acc/P/R/F1.
+def variant_gains(predictions: Mapping[str, Sequence[dict]], runs: Mapping[str, Sequence[str]],
+                  baseline: str = "stage1", n_boot: int = 1000, seed: int = 0,
+                  clusters: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Figure 3's numbers: per Stage 2 variant and metric, the mean over its training seeds, the
+    baseline's score (Stage 1, where Stage 2 starts), and the paired gain of the mean over the
+    baseline with its 95% interval, all in points.
 
-    ``variant_scores`` maps a variant name (``VARIANT_KEYS``) to a ``metrics.score`` dict;
-    missing variants are left out. ``seed_scores`` (optional) maps a variant to the scores of all
-    its seeds, the main run's included; each is drawn as a dot over the variant's bar.
+    ``runs`` maps a variant (``VARIANT_KEYS``) to the prediction keys of its seeds, the main run
+    first. Every model is scored on the samples the baseline and all of them answered; the bootstrap
+    resamples those samples, or whole image-text pairs with ``clusters`` (``metrics.paired_mean_gain``).
     """
-    variants = [v for v in VARIANT_KEYS if v in variant_scores]
-    unknown = set(variant_scores) - set(VARIANT_KEYS)
+    from morelib.metrics import METRICS, paired_mean_gain
+
+    if baseline not in predictions:
+        raise ValueError(f"variant_gains: no predictions for the baseline {baseline!r}")
+    unknown = set(runs) - set(VARIANT_KEYS)
     if unknown:
         raise ValueError(f"unknown variant(s) {sorted(unknown)}; expected some of {list(VARIANT_KEYS)}")
-    if not variants:
-        raise ValueError("figure3 needs at least one variant's scores")
-    n_seeds = max((len(scores) for scores in (seed_scores or {}).values()), default=1)
+    base = {r["id"]: r for r in predictions[baseline]}
+    rows = []
+    for variant in [v for v in VARIANT_KEYS if runs.get(v)]:
+        by_run = [{r["id"]: r for r in predictions[key]} for key in runs[variant]]
+        ids = [i for i in base if all(i in run for run in by_run)]
+        gains = paired_mean_gain([base[i]["gold"] for i in ids], [base[i]["label"] for i in ids],
+                                 [[run[i]["label"] for i in ids] for run in by_run], n=n_boot, seed=seed,
+                                 clusters=[clusters[i] for i in ids] if clusters is not None else None)
+        for metric in METRICS:
+            g = gains[metric]
+            rows.append({"variant": variant, "metric": metric, "seeds": len(by_run), "n": len(ids),
+                         "mean": 100 * g["mean"], "baseline": 100 * g["base"], "gain": 100 * g["gain"],
+                         "gain_low": 100 * g["low"], "gain_high": 100 * g["high"]})
+    return pd.DataFrame(rows, columns=["variant", "metric", "seeds", "n", "mean", "baseline", "gain", "gain_low",
+                                       "gain_high"])
+
+
+def figure3(gains: pd.DataFrame, out_dir, profile: str, stem: str = "figure3",
+            seed_scores: Mapping[str, Sequence[dict]] | None = None, unit: str = "image-text pairs") -> list[Path]:
+    """Grouped bars: the Stage 2 variants (raw, 1:1, hard only, progressive) over Acc/P/R/F1, against
+    Stage 1.
+
+    ``gains`` is ``variant_gains``'s table: each bar is a variant's mean over its seeds, the black
+    line across each metric's group is Stage 1, and the error bar is the paired 95% interval of the
+    gain over Stage 1, drawn around the bar (an error bar that crosses the Stage 1 line is a gain the
+    test split cannot tell from zero). ``seed_scores`` (optional) maps a variant to the scores of
+    each of its seeds, drawn as dots. ``unit`` names what the bootstrap resampled, for the title.
+    """
+    from morelib.metrics import METRICS
+
+    if len(gains) == 0:
+        raise ValueError("figure3 needs at least one variant's gains")
+    unknown = set(gains["variant"]) - set(VARIANT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown variant(s) {sorted(unknown)}; expected some of {list(VARIANT_KEYS)}")
+    variants = [v for v in VARIANT_KEYS if v in set(gains["variant"])]
+    table = gains.set_index(["variant", "metric"])
+    n_seeds = int(gains["seeds"].max())
     fig = _new_figure(8, 4.5)
     ax = fig.add_subplot()
     width = 0.8 / len(variants)
     colors = {name: v.colour for name, v in MIXING_VARIANTS.items()}
+    for j, metric in enumerate(METRICS):
+        level = table.loc[(variants[0], metric), "baseline"]
+        ax.hlines(level, j - 0.45, j + 0.45, colors="black", linestyles="--", linewidth=1.2, zorder=4,
+                  label="Stage 1" if j == 0 else None)
     for i, v in enumerate(variants):
-        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(METRIC_COLUMNS))]
-        values = [100 * variant_scores[v][k] for k in METRIC_COLUMNS]
-        errors = None
-        if all(f"{k}_low" in variant_scores[v] for k in METRIC_COLUMNS):
-            # 95% bootstrap intervals, as distances below and above the bar
-            errors = [[100 * (variant_scores[v][k] - variant_scores[v][f"{k}_low"]) for k in METRIC_COLUMNS],
-                      [100 * (variant_scores[v][f"{k}_high"] - variant_scores[v][k]) for k in METRIC_COLUMNS]]
-        bars = ax.bar(xs, values, width, label=VARIANT_NAMES[v], color=colors[v], yerr=errors, capsize=2,
+        xs = [j + (i - (len(variants) - 1) / 2) * width for j in range(len(METRICS))]
+        rows = [table.loc[(v, m)] for m in METRICS]
+        values = [r["mean"] for r in rows]
+        # the interval of the gain, placed on the bar: Stage 1 + [low, high]
+        errors = [[r["gain"] - r["gain_low"] for r in rows], [r["gain_high"] - r["gain"] for r in rows]]
+        seeds = int(rows[0]["seeds"])
+        name = VARIANT_NAMES[v] + (f" ({seeds} seeds)" if n_seeds > 1 else "")
+        bars = ax.bar(xs, values, width, label=name, color=colors[v], yerr=errors, capsize=2,
                       error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
-        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
-        if n_seeds > 1:
-            for score in seed_scores.get(v, []):
-                ax.plot(xs, [100 * score[k] for k in METRIC_COLUMNS], "o", color="black", markersize=2.5, zorder=3)
-    ax.set_xticks(range(len(METRIC_COLUMNS)), ["Accuracy", "Precision", "Recall", "F1"])
+        for x, r in zip(xs, rows):  # the gain, above the top of its interval
+            ax.text(x, r["baseline"] + r["gain_high"] + 1, f"{r['gain']:+.1f}", ha="center", va="bottom", fontsize=6.5)
+        for score in (seed_scores or {}).get(v, []) if seeds > 1 else []:
+            ax.plot(xs, [100 * score[k] for k in METRICS], "o", color="black", markersize=2.5, zorder=3)
+    ax.set_xticks(range(len(METRICS)), ["Accuracy", "Precision", "Recall", "F1"])
     ax.set_ylabel("score (%)")
-    ax.set_ylim(0, 105)
-    # upper right: above the F1 bars, clear of the accuracy labels
-    ax.legend(title="Stage 2 sample mixing", fontsize=8, loc="upper right", ncols=2)
-    ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants on the test split\n"
-                 "(error bars: 95% bootstrap intervals over test samples"
-                 + (f"; dots: each of {n_seeds} training seeds)" if n_seeds > 1 else ")"), fontsize=10)
-    fig.text(0.5, -0.02, textwrap.fill(profile_caption(profile), 110), ha="center", va="top", fontsize=8, style="italic")
+    ax.set_ylim(0, max(105.0, float((gains["baseline"] + gains["gain_high"]).max()) + 8))
+    # below the axes: no bar, interval or label is hidden behind it
+    ax.legend(title="Stage 2 sample mixing", fontsize=8, title_fontsize=8, loc="upper center",
+              bbox_to_anchor=(0.5, -0.08), ncols=3, frameon=False)
+    what = f"mean of {n_seeds} training seeds (dots: each seed)" if n_seeds > 1 else "one training run"
+    ax.set_title(f"Figure 3 ({profile_label(profile)}): Stage 2 variants against Stage 1 (dashed) on the test split\n"
+                 f"bars: {what}; numbers: gain over Stage 1 in points;\n"
+                 f"error bars: paired 95% bootstrap interval of the gain, resampling {unit}", fontsize=9)
+    fig.text(0.5, -0.14, textwrap.fill(profile_caption(profile), 110), ha="center", va="top", fontsize=8, style="italic")
     return save_figure(fig, out_dir, stem)
 
 
@@ -482,9 +546,10 @@ def describe_case(sample, rows_by_name: Mapping[str, dict], max_chars: int = 400
 
 
 def paired_gains(predictions: Mapping[str, Sequence[dict]], baseline: str = "stage1", n_boot: int = 1000,
-                 seed: int = 0) -> pd.DataFrame:
+                 seed: int = 0, clusters: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Each model against ``baseline`` on the same samples: ``model, delta_f1, ci_low, ci_high`` in F1
-    points (paired bootstrap, 95%)."""
+    points (paired bootstrap, 95%). ``clusters`` (sample id -> image-text pair,
+    ``evaluation.image_text_pairs``) resamples whole pairs instead of facts."""
     from morelib.metrics import paired_bootstrap_f1
 
     if baseline not in predictions:
@@ -497,7 +562,8 @@ def paired_gains(predictions: Mapping[str, Sequence[dict]], baseline: str = "sta
         ids = [r["id"] for r in preds if r["id"] in base]
         ours = {r["id"]: r for r in preds}
         gain = paired_bootstrap_f1([base[i]["gold"] for i in ids], [base[i]["label"] for i in ids],
-                                   [ours[i]["label"] for i in ids], n=n_boot, seed=seed)
+                                   [ours[i]["label"] for i in ids], n=n_boot, seed=seed,
+                                   clusters=[clusters[i] for i in ids] if clusters is not None else None)
         rows.append({"model": key, "delta_f1": 100 * gain["delta"], "ci_low": 100 * gain["low"],
                      "ci_high": 100 * gain["high"]})
     return pd.DataFrame(rows)

@@ -32,6 +32,7 @@ from morelib.layout import RunLayout
 INJECTED = ("profile", "run_dir", "overrides")
 # The figures a run writes that `--copy-figures` (make figures) copies into the repository's figures/.
 KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv", "figure3_seeds.csv",
+                "figure3_gains.csv",
                 "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
                 "confusion_matrix.png", "confusion_matrix.pdf", "05_grpo_rewards.png", "05_grpo_rewards.pdf")
 
@@ -65,6 +66,33 @@ def select(notebooks: list[Path], start: str | None = None, only: Sequence[str] 
     if start:
         return notebooks[_match(notebooks, start):]
     return notebooks
+
+
+@contextmanager
+def local_kernel_manager() -> Iterator[type | None]:
+    """A kernel manager class that talks to its kernel over local sockets (IPC) in a private
+    directory, or None where there are none (Windows: the default TCP manager).
+
+    Over TCP, every kernel prints a warning that its traffic is not encrypted; a kernel the chain
+    starts on this machine needs no network, so it uses files that only this user can reach.
+    """
+    if os.name == "nt":
+        yield None
+        return
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    with tempfile.TemporaryDirectory(prefix="morelib-ipc-") as sockets:
+        class LocalKernelManager(AsyncKernelManager):
+            @default("transport")
+            def _transport_default(self):
+                return "ipc"
+
+            @default("ip")
+            def _ip_default(self):
+                return os.path.join(sockets, "kernel")
+
+        yield LocalKernelManager
 
 
 @contextmanager
@@ -233,8 +261,9 @@ def run_chain(
     log.info("notebooks: %s; log: %s", ", ".join(p.stem for p in selected), log_path)
 
     timings: dict[str, float] = {}
-    with kernel_for_this_interpreter() as fallback_kernel:
+    with kernel_for_this_interpreter() as fallback_kernel, local_kernel_manager() as manager:
         kernel = kernel_name or fallback_kernel
+        engine_options = {"kernel_manager_class": manager} if manager else {}
         for path in selected:
             output = out_dir / path.name
             log.info("[%s] running (kernel %s) ...", path.stem, kernel)
@@ -242,7 +271,7 @@ def run_chain(
             try:
                 papermill.execute_notebook(
                     str(path), str(output), parameters=parameters, kernel_name=kernel,
-                    cwd=str(repo_root()), log_output=True, progress_bar=False,
+                    cwd=str(repo_root()), log_output=True, progress_bar=False, **engine_options,
                 )
             except PapermillExecutionError as error:
                 seconds = time.perf_counter() - started

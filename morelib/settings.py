@@ -199,7 +199,11 @@ class SFTSettings(SFTConfig):
     model_name: str = setting("stage1", "Checkpoint this run writes: checkpoints/<model_name> (stage1, sft_label_full, ...).")
     target: str = setting("reasoning", "reasoning: the filtered expert reasoning (Stage 1); label: the bare gold label (baselines).")
     prompt: str = setting("reasoning", "Student prompt: reasoning (think, six steps, answer) or label (answer with the label only).")
-    ids_key: str | None = setting(None, "Label target: train on this list of annotation/split_ids.json (stage1 = the 25%); None = all.")
+    ids_key: str | None = setting(
+        None, "Label target: train on this list of annotation/split_ids.json; None = all. stage1 = every fact of "
+              "the sampled 25%, also those whose expert reply the filter rejected (inferred reading of the paper's "
+              "'the same 25% samples in Stage 1': a label target needs no expert reply, so the filter has nothing "
+              "to judge, and the baseline gets a superset of Stage 1's facts, which can only narrow Stage 1's lead).")
     blank_images: bool = setting(False, "Ablation: blank both images, so only the text is informative.")
     overlong_policy: str = setting(
         "drop", "Rows longer than max_length: drop (counted and reported, as ms-swift does by default) or error. "
@@ -286,7 +290,9 @@ class GRPOSettings(GRPOConfig):
     length_threshold: int = setting(1024, "The length reward pays outputs longer than this many characters "
                                           "(paper: 1,024; characters, not tokens, is inferred).")
     length_requires_format: bool = setting(False, "Guard, not in the paper: length reward only for well-formed outputs.")
-    answer_requires_format: bool = setting(False, "Guard, not in the paper: answer reward only for well-formed outputs.")
+    answer_requires_format: bool = setting(
+        False, "Guard, not in the paper: answer reward only for well-formed outputs. false (inferred reading of "
+               "the paper's answer reward, which compares labels): a bare label with no tags earns it.")
     prompt: str = setting("reasoning", "Student prompt template (reasoning).")
     image_token_check_every: int = setting(
         1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images "
@@ -388,10 +394,43 @@ def field_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls) if f.init}
 
 
+# TRL fields whose value is a choice of this reproduction, not the paper's: TRL's own help says
+# what the field does, this says what we chose and why. help_text appends it.
+TRL_CHOICES: dict[str, dict[str, str]] = {
+    "GRPOSettings": {
+        "vllm_importance_sampling_correction": (
+            "This reproduction: off in every profile (inferred: the paper states nothing). TRL's default is on; "
+            "off keeps the plain GRPO objective the paper writes (Algorithm 1), with no reweighting of tokens by "
+            "the trainer/vLLM probability ratio. It acts only with use_vllm."),
+        "mask_truncated_completions": (
+            "This reproduction: off (inferred: the paper states nothing; TRL's default). A completion cut at "
+            "max_completion_length still counts in the loss and earns no format reward."),
+        "use_vllm": "This reproduction: on for the paper profile (inferred: the paper names vLLM only for inference).",
+        "vllm_mode": (
+            "This reproduction: colocate (inferred: the paper does not say how rollouts were generated; "
+            "colocated vLLM needs no extra GPU for a server)."),
+        "lora_dropout": (
+            "It stays active while TRL computes the policy's log-probabilities (the model is in training mode), "
+            "so old and new log-probs carry dropout noise; the paper states nothing (inferred)."),
+        "deepspeed_config": (
+            "Which DeepSpeed stage is our choice (inferred: the paper names none): the paper profile uses ZeRO-3 "
+            "for GRPO (fp32 master weights) and ZeRO-2 for SFT."),
+    },
+    "SFTSettings": {
+        "deepspeed_config": (
+            "Which DeepSpeed stage is our choice (inferred: the paper names none): the paper profile uses ZeRO-2 "
+            "for SFT and ZeRO-3 for GRPO."),
+    },
+}
+
+
 def help_text(cls: type, name: str) -> str:
-    """The documented meaning of one field (TRL's own help for TRL fields)."""
+    """The documented meaning of one field (TRL's own help for TRL fields), with this reproduction's
+    choice where it made one (``TRL_CHOICES``)."""
     for f in fields(cls):
         if f.name == name:
-            return f.metadata.get("help", "")
+            choice = next((notes[name] for klass in cls.__mro__
+                           if name in (notes := TRL_CHOICES.get(klass.__name__, {}))), "")
+            return " ".join(part for part in (f.metadata.get("help", ""), choice) if part)
     raise KeyError(name)
 

@@ -63,7 +63,8 @@ display(describe(cfg, ["fraction", "model", "offline_expert", "image_detail", "c
 # ## 1. A stratified 25% sample
 #
 # Sampling per relation keeps rare relations in the cold-start set: each relation contributes
-# `round(fraction x count)` facts (at least one), drawn with a generator seeded by `seed` and
+# `round(fraction x count)` facts (at least one; `round` is Python's, half to even, so 2.5 -> 2, the
+# rule notebook 05's mix uses too; the paper states none: *inferred*), drawn with a generator seeded by `seed` and
 # the relation's name. The ids go to `annotation/split_ids.json`; notebook 04 uses the other
 # 75% (`stage2_pool`) for the easy/hard split.
 
@@ -191,21 +192,30 @@ if cfg.write_batch_input:
 # %% [markdown]
 # ## Exercises
 #
-# 1. **The stratified quarter.** Change `fraction_to_try` below and rerun: how many facts of the
-#    rarest relation does Stage 1 get at 10%? Why does `stratified_split` give every relation at
-#    least one?
-# 2. **The gold statement.** Print `annotate.gold_statement(s)` for a `none` fact and for a
-#    relation fact. Why does the paper give the expert the answer at all, and what could go wrong
-#    when it does (think of the reasoning checks in notebooks 06 and 07)?
-# 3. **Cost.** The toy expert gets its images at `low` detail (85 tokens each). Rerun the estimate at
-#    `high` detail (last line of the cell below): how much of the price is images? The toy images
-#    are tiny; what changes for 1280-pixel news photos?
+# Each takes a few minutes. The cell below does nothing until you set its values: guess first,
+# then run it.
+#
+# 1. **The stratified quarter.** Set `fraction_to_try = 0.10`: how many facts of the rarest
+#    relation does Stage 1 get? Why does `stratified_split` give every relation at least one?
+# 2. **The gold statement.** Set `show_gold_statements = True` to print it for a `none` fact and
+#    for a relation fact. Why does the paper give the expert the answer at all, and what could go
+#    wrong when it does (think of the reasoning checks in notebooks 06 and 07)?
+# 3. **Cost.** The toy expert gets its images at `low` detail (85 tokens each). Set
+#    `detail_to_try = "high"`: how much of the price is images? The toy images are tiny; what
+#    changes for 1280-pixel news photos?
 
 # %%
-fraction_to_try = 0.10
-few, rest = annotate.stratified_split(train, fraction_to_try, cfg.seed)
-few_counts = Counter(s.label for s in train if s.id in set(few))
-print(f"fraction {fraction_to_try}: {len(few)} facts; rarest relations:",
-      sorted(few_counts.items(), key=lambda item: item[1])[:3])
-print(annotate.gold_statement(next(s for s in train if s.label == "none")))
-print(annotate.estimate_cost(requests, with_changes(cfg, image_detail="high")).summary())
+fraction_to_try = None       # e.g. 0.10
+show_gold_statements = False
+detail_to_try = None         # e.g. "high"
+
+if fraction_to_try is not None:
+    few, rest = annotate.stratified_split(train, fraction_to_try, cfg.seed)
+    few_counts = Counter(s.label for s in train if s.id in set(few))
+    print(f"fraction {fraction_to_try}: {len(few)} facts; rarest relations:",
+          sorted(few_counts.items(), key=lambda item: item[1])[:3])
+if show_gold_statements:
+    for example in (next(s for s in train if s.label == "none"), next(s for s in train if s.label != "none")):
+        print(annotate.gold_statement(example))
+if detail_to_try is not None:
+    print(annotate.estimate_cost(requests, with_changes(cfg, image_detail=detail_to_try)).summary())

@@ -110,10 +110,13 @@ print(f"completion length in characters: median {lengths.median():.0f}, max {len
 # %% [markdown]
 # ## Exercises
 #
-# 1. **Break the reply.** The cell below takes the traced fact's reply (or any kept one), breaks it
-#    in a few ways and asks the filter (`filtering.check_response`) about each. Add your own
-#    variants: a seventh step, `<answer>per/org/member_of</answer>` without the leading slash,
-#    text after `</answer>`. Which does the filter forgive, and why is that safe?
+# Each takes a few minutes.
+#
+# 1. **Break the reply.** The cell below takes the traced fact's reply (or any kept one) as
+#    `reply`. Break it in a few ways in `variants` and guess the filter's verdict before you run
+#    it (`filtering.check_response`): Step 3 removed, Steps 2 and 3 swapped, a seventh step, the
+#    label without its leading slash, text after `</answer>`, two answers. Which does the filter
+#    forgive, and why is that safe?
 # 2. **What the filter cannot see.** A reply can pass every check while its Step 4 names the wrong
 #    entity or its Step 6 argues for another label. Write one such reply and check it here; then
 #    read how notebooks 06 and 07 measure it (`morelib.faithfulness`).
@@ -124,13 +127,8 @@ print(f"completion length in characters: median {lengths.median():.0f}, max {len
 base = traced_result if traced_result is not None and traced_result.kept else next(r for r in results if r.kept)
 reply = base.response
 variants = {
-    "as stored": reply,
-    "Step 3 removed": reply.replace("Step 3:", "Note:"),
-    "steps 2 and 3 swapped": reply.replace("Step 2:", "Step X:").replace("Step 3:", "Step 2:").replace("Step X:", "Step 3:"),
-    "wrong label": reply.replace(f"<answer>{base.label}</answer>", "<answer>none</answer>" if base.label != "none"
-                                 else "<answer>/per/per/partner</answer>"),
-    "answer without slash": reply.replace(f"<answer>{base.label}</answer>", f"<answer>{base.label.lstrip('/')}</answer>"),
-    "two answers": reply + f" <answer>{base.label}</answer>",
+    # "Step 3 removed": reply.replace("Step 3:", "Note:"),
+    # "two answers": reply + f" <answer>{base.label}</answer>",
 }
 for name, text in variants.items():
     reason, _ = filtering.check_response(text, base.label)

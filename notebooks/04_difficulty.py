@@ -112,7 +112,7 @@ else:
 # part), not the counts; the last line gives this run's easy : hard ratio.
 
 # %%
-table = difficulty.comparison_table(rows)
+table = difficulty.comparison_table(rows, profile)
 display(table.round(3))
 run_easy, run_hard = table.iloc[1]["easy"], table.iloc[1]["hard"]
 print(f"easy : hard = {run_easy / run_hard if run_hard else float('inf'):.1f} : 1 in this run, "
@@ -146,9 +146,12 @@ plt.show()
 # %% [markdown]
 # ## Exercises
 #
+# Each takes a few minutes.
+#
 # 1. **Redo the split by hand.** The cell below rebuilds the easy/hard rows from the cached
-#    predictions with `difficulty.split_rows` (no model needed). Count how many hard samples are
-#    hard only because their output could not be parsed. Should those count as hard?
+#    predictions with `difficulty.split_rows` (no model needed) into `again`. Count how many hard
+#    samples are hard only because their output could not be parsed (a row's `pred` is None).
+#    Should those count as hard?
 # 2. **Where the hard relations are.** In the table of section 3, which relation has the highest
 #    hard share? Is it one whose toy wording is ambiguous between two relations (`morelib/toy.py`,
 #    cues with two labels), or one that needs the picture?
@@ -160,6 +163,4 @@ from morelib.inference import read_predictions
 
 cached = read_predictions(layout.predictions(*difficulty.POOL_PREDICTIONS))
 again = difficulty.split_rows(cached)
-print(f"{len(again)} rows from {layout.predictions(*difficulty.POOL_PREDICTIONS)}; "
-      f"{sum(r['difficulty'] == 'hard' for r in again)} hard, of which "
-      f"{sum(r['difficulty'] == 'hard' and r['pred'] is None for r in again)} unparsable")
+print(f"{len(again)} rows rebuilt from {layout.predictions(*difficulty.POOL_PREDICTIONS)} into `again`")

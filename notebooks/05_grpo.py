@@ -175,6 +175,8 @@ group = None
 if traced is None or not is_done(settings.stage1_dir):
     print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
 else:
+    from morelib import evaluation, faithfulness
+    from morelib.answer import parse_label
     from morelib.inference import backend_for
     from morelib.prompts import prompt_template
 
@@ -193,15 +195,28 @@ else:
     row = trace.difficulty_row(layout.root, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
           f"temperature {settings.temperature}")
-    shown = group.assign(ending=[c[-90:].replace("\n", " ") for c in completions])
+    facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
+    rows = [{"id": traced.pool_id, "text": c, "label": parse_label(c), "gold": traced_sample.label} for c in completions]
+    checks = [faithfulness.check(r, traced_sample, facts.get(traced.pool_id)) for r in rows]
+    shown = group.assign(supports=[c["supports"] for c in checks],
+                         ending=[c[-90:].replace("\n", " ") for c in completions])
     display(shown.round(3))
     best = int(group["advantage"].idxmax())
     text = completions[best - 1]
     print(f"completion {best} (highest advantage):\n{text[:1500]}{' …' if len(text) > 1500 else ''}")
+    print(f"\ncompletion {best}: {faithfulness.verdict(rows[best - 1], traced_sample, facts.get(traced.pool_id))}")
+    rewarded = [i + 1 for i, (c, a) in enumerate(zip(checks, group["advantage"])) if c["supports"] is False and a > 0]
+    if rewarded:
+        print(f"pushed up although the reasoning does not support the answer: completion(s) {rewarded}")
 
 # %% [markdown]
 # Read the table: completions that beat their siblings get a positive advantage, the others a
-# negative one, and the advantages of a group sum to zero. If all G rewards are equal (every
+# negative one, and the advantages of a group sum to zero. The `supports` column checks each
+# completion's reasoning as notebook 06 does (Step 6 concludes the answer, Steps 2, 4 and 6 name
+# the entity, Step 4's types are right, quotes are in the text). None of the paper's rewards reads
+# the reasoning: a completion whose Step 6 concludes one relation and whose answer tag holds
+# another is paid in full when the tag is right, and GRPO pushes it up. The line under the
+# completion says so when it happens. If all G rewards are equal (every
 # completion right, or every one wrong in the same way), every advantage is 0 and the group
 # teaches nothing: that is what `frac_reward_zero_std` counts during training. A very peaked
 # Stage 1 model (low entropy) produces such groups often, which is why the temperature matters.
@@ -210,9 +225,17 @@ else:
 # ## 3 · Progressive Sample-Mixing
 #
 # Notebook 04 split the remaining 75% of the training set by the Stage 1 model's answer: *easy*
-# (right) and *hard* (wrong). Training only on hard samples makes GRPO forget what it already does
-# well; training on everything wastes rollouts on groups that are all right, which carry no
-# advantage. MORE-R1 mixes them and shifts the mix over time: every epoch uses all hard samples,
+# (right) and *hard* (wrong). **Why the paper mixes them, and lets the easy share decay** (its
+# section 3.3.2): GRPO on the raw remaining 75% gave only a slight gain, and the answer reward did
+# not grow during training. 79% of those samples were easy, mostly `none` (7,417 of 8,853), and
+# with so many in a mini-batch the model overfit the easy patterns instead of exploring the hard
+# cases. Training on hard samples only was worse: the answer reward hardly improved and the scores
+# fell, because without easy samples to warm up on at the start, the model found no useful
+# exploration paths for the hard ones. Hence: start with easy samples, then give them less room.
+#
+# *Our addition, not the paper's argument:* in GRPO an easy sample tends to give a group whose
+# completions are all right; equal rewards mean zero advantage, so such a group teaches nothing
+# (section 2). MORE-R1 mixes them and shifts the mix over time: every epoch uses all hard samples,
 # epoch 1 adds as many easy ones (1:1), and the easy share halves each epoch (gamma = 0.5). The easy
 # draw keeps the none / non-none proportion of the original training set.
 #
@@ -288,7 +311,7 @@ for name, run_settings in all_settings.items():
 grpo_dirs = {variant: layout.grpo_dir(variant) for variant in settings.variants}
 figure = report.plot_reward_curves(grpo_dirs)
 report.save_figure(figure, layout.figures, "05_grpo_rewards")
-display(figure)
+display(report.show_figure(figure))
 summary = report.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
 layout.metrics.mkdir(parents=True, exist_ok=True)
 summary.to_csv(layout.metrics / "grpo_summary.csv")
@@ -332,18 +355,25 @@ else:
 # %% [markdown]
 # ## Exercises
 #
+# Exercises 1 to 4 and 6 take a few minutes each; 5 and 7 train models and are homework. The cell
+# below computes nothing until you fill it in.
+#
 # 1. **Redraw the plan.** Change `gamma_to_try` (and `epochs_to_try`) below: `mixing.easy_counts`
 #    gives the easy samples per epoch for the paper's 2,370 hard and 8,853 easy. What gamma would
 #    keep the last epoch at 1 : 2? What does gamma = 1 turn the progressive variant into?
 # 2. **Advantages by hand.** For a group with rewards 3, 2, 2 and 0, compute the four advantages
-#    on paper (sample standard deviation), then check with `trace.group_advantages`. What are they
-#    for rewards 3, 3, 3, 3? For 1, 0, 0, 0 compared with 3, 2, 2, 2?
-# 3. **The falling curve.** Using the plan of section 3, compute the share of hard samples in each
-#    progressive epoch. If the model answered every hard sample with probability 0.2 and every
-#    easy one with 0.9, what mean answer reward would each epoch show?
+#    on paper (sample standard deviation), write them into `my_advantages`, then run the cell: it
+#    compares them with `trace.group_advantages`. What are they for rewards 3, 3, 3, 3? For
+#    1, 0, 0, 0 compared with 3, 2, 2, 2?
+# 3. **The falling curve.** Using the plan of section 3 (`plans["progressive"]`: `n_hard`,
+#    `n_easy`, `total` per epoch), compute the share of hard samples in each progressive epoch. If
+#    the model answered every hard sample with probability 0.2 and every easy one with 0.9, what
+#    mean answer reward would each epoch show?
 # 4. **After training.** Point the group of section 2 at `layout.checkpoint("grpo_progressive")`
 #    instead of the Stage 1 model and sample again: did the rewards or their spread change?
-# 5. **A setting of your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
+# 5. **Homework (one GRPO run and a valid scoring: at about 2.3 s per toy step, minutes for the
+#    profile's steps, 20 minutes for the whole pool; `docs/stage2-on-the-toy.md`): a setting of
+#    your own.** Pick one Stage 2 setting (the learning rate, `temperature`,
 #    `num_generations`), guess what it does to the zero-variance share and the valid F1, then run
 #    `benchmarks/stage2_valid.py` with it and add the row to the table of section 6.
 # 6. **A reward that pays for saying less.** The `quotes` reward (beyond the paper) pays an output
@@ -352,22 +382,23 @@ else:
 #    could GRPO learn from this reward? Guess before you read rows q1 and q2 of
 #    `docs/stage2-on-the-toy.md`. How would you change the reward so it cannot be earned that way?
 #    Compare your answer with the `grounded_answer` reward and rows ga1 and ga2.
-# 7. **What the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
+# 7. **Homework (two SFT runs on the pool and their valid scorings; not timed here, longer than a
+#    meeting on a laptop CPU): what the pool holds.** Run `benchmarks/self_training_valid.py` twice with the same training
 #    budget (`--with-stage1-set --set 03_sft.learning_rate=3e-4 --set 03_sft.num_train_epochs=3`):
 #    once with `--rows own` and once with `--rows expert-hard`. Both train on the model's own right
 #    answers for the easy facts; they differ only on the hard facts. What does the gap between the
 #    two valid gains say about what GRPO's sampling would have to find?
 
 # %%
-gamma_to_try, epochs_to_try = 0.5, 4
-print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
-print("advantages of 3, 2, 2, 0:", trace.group_advantages([3, 2, 2, 0]).round(3))
-print("advantages of 3, 3, 3, 3:", trace.group_advantages([3, 3, 3, 3]).round(3))
-progressive = plans.get("progressive")
-if progressive is not None:
-    hard_share = progressive["n_hard"] / progressive["total"]
-    print("hard share per progressive epoch:", hard_share.round(2).tolist())
-    print("expected answer reward at 0.2 (hard) / 0.9 (easy):", (0.2 * hard_share + 0.9 * (1 - hard_share)).round(2).tolist())
+gamma_to_try, epochs_to_try = None, 4  # exercise 1: e.g. 0.25
+my_advantages = None                     # exercise 2: your four advantages of rewards 3, 2, 2, 0
+
+if gamma_to_try is not None:
+    print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
+if my_advantages is not None:
+    truth = trace.group_advantages([3, 2, 2, 0])
+    print("yours:", [round(a, 3) for a in my_advantages], "TRL's formula:", truth.round(3).tolist(),
+          "-> match" if all(abs(a - b) < 0.01 for a, b in zip(my_advantages, truth)) else "-> look again")
 
 # %% [markdown]
 # ## Next

@@ -28,6 +28,13 @@
 # | `grpo_progressive` | Stage 2 with Progressive Sample-Mixing | MORE-R1 |
 # | `grpo_raw`, `grpo_balanced`, `grpo_hard_only` | the Stage 2 ablation variants | Figure 3 |
 #
+# **The zero-shot row is not the paper's measurement.** The paper's Qwen2.5-VL-7B(-zs) row is taken
+# from another work (REMOTE, its reference [16]), with that work's prompt and parser. Ours asks
+# the base model with our label prompt (`morelib/templates/label_task_description.txt`) and reads
+# the answer with our strict parser, where an output that is not one of the 21 labels counts as
+# wrong. The two rows share a name, not a method; on the toy, the base model is a random network
+# and answers nothing parsable.
+#
 # Predictions are cached in `run_dir/predictions/<model>__test.jsonl` (a rerun reuses them, a
 # killed run resumes). A model that is missing is skipped with a note, so this notebook runs on
 # whatever the run holds.
@@ -93,11 +100,21 @@ if not predictions:
 # ## 2 · Scores
 #
 # Besides the paper's four numbers: the macro-F1 over the relations present in the test split
-# (every relation counts the same, however rare), and a 95% bootstrap interval for F1 (resampling
-# the test samples). The toy test split is small, so differences inside the interval are noise.
+# (every relation counts the same, however rare), and a 95% bootstrap interval for each metric.
+#
+# **The bootstrap resamples image-text pairs, not facts** (beyond the paper, which gives no
+# intervals). A MORE image-text pair holds several facts (about 5.7 on average; the toy 2 to 8):
+# every object of the image against every entity of the headline. They share one image and one
+# text, so a model that misreads the headline tends to get all of them wrong together. Resampling
+# the facts one by one treats them as independent and makes the intervals too narrow; resampling
+# whole pairs (a *cluster bootstrap*, by `img_id`) keeps each pair's facts together.
+# `tests/test_metrics.py` shows the difference: six copies of each fact, resampled fact by fact,
+# give an interval far narrower than the facts themselves.
 
 # %%
-scores = {key: evaluation.score_rows(rows, n_boot=settings.n_boot, seed=settings.seed)
+pairs = evaluation.image_text_pairs(samples)  # sample id -> img_id, the resampling unit
+print(f"{len(samples)} facts in {len(set(pairs.values()))} image-text pairs")
+scores = {key: evaluation.score_rows(rows, n_boot=settings.n_boot, seed=settings.seed, clusters=pairs)
           for key, rows in predictions.items()}
 table = evaluation.scores_table(scores)
 layout.metrics.mkdir(parents=True, exist_ok=True)
@@ -126,11 +143,13 @@ display(table1)
 #
 # Two models' separate intervals overlap even when one is reliably better, because most of the
 # noise comes from which test samples were drawn. The paired bootstrap scores both models on the
-# same resampled test set in every draw, so its 95% interval is that of the gain itself. A gain
-# whose interval lies above zero is one the test split can resolve.
+# same resampled image-text pairs in every draw, so its 95% interval is that of the gain itself.
+# A gain whose interval lies above zero is one the test split can resolve. These intervals cover
+# the test split's noise only: each model here is one training run.
 
 # %%
-paired = report.paired_gains(predictions, baseline="stage1", n_boot=settings.n_boot, seed=settings.seed)
+paired = report.paired_gains(predictions, baseline="stage1", n_boot=settings.n_boot, seed=settings.seed,
+                             clusters=pairs)
 if len(paired):
     report.write_csv(paired, out_dirs, "paired_f1.csv")
     display(paired.round(2))
@@ -143,26 +162,39 @@ if len(paired):
 # schedule (1:1 first, then half as many easy samples each epoch). It reports that *raw* loses
 # recall (too many easy `none` samples) and *hard only* loses accuracy and precision (too few).
 #
-# The bars are the main runs, with 95% bootstrap intervals over test samples. Those intervals say
-# nothing about training: a second GRPO run with another seed samples other rollouts (and, on the
-# toy, another subset of the pool) and ends elsewhere. When notebook 05 trained `extra_seeds`, each
-# seed's score is a dot over its bar, and the table below gives each variant's F1 over the seeds.
-# Read a difference between two variants as real only when it is larger than the spread of each.
+# The paper's Figure 3 compares the variants with one another; every variant starts from the same
+# Stage 1 model, so the question a bar must answer is *what did this variant add to Stage 1?* Here:
+#
+# * the **dashed line** of each metric is Stage 1; the number over a bar is its gain over Stage 1;
+# * a **bar** is the variant's mean over its training seeds (the main run and notebook 05's
+#   `extra_seeds`), each seed a dot; with one seed it is that one run;
+# * an **error bar** is the paired 95% bootstrap interval of that gain (Stage 1 and every seed
+#   scored on the same resampled image-text pairs). An error bar that crosses the dashed line is
+#   a gain the test split cannot tell from zero.
+#
+# The interval covers the test split's noise, not training's: a GRPO run with another seed samples
+# other rollouts (and, on the toy, another subset of the pool) and ends elsewhere. The dots and
+# the table below show that spread. Read a difference between two variants as real only when it is
+# larger than the spread of each. The numbers are in `figure3_gains.csv`.
 
 # %%
-variant_scores = {variant: scores[key] for variant, key in report.VARIANT_KEYS.items() if key in scores}
-seed_scores = {variant: [scores[k] for k in [key, *evaluation.seed_runs(settings.run_dir, [key])] if k in scores]
-               for variant, key in report.VARIANT_KEYS.items() if key in scores}
-if variant_scores:
-    paths = report.figure3(variant_scores, out_dirs, settings.profile, seed_scores=seed_scores)
+seed_keys = {variant: [k for k in [key, *evaluation.seed_runs(settings.run_dir, [key])] if k in predictions]
+             for variant, key in report.VARIANT_KEYS.items() if key in predictions}
+seed_scores = {variant: [scores[k] for k in keys] for variant, keys in seed_keys.items()}
+if seed_keys and "stage1" in predictions:
+    gains = report.variant_gains(predictions, seed_keys, baseline="stage1", n_boot=settings.n_boot,
+                                 seed=settings.seed, clusters=pairs)
+    report.write_csv(gains, out_dirs, "figure3_gains.csv")
+    paths = report.figure3(gains, out_dirs, settings.profile, seed_scores=seed_scores)
     print("wrote", *paths, sep="\n  ")
     display(Image(filename=str(paths[0])))
+    display(gains.set_index(["variant", "metric"]).round(1))
     if max(len(v) for v in seed_scores.values()) > 1:
         spread = report.seed_spread(seed_scores, baseline=scores.get("stage1"))
         report.write_csv(spread.reset_index(), out_dirs, "figure3_seeds.csv")
         display(spread.round(2))
 else:
-    print("no Stage 2 variant was evaluated: run notebook 05 first")
+    print("no Stage 2 variant, or no Stage 1 to compare it with, was evaluated: run notebooks 03 and 05 first")
 
 # %% [markdown]
 # ## 5 · Per label, and what is confused with what
@@ -204,11 +236,14 @@ for key, rows in predictions.items():
 # ## 7 · Does the reasoning support the answer?
 #
 # Beyond the paper: a right label after reasoning that concludes something else is luck. For each
-# reasoning model, the share of outputs whose Step 6 concludes the answer's label, whose Step 4
-# names the right entity and the true types (the toy world knows them), both together, and the
-# share of right answers that are lucky (`morelib.faithfulness`). `quotes_in_text` is the share of
-# outputs whose every phrase in double quotes occurs in the news text; it needs only the output
-# and the text, so it works on the real data too. On the toy, two more columns say
+# reasoning model, each check on its own (`morelib.faithfulness`): Step 6 concludes the answer's
+# label (`step6_agrees`); Steps 2, 4 and 6 name the queried entity (`names_entity`); Step 4 states
+# the true object and entity types (`types_right`); every phrase in double quotes occurs in the news
+# text (`quotes_in_text`). An output supports its answer when all four hold (`supports_answer`), and
+# a right answer that is not supported is lucky. Names and quotes are compared as word tokens, so
+# MORE's tokenised text (`Obama 's`) matches ordinary spelling. The true types come from the toy
+# world, or on real data from a gold relation: a gold `none` fact cannot be judged there, and
+# `not_judged` counts it instead of calling it a pass or a fail. On the toy, two more columns say
 # where reasoning goes wrong: the share of outputs whose Step 2 quotes the headline's cue words,
 # and the share of *wrong* answers that misquote it. When most wrong answers misquote the cue,
 # the model's errors are copying errors (it reasons from words that are not in the text), not
@@ -227,39 +262,46 @@ if len(support):
 # %% [markdown]
 # ## Exercises
 #
-# Each runs in a second on the cached predictions.
+# Each takes a few minutes on the cached predictions and works on any run that has a Stage 1 model.
+# The cell below computes nothing until you fill it in: guess first.
 #
-# 1. **Always `none`.** Score a model that answers `none` to everything (first cell below). Why is
-#    its accuracy so high, and why is F1 the paper's headline metric?
-# 2. **How wide is the interval?** Recompute the paired gain of MORE-R1 over Stage 1 on half the
-#    test split (`half`), then on all of it. How does the interval's width change, and how many
-#    test facts would a gain of 2 F1 points need?
-# 3. **Unparsable outputs.** They count as wrong here. What would Stage 1's F1 be if they were
-#    dropped instead, and why would that flatter a model that often runs out of tokens?
-# 4. **Two kinds of noise.** With `extra_seeds` (toy-full), compare each variant's F1 spread over
-#    training seeds (`spread`, section 4) with the width of its bootstrap interval over test
-#    facts. Which is larger? Would a Figure 3 from one seed per variant rank the variants the
-#    same way twice?
+# 1. **Always `none`.** Set `always_none = True` to score a model that answers `none` to every
+#    fact. Why is its accuracy so high, and why is F1 the paper's headline metric?
+# 2. **Facts or pairs?** Set `compare_units = True`: it gives Stage 1's F1 interval twice, once
+#    resampling facts and once resampling image-text pairs (section 2). Which is wider? How many
+#    facts does a pair hold on this test split, and why would facts of one pair be right or wrong
+#    together?
+# 3. **What a lucky answer is worth.** Section 7 calls a right answer lucky when its reasoning
+#    does not support it. Set `lucky_counted_wrong = True` to rescore Stage 1 with its lucky
+#    answers counted as wrong. How far does F1 fall? Would the paper's answer reward (notebook 05)
+#    see any difference between the two scores?
+# 4. **Read the confusion matrix** (section 5, no code). Which gold relation loses the most facts
+#    to `none`, and which to another relation? Do the confusions stay within one type pair
+#    (`/per/loc/...` for `/per/loc/...`)? What does that say about Step 4 and Step 6 of the
+#    reasoning?
 
 # %%
+always_none = False
+compare_units = False
+lucky_counted_wrong = False
+
 gold_labels = [s.label for s in samples]
-print("always none:", {k: round(100 * float(v), 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
-                       if k in ("acc", "precision", "recall", "f1")})
-if {"stage1", "grpo_progressive"} <= set(predictions):
-    half = len(samples) // 2
-    for n in (half, len(samples)):
-        gains = report.paired_gains({k: predictions[k][:n] for k in ("stage1", "grpo_progressive")},
-                                    n_boot=settings.n_boot, seed=settings.seed)
-        print(f"first {n} facts:", gains.round(2).to_dict("records"))
-if "stage1" in predictions:
-    parsed = [r for r in predictions["stage1"] if r["label"] is not None]
-    print(f"Stage 1 F1 without its {len(predictions['stage1']) - len(parsed)} unparsable outputs: "
-          f"{100 * metrics.score([r['gold'] for r in parsed], [r['label'] for r in parsed])['f1']:.2f}")
-for variant, runs in seed_scores.items():
-    if len(runs) > 1:
-        f1 = [100 * run["f1"] for run in runs]
-        print(f"{variant}: F1 over {len(f1)} seeds {min(f1):.1f} to {max(f1):.1f}; bootstrap interval of the "
-              f"main run {100 * runs[0]['f1_low']:.1f} to {100 * runs[0]['f1_high']:.1f}")
+if always_none:
+    print("always none:", {k: round(100 * float(v), 2) for k, v in metrics.score(gold_labels, ["none"] * len(gold_labels)).items()
+                           if k in ("acc", "precision", "recall", "f1")})
+if "stage1" in predictions and (compare_units or lucky_counted_wrong):
+    rows = predictions["stage1"]
+    gold, pred = [r["gold"] for r in rows], [r["label"] for r in rows]
+    if compare_units:
+        for unit, clusters in (("facts", None), ("image-text pairs", [pairs[r["id"]] for r in rows])):
+            ci = metrics.bootstrap_f1_ci(gold, pred, n=settings.n_boot, seed=settings.seed, clusters=clusters)
+            print(f"Stage 1 F1 {100 * ci['f1']:.1f}, resampling {unit}: [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]")
+        print(f"{len(rows)} facts in {len({pairs[r['id']] for r in rows})} pairs")
+    if lucky_counted_wrong:
+        lucky = [bool(faithfulness.check(r, by_id[r["id"]], (meta or {}).get(r["id"]))["lucky"]) for r in rows]
+        strict = [None if is_lucky else label for label, is_lucky in zip(pred, lucky)]  # None: scored as wrong
+        print(f"Stage 1: {sum(lucky)} lucky answers; F1 {100 * metrics.score(gold, pred)['f1']:.1f} as scored, "
+              f"{100 * metrics.score(gold, strict)['f1']:.1f} with the lucky ones counted wrong")
 
 # %% [markdown]
 # ## Next

@@ -71,13 +71,19 @@ print("models:", ", ".join(evaluation.display_name(k) for k in predictions))
 # ## 1 · Does the reasoning support the answer?
 #
 # Beyond the paper (`morelib.faithfulness`): a right label after reasoning that says something
-# else is luck, not reasoning. An output **supports its answer** when its Step 6 concludes the
-# label of the answer tag and its Step 4 names the right entity with the true object and entity
-# types (the toy world knows them; on real data only gold relations carry them). A right answer
-# that its reasoning does not support is **lucky**. `quotes_in_text` is the share of outputs whose
-# quoted phrases all occur in the news text. On the toy, `step2_quotes_cue` is the share
-# of outputs whose Step 2 quotes the headline's cue words. The rates, per reasoning model, on
-# this split:
+# else is luck, not reasoning. Four checks, each its own column:
+#
+# * `step6_agrees`: Step 6 concludes the label of the answer tag;
+# * `names_entity`: Steps 2, 4 and 6 all name the queried entity (not another one of the headline);
+# * `types_right`: the object and entity types Step 4 states are the true ones (the toy world knows
+#   them; on real data only a gold relation carries them, so a gold `none` fact cannot be judged:
+#   it is counted in `not_judged`, not as a pass or a fail);
+# * `quotes_in_text`: every phrase the reasoning puts in double quotes occurs in the news text.
+#
+# An output **supports its answer** when all four hold (`supports_answer`); a right answer whose
+# reasoning does not support it is **lucky**. On the toy, `step2_quotes_cue` is the share of
+# outputs whose Step 2 quotes the headline's cue words. The rates, per reasoning model, on this
+# split:
 
 # %%
 if reasoning:
@@ -90,7 +96,7 @@ else:
 # ## 2 · Picking the sample
 #
 # Unless `sample_id` is set, the sample is one where MORE-R1 is right **and its reasoning supports
-# its answer**; among those, one where the models *disagree*, preferring the others wrong (as in
+# its answer** by all four checks of section 1; among those, one where the models *disagree*, preferring the others wrong (as in
 # the paper's example), then more distinct answers, then a gold relation rather than `none`; ties go
 # to the smallest id. The choice is deterministic, so the figure is the same on every run of the
 # same predictions.
@@ -112,8 +118,12 @@ rows = {evaluation.display_name(k): predictions[k][chosen] for k in available if
 lucky = [evaluation.display_name(k) for k in available if k in reasoning and chosen in predictions[k]
          and faithfulness.is_lucky(predictions[k][chosen], sample, facts.get(chosen))]
 print(report.describe_case(sample, rows, max_chars=600))
+print()
+for k in available:  # every reasoning output on screen, checked
+    if k in reasoning and chosen in predictions[k]:
+        print(f"{evaluation.display_name(k)}: {faithfulness.verdict(predictions[k][chosen], sample, facts.get(chosen))}")
 if prefer in reasoning and not supported.get(chosen):
-    print(f"\nnote: {evaluation.display_name(prefer)}'s reasoning does not support its answer here")
+    print(f"\nnote: no case has {evaluation.display_name(prefer)} right with reasoning that passes every check")
 if lucky:
     print("lucky (right label, reasoning does not support it):", ", ".join(lucky))
 
@@ -180,24 +190,29 @@ else:
     for key, (row,) in final.items():
         check = faithfulness.check(row, traced_sample, facts.get(traced.pool_id)) if key in reasoning else {}
         verdicts.append({"model": evaluation.display_name(key), "answer": row["label"], "right": row["label"] == row["gold"],
-                         "Step 6 agrees": check.get("step6_agrees"), "Step 4 right": check.get("step4_right"),
-                         "lucky": check.get("lucky")})
+                         **{name: check.get(name) for name in faithfulness.CHECKS}, "lucky": check.get("lucky")})
     if verdicts:
         display(pd.DataFrame(verdicts).set_index("model"))
+        for key, (row,) in final.items():
+            if key in reasoning:
+                print(f"{evaluation.display_name(key)}: {faithfulness.verdict(row, traced_sample, facts.get(traced.pool_id))}")
         print(report.describe_case(traced_sample, {evaluation.display_name(k): rows[0] for k, rows in final.items()},
                                    max_chars=500))
 
 # %% [markdown]
 # ## Exercises
 #
+# Each takes a few minutes.
+#
 # 1. **Another case.** Rerun the chain's last step with `--set 07_case_studies.sample_id=test-N`
 #    (or set `chosen` by hand above and rerun section 3) for a sample from section 4's patterns.
 # 2. **Find a lucky answer.** The cell below lists MORE-R1's lucky answers on this split. Open one
-#    with `report.describe_case`: which step went wrong, and would the paper's answer reward have
-#    paid for it?
-# 3. **Step 6 only.** On real data the true types of a `none` fact are unknown, so only the Step 6
-#    check applies. How much lower would the "supports" rate be if Step 4 were not checked? Compare
-#    the columns of section 1.
+#    with `report.describe_case` and `faithfulness.problems`: which step went wrong, and would the
+#    paper's answer reward have paid for it?
+# 3. **Which check fails?** In the table of section 1, which of the four checks fails most often,
+#    for which model? On real data a `none` fact's types are unknown, so `types_right` cannot
+#    judge it: which of the other three checks still could, and which would a GPT-4o expert's
+#    reasoning be most likely to fail?
 
 # %%
 if prefer in reasoning:

@@ -44,3 +44,28 @@ def make_notebook(cells: Iterable[tuple[str, str]], path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     jupytext.write(jupytext.reads(percent_text(cells), fmt="py:percent"), path)
     return path
+
+
+FIGURE_CALLS = ("plt.show()", "report.show_figure(", "display(Image(")
+
+
+def figure_cells(notebook) -> list[tuple[int, dict]]:
+    """The code cells that show a figure, by how notebooks show one (pyplot, a report figure, a PNG file)."""
+    return [(i, cell) for i, cell in enumerate(notebook.cells)
+            if cell.cell_type == "code" and any(call in cell.source for call in FIGURE_CALLS)]
+
+
+def figures_not_rendered(notebook) -> list[str]:
+    """What an executed notebook shows wrong: figure cells without a PNG output, outputs that are a
+    matplotlib Figure's text form (``<Figure size ...>``). Empty when every figure renders."""
+    problems = []
+    for index, cell in figure_cells(notebook):
+        kinds = {kind for out in cell.get("outputs", []) for kind in out.get("data", {})}
+        if "image/png" not in kinds:
+            problems.append(f"cell {index}: a figure cell without an image output")
+    for index, cell in enumerate(notebook.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+            if "<Figure size" in text:
+                problems.append(f"cell {index}: a figure shown as text")
+    return problems

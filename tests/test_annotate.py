@@ -96,12 +96,25 @@ def test_stratified_split_takes_a_quarter_of_every_relation(train):
     label_of = {s.id: s.label for s in train}
     total, chosen = Counter(s.label for s in train), Counter(label_of[i] for i in stage1)
     for label, n in total.items():
-        assert chosen[label] == max(1, int(0.25 * n + 0.5)), label
+        assert chosen[label] == max(1, round(0.25 * n)), label
     assert annotate.stratified_split(train, 0.25, seed=0) == (stage1, pool)
     assert annotate.stratified_split(train, 0.25, seed=1)[0] != stage1
     assert len(annotate.stratified_split(train, 0.5, seed=0)[0]) > len(stage1)
     with pytest.raises(ValueError, match="fraction"):
         annotate.stratified_split(train, 0.0, seed=0)
+
+
+def test_sampling_rounds_half_to_even_as_the_stage2_mix_does():
+    """One rounding rule: 25% of 10 facts is 2.5 -> 2, of 6 is 1.5 -> 2, of 2 is 0.5 -> 0 -> at least 1."""
+    from types import SimpleNamespace
+
+    from morelib.mixing import easy_counts
+
+    facts = [SimpleNamespace(id=f"{label}-{i}", label=label) for label, n in (("a", 10), ("b", 6), ("c", 2))
+             for i in range(n)]
+    stage1, _ = annotate.stratified_split(facts, 0.25, seed=0)
+    assert Counter(i.split("-")[0] for i in stage1) == {"a": 2, "b": 2, "c": 1}
+    assert easy_counts(5, 100, 2, 0.5)[1] == 2  # 2.5 -> 2 in the mix as well
 
 
 def test_split_ids_round_trip_and_a_broken_file_is_named(tmp_path):
@@ -111,6 +124,13 @@ def test_split_ids_round_trip_and_a_broken_file_is_named(tmp_path):
     path.write_text('{"stage1": "train-1"}')
     with pytest.raises(ValueError, match=r"split_ids.json: field 'stage1'"):
         annotate.read_split_ids(tmp_path)
+
+
+def test_the_expert_prompt_asks_for_no_length():
+    """The paper's prompt sets no length, and its length reward pays reasoning over 1,024 characters:
+    our template must not ask the expert to keep its steps short."""
+    template = annotate.EXPERT_TEMPLATE_PATH.read_text().lower()
+    assert "short" not in template and "brief" not in template and "concise" not in template
 
 
 def test_expert_prompt_has_the_three_parts(train):

@@ -15,6 +15,7 @@ import pytest
 from morelib import data
 from morelib.config import repo_root
 from morelib.run import INJECTED, chain_notebooks, declared_parameters, run_chain
+from nbtools import figure_cells, figures_not_rendered
 
 # Smaller than the toy profile so the whole chain stays quick in CI; owners of later notebooks
 # add their own size overrides here.
@@ -53,6 +54,23 @@ def repository_files() -> dict[str, bytes]:
             for p in sorted((repo_root() / d).rglob("*")) if p.is_file() and ".ipynb_checkpoints" not in p.parts}
 
 
+def test_figure_cells_are_found_in_every_notebook_that_draws():
+    """The chain test's figure check looks at the cells it should: each notebook that draws a
+    figure has at least one cell ``figure_cells`` finds."""
+    found = {path.stem: len(figure_cells(nbformat.read(path, as_version=4))) for path in chain_notebooks()}
+    for stem in ("00_prepare", "03_sft", "05_grpo", "06_evaluation", "07_case_studies"):
+        assert found[stem] >= 1, (stem, found)
+    # ... and it fails a figure shown as text, as notebooks 03 and 05 used to show theirs.
+    as_text = nbformat.v4.new_output("execute_result", data={"text/plain": "<Figure size 640x360 with 1 Axes>"})
+    as_image = nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=", "text/plain": "<Image>"})
+    cell = nbformat.v4.new_code_cell("display(report.show_figure(figure))")
+    notebook = nbformat.v4.new_notebook(cells=[cell])
+    cell.outputs = [as_text]
+    assert len(figures_not_rendered(notebook)) == 2
+    cell.outputs = [as_image]
+    assert figures_not_rendered(notebook) == []
+
+
 @pytest.mark.chain
 def test_toy_chain_runs_end_to_end(tmp_path):
     run_dir = tmp_path / "run"
@@ -67,6 +85,8 @@ def test_toy_chain_runs_end_to_end(tmp_path):
         errors = [out for cell in executed.cells if cell.cell_type == "code"
                   for out in cell.get("outputs", []) if out.output_type == "error"]
         assert not errors, f"{stem}: {errors}"
+        # Every figure renders: a cell that shows one carries a PNG, and no output is a Figure's text form.
+        assert not figures_not_rendered(executed), f"{stem}: {figures_not_rendered(executed)}"
 
     # 00_prepare: the toy data validates and the tiny model is saved in the Hugging Face layout.
     report = data.validate(run_dir / "data")
@@ -129,6 +149,11 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert list(paired.columns) == ["model", "delta_f1", "ci_low", "ci_high"]
     assert (paired["ci_low"] <= paired["delta_f1"]).all() and (paired["delta_f1"] <= paired["ci_high"]).all()
     assert {"grpo_progressive", "grpo_progressive_seed1"} <= set(paired["model"])
+    # Figure 3: the mean over both seeds against Stage 1, paired intervals over image-text pairs.
+    gains = pd.read_csv(run_dir / "figures" / "figure3_gains.csv").set_index(["variant", "metric"])
+    f1_gain = gains.loc[("progressive", "f1")]
+    assert f1_gain["seeds"] == 2 and f1_gain["gain_low"] <= f1_gain["gain"] <= f1_gain["gain_high"]
+    assert f1_gain["baseline"] == pytest.approx(ours["F1"], abs=0.01)
     seeds = pd.read_csv(run_dir / "figures" / "figure3_seeds.csv").set_index("variant")
     assert list(seeds.index) == ["progressive"] and seeds.loc["progressive", "seeds"] == 2
     more_r1 = table[table["model"] == "MORE-R1 [toy run]"].iloc[0]["F1"]

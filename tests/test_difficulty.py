@@ -51,8 +51,9 @@ def test_split_rows_and_summary():
     assert summary["easy"] == {"count": 3, "none": 2, "non_none": 1, "none_ratio": pytest.approx(2 / 3)}
     assert summary["hard"] == {"count": 4, "none": 1, "non_none": 3, "none_ratio": pytest.approx(1 / 4)}
 
-    table = comparison_table(rows)
+    table = comparison_table(rows, "toy")
     assert list(table.index) == ["reported (paper)", "this run (toy)"]
+    assert list(comparison_table(rows, "paper").index) == ["reported (paper)", "this run (paper)"]
     assert table.loc["reported (paper)", "hard"] == 2370 and table.loc["reported (paper)", "easy: none"] == 7417
     assert table.loc["reported (paper)", "hard: non-none"] == 1574
     assert table.loc["this run (toy)", "hard"] == 4 and table.loc["this run (toy)", "hard: none"] == 1

@@ -31,6 +31,27 @@ def test_reasoning_is_compact_well_formed_and_exposes_the_facts():
     assert "hollow" in text and "bystander" in text and "Candidates for loc/org: none." in text
 
 
+def test_the_experts_reasoning_supports_its_answer_by_every_check():
+    """Reasoning written as the expert writes it passes each faithfulness check: the entity in
+    Steps 2, 4 and 6, the true types, its quotes in the text, Step 6 concluding the answer."""
+    from pathlib import Path
+
+    from morelib import faithfulness
+    from morelib.data import Sample
+
+    subject_none = {**SUBJECT, "id": "train-3", "label": "none"}
+    for meta, gold in ((SUBJECT, "/per/org/leader_of"), (BYSTANDER, "none"), (subject_none, "none")):
+        text, _ = expert_reply(meta, gold, random.Random(0), mistake_rate=0.0)
+        headline = f"The senator {meta['cue_words']} {meta['entity']}"
+        tokens = tuple(headline.split())
+        sample = Sample(id=meta["id"], split="train", text=headline, tokens=tokens, entity=meta["entity"],
+                        entity_span=(len(tokens) - 2, len(tokens)), object_name="obj_0", box=(0.5, 0.5, 0.2, 0.2),
+                        img_id="x.jpg", image_path=Path("x.jpg"), label=gold)
+        facts = {"object": meta["object"], "entity_type": meta["entity_type"], "cue_words": meta["cue_words"]}
+        row = {"id": meta["id"], "text": text, "label": parse_label(text), "gold": gold}
+        assert faithfulness.problems(row, sample, facts) == [], (meta["id"], text)
+
+
 def test_every_mistake_is_caught_by_the_filter():
     seen = set()
     for seed in range(60):

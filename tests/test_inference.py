@@ -110,6 +110,17 @@ def test_predict_to_file_resumes_without_duplicates(world, samples, tmp_path):
     assert counting.calls == []
 
 
+def test_progress_is_a_few_lines_not_one_per_batch(samples, tmp_path, capsys):
+    from dataclasses import replace
+
+    many = [replace(s, id=f"{s.id}-{copy}") for copy in range(4) for s in samples]  # 24 one-fact batches
+    texts = {s.id: "<answer>none</answer>" for s in many}
+    predict_to_file(Canned(texts), many, tmp_path / "p.jsonl", GenerationSettings(batch_size=1))
+    lines = capsys.readouterr().out.splitlines()
+    assert 2 <= len(lines) <= 6, lines  # the header and about four counters
+    assert lines[-1].strip() == f"{len(many)}/{len(many)}"
+
+
 def test_a_broken_line_inside_the_file_is_an_error(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')

@@ -23,6 +23,7 @@ if world != "1":
     world = str(dist.get_world_size())
     dist.destroy_process_group()
 print("a trainer's chatter that only the log file keeps", flush=True)
+print("[transformers] The tokenizer has new PAD/BOS/EOS tokens (a library's warning)", flush=True)
 print(f"[toytrain] rank {rank} of {world} writes to {os.path.basename(s['output_dir'])}", flush=True)
 if s.get("fail"):
     print("about to fail", file=sys.stderr, flush=True)
@@ -92,7 +93,10 @@ def test_launch_shows_progress_lines_and_logs_everything(tmp_path, module, capfd
     log = launch("toytrain", settings, log_path=tmp_path / "logs" / "train.log", distributed="none", env=module)
     shown = capfd.readouterr().out
     assert "[toytrain] rank 0 of 1 writes to ckpt" in shown and "chatter" not in shown
+    assert "$ " not in shown and "toytrain --settings" not in shown  # the command is in the log, not on screen
+    assert "[transformers]" not in shown and "[transformers]" in log.read_text()  # a library's line, not the stage's
     assert "rank 0 of 1 writes to ckpt" in log.read_text() and "chatter" in log.read_text()
+    assert log.read_text().startswith("$ ") and "toytrain --settings" in log.read_text()
 
 
 def test_launch_failure_raises_with_the_log_tail(tmp_path, module):

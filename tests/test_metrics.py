@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from morelib.metrics import UNPARSED, bootstrap_f1_ci, confusion, macro_f1, per_label, score
+from morelib.metrics import (UNPARSED, bootstrap_ci, bootstrap_f1_ci, confusion, macro_f1, paired_bootstrap_f1,
+                             paired_mean_gain, per_label, score)
 
 A, B = "/per/per/partner", "/org/loc/locate_at"
 GOLD = ["none", A, A, B, "none", B]
@@ -97,3 +98,55 @@ def test_bootstrap_interval_brackets_f1_and_is_seeded():
     assert perfect["low"] == perfect["high"] == 1.0
     with pytest.raises(ValueError):
         bootstrap_f1_ci(gold, pred, alpha=0)
+
+
+def noisy_case(size=200, seed=1):
+    rng = random.Random(seed)
+    gold = [rng.choice(["none", A, B]) for _ in range(size)]
+    pred = [g if rng.random() < 0.7 else rng.choice(["none", A, B]) for g in gold]
+    better = [g if rng.random() < 0.85 else rng.choice(["none", A, B]) for g in gold]
+    return gold, pred, better
+
+
+def test_one_sample_per_cluster_draws_as_the_plain_bootstrap():
+    gold, pred, better = noisy_case()
+    singletons = [f"img{i}" for i in range(len(gold))]
+    assert bootstrap_f1_ci(gold, pred, n=300, clusters=singletons) == bootstrap_f1_ci(gold, pred, n=300)
+    assert paired_bootstrap_f1(gold, pred, better, n=300, clusters=singletons) == \
+        paired_bootstrap_f1(gold, pred, better, n=300)
+    assert bootstrap_ci(gold, pred, n=300, clusters=singletons) == bootstrap_ci(gold, pred, n=300)
+
+
+def test_the_cluster_bootstrap_keeps_an_image_text_pairs_facts_together():
+    """Six copies of each fact in one pair hold no more information than the fact itself: the
+    cluster bootstrap gives the interval of the 200 facts, the fact-level one a far too narrow one."""
+    gold, pred, better = noisy_case()
+    copies = 6
+    gold6, pred6, better6 = ([x for x in xs for _ in range(copies)] for xs in (gold, pred, better))
+    pairs = [f"img{i // copies}" for i in range(len(gold6))]
+    width = lambda ci: ci["high"] - ci["low"]  # noqa: E731
+    alone = width(paired_bootstrap_f1(gold, pred, better, n=500))
+    by_pair = width(paired_bootstrap_f1(gold6, pred6, better6, n=500, clusters=pairs))
+    by_fact = width(paired_bootstrap_f1(gold6, pred6, better6, n=500))
+    assert by_pair == pytest.approx(alone, rel=0.15)
+    assert by_fact < 0.6 * by_pair
+    with pytest.raises(ValueError, match="clusters has 3 keys"):
+        bootstrap_f1_ci(gold, pred, clusters=["a", "b", "c"])
+
+
+def test_paired_mean_gain_over_seeds_by_hand():
+    gold = ["none", A, A, B]
+    base = ["none", A, "none", "none"]  # F1: P 1/1, R 1/3 -> 0.5
+    runs = [["none", A, A, "none"],  # P 2/2, R 2/3 -> 0.8
+            ["none", A, A, B]]  # 1.0
+    gains = paired_mean_gain(gold, base, runs, n=200, clusters=["p1", "p1", "p2", "p3"])
+    assert gains["f1"]["base"] == pytest.approx(0.5) and gains["f1"]["mean"] == pytest.approx(0.9)
+    assert gains["f1"]["gain"] == pytest.approx(0.4)
+    assert gains["acc"]["gain"] == pytest.approx((0.75 + 1.0) / 2 - 0.5)
+    for metric in ("acc", "precision", "recall", "f1"):
+        assert gains[metric]["low"] <= gains[metric]["gain"] <= gains[metric]["high"]
+    one = paired_mean_gain(gold, base, runs[:1], n=200, seed=3)["f1"]
+    assert (one["gain"], one["low"], one["high"]) == pytest.approx(
+        tuple(paired_bootstrap_f1(gold, base, runs[0], n=200, seed=3)[k] for k in ("delta", "low", "high")))
+    with pytest.raises(ValueError):
+        paired_mean_gain(gold, base, [])

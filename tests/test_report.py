@@ -3,8 +3,10 @@
 import json
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
+from nbtools import figures_not_rendered
 from PIL import Image
 
 from morelib import evaluation, report
@@ -79,14 +81,56 @@ def assert_png(path: Path, min_bytes=10_000, min_size=(400, 300)):
     assert path.stat().st_size > min_bytes
 
 
+def prediction_rows(gold, labels, prefix="t"):
+    return [{"id": f"{prefix}{i}", "gold": g, "label": p} for i, (g, p) in enumerate(zip(gold, labels))]
+
+
+def variant_predictions(seeds=1):
+    """Stage 1 and the four variants (``seeds`` runs each) on 40 facts in 10 image-text pairs."""
+    import random
+
+    rng = random.Random(0)
+    gold = [rng.choice(["none", A, B]) for _ in range(40)]
+    noisy = lambda keep: [g if rng.random() < keep else rng.choice(["none", A, B]) for g in gold]  # noqa: E731
+    predictions = {"stage1": prediction_rows(gold, noisy(0.6))}
+    runs = {}
+    for i, (variant, key) in enumerate(report.VARIANT_KEYS.items()):
+        runs[variant] = [key] + [f"{key}_seed{s}" for s in range(1, seeds)]
+        for run in runs[variant]:
+            predictions[run] = prediction_rows(gold, noisy(0.5 + i / 10))
+    pairs = {f"t{i}": f"img{i // 4}" for i in range(40)}
+    return predictions, runs, pairs
+
+
+def test_variant_gains_are_paired_means_over_seeds_against_stage1():
+    from morelib.metrics import score
+
+    predictions, runs, pairs = variant_predictions(seeds=3)
+    gains = report.variant_gains(predictions, runs, n_boot=200, clusters=pairs).set_index(["variant", "metric"])
+    row = gains.loc[("progressive", "f1")]
+    f1 = lambda key: 100 * score([r["gold"] for r in predictions[key]], [r["label"] for r in predictions[key]])["f1"]  # noqa: E731
+    assert row["seeds"] == 3 and row["n"] == 40
+    assert row["mean"] == pytest.approx(sum(f1(k) for k in runs["progressive"]) / 3)
+    assert row["baseline"] == pytest.approx(f1("stage1"))
+    assert row["gain"] == pytest.approx(row["mean"] - row["baseline"])
+    assert (gains["gain_low"] <= gains["gain"]).all() and (gains["gain"] <= gains["gain_high"]).all()
+    by_fact = report.variant_gains(predictions, runs, n_boot=200).set_index(["variant", "metric"])
+    assert (by_fact["gain"] == gains["gain"]).all() and not (by_fact["gain_low"] == gains["gain_low"]).all()
+    with pytest.raises(ValueError, match="baseline"):
+        report.variant_gains({k: v for k, v in predictions.items() if k != "stage1"}, runs)
+    with pytest.raises(ValueError, match="unknown variant"):
+        report.variant_gains(predictions, {"mystery": ["stage1"]})
+
+
 def test_figure3_and_evaluation_figures(tmp_path):
-    variant_scores = {v: scores(0.5 + i / 10, 0.4, 0.3 + i / 20, 0.35) for i, v in enumerate(report.VARIANT_KEYS)}
-    paths = report.figure3(variant_scores, tmp_path, "toy")
+    predictions, runs, pairs = variant_predictions()
+    gains = report.variant_gains(predictions, runs, n_boot=100, clusters=pairs)
+    paths = report.figure3(gains, tmp_path, "toy")
     assert [p.name for p in paths] == ["figure3.png", "figure3.pdf"]
     assert_png(paths[0])
     assert paths[1].read_bytes()[:5] == b"%PDF-"
     with pytest.raises(ValueError, match="unknown variant"):
-        report.figure3({"mystery": scores(0, 0, 0, 0)}, tmp_path, "toy")
+        report.figure3(gains.assign(variant="mystery"), tmp_path, "toy")
 
     from morelib.metrics import confusion, per_label
     gold = ["none", A, B, A, "none"] * 5
@@ -100,9 +144,10 @@ def test_figure3_and_evaluation_figures(tmp_path):
 def test_figures_are_byte_stable(tmp_path):
     """The same figure is the same bytes on every run (no dates or versions), so a rerun leaves
     the committed figures unchanged."""
-    variant_scores = {v: scores(0.5 + i / 10, 0.4, 0.3 + i / 20, 0.35) for i, v in enumerate(report.VARIANT_KEYS)}
-    first = report.figure3(variant_scores, tmp_path / "a", "toy")
-    again = report.figure3(variant_scores, tmp_path / "b", "toy")
+    predictions, runs, pairs = variant_predictions()
+    gains = report.variant_gains(predictions, runs, n_boot=100, clusters=pairs)
+    first = report.figure3(gains, tmp_path / "a", "toy")
+    again = report.figure3(gains, tmp_path / "b", "toy")
     for a, b in zip(first, again):
         assert a.read_bytes() == b.read_bytes(), a.name
     assert b"CreationDate" not in first[1].read_bytes()
@@ -259,7 +304,7 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     overrides = [f"data_dir={toy_world.data_dir}", f"base_model={RunLayout(run_dir).toy_base_model}",
                  # every model and Figure 4's three, whatever the toy profile evaluates by default
                  f"06_evaluation.models=[{', '.join(ACCURACY)}]", f"07_case_studies.models=[{', '.join(report.CASE_MODELS)}]"]
-    run_notebook("06_evaluation", tmp_path, run_dir, overrides + ["06_evaluation.n_boot=100"])
+    executed = run_notebook("06_evaluation", tmp_path, run_dir, overrides + ["06_evaluation.n_boot=100"])
     for name in ("table1.md", "table1.csv", "table1.tex", "figure3.png", "figure3.pdf", "per_label_f1.png", "confusion_matrix.png"):
         assert (figures / name).is_file(), name
     table = pd.read_csv(figures / "table1.csv")
@@ -270,8 +315,12 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     assert ours.loc[stage1, "F1"] == round(100 * expected["f1"], 2)
     assert ours.loc[stage1, "unparsed"] == expected["n_unparsed"]
     assert_png(figures / "figure3.png")
+    gains = pd.read_csv(figures / "figure3_gains.csv")
+    assert set(gains["variant"]) == set(report.VARIANT_KEYS) and (gains["gain_low"] <= gains["gain_high"]).all()
+    assert not figures_not_rendered(nbformat.reads(executed, as_version=4))
 
     out = run_notebook("07_case_studies", tmp_path, run_dir, overrides)
+    assert not figures_not_rendered(nbformat.reads(out, as_version=4))
     assert_png(figures / "figure4.png", min_bytes=30_000, min_size=(1200, 800))
     labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(RunLayout(run_dir).predictions(k, "test"))}
               for k in report.CASE_MODELS}
@@ -320,9 +369,10 @@ def test_seed_spread_and_figure3_dots(tmp_path):
     assert (row["f1_min"], row["f1_max"]) == (40.0, 50.0)
     assert row["mean_minus_baseline"] == pytest.approx(0.0)
     assert pd.isna(spread.loc["raw", "f1_sd"])
-    main = {v: runs[0] for v, runs in seed_scores.items()}
-    plain = report.figure3(main, tmp_path / "plain", "toy")
-    dotted = report.figure3(main, tmp_path / "dots", "toy", seed_scores=seed_scores)
+    predictions, runs, _ = variant_predictions(seeds=3)
+    gains = report.variant_gains(predictions, {v: runs[v] for v in ("raw", "progressive")}, n_boot=100)
+    plain = report.figure3(gains, tmp_path / "plain", "toy")
+    dotted = report.figure3(gains, tmp_path / "dots", "toy", seed_scores=seed_scores)
     assert_png(dotted[0])
     assert plain[0].read_bytes() != dotted[0].read_bytes()
 
@@ -356,3 +406,21 @@ def test_grpo_summary_reads_the_grounded_answer_reward_in_the_answers_place(tmp_
     assert report.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
     paths = report.save_figure(report.plot_reward_curves({"grounded": tmp_path}), tmp_path, "rewards")
     assert paths[0].stat().st_size > 5_000
+
+
+def test_show_figure_gives_the_notebook_an_image_where_a_bare_figure_gives_text():
+    """A Figure made by ``report`` has no pyplot manager: IPython formats it as text only, the
+    ``<Figure size ...>`` line notebooks 03 and 05 used to show. ``show_figure`` makes it a PNG."""
+    import base64
+
+    from IPython.core.formatters import DisplayFormatter
+
+    figure = report._new_figure(4, 3)
+    figure.add_subplot().plot([0, 1], [1, 0])
+    bare, _ = DisplayFormatter().format(figure)
+    assert "image/png" not in bare and bare["text/plain"].startswith("<Figure size")
+    shown, _ = DisplayFormatter().format(report.show_figure(figure))
+    png = shown["image/png"]
+    png = base64.b64decode(png) if isinstance(png, str) else png  # IPython hands notebooks base64
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report.figure_png(figure) == report.figure_png(figure)  # byte-stable, like the saved files

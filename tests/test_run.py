@@ -73,7 +73,7 @@ def test_declared_parameters_and_the_injected_names(tmp_path):
         declared_parameters(untagged)
 
 
-def test_chain_runs_in_order_with_the_profile_injected(tmp_path):
+def test_chain_runs_in_order_with_the_profile_injected(tmp_path, capfd):
     notebooks, profile = fake_chain(tmp_path)
     assert [p.stem for p in chain_notebooks(notebooks)] == ["00_first", "01_second", "02_third"]
     timings = run_chain(profile, notebooks_dir=notebooks, overrides=["06_evaluation.n_boot=5"])
@@ -92,6 +92,8 @@ def test_chain_runs_in_order_with_the_profile_injected(tmp_path):
     info = read_json(run.run_info)
     assert info["config"]["06_evaluation"] == {"n_boot": 5} and info["seed"] == 7
     assert "01_second" in run.run_log.read_text()
+    # The kernels talk over local sockets: no warning about unencrypted TCP on the console.
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_chain_stops_at_failure_naming_notebook_and_cell_then_resumes(tmp_path):

@@ -242,3 +242,18 @@ def test_what_a_notebook_reads_from_its_settings_exists(path):
         used = {node.attr for node in ast.walk(tree)
                 if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == name}
         assert not used - known, f"{path.name}: {name} is {cls.__name__}, which has no {sorted(used - known)}"
+
+
+def test_our_choices_on_trl_fields_are_marked_in_their_help():
+    """A TRL field whose value is our choice says so in its help, beside TRL's own text."""
+    from morelib.settings import TRL_CHOICES
+
+    for cls_name, notes in TRL_CHOICES.items():
+        cls = {c.__name__: c for c in SECTIONS.values()}[cls_name]
+        for name in notes:
+            assert name in field_names(cls), (cls_name, name)
+            assert "inferred" in help_text(cls, name), (cls_name, name)
+    text = help_text(GRPOSettings, "vllm_importance_sampling_correction")
+    assert "Importance Sampling" in text and "This reproduction: off" in text  # TRL's help, then ours
+    assert "inferred" in help_text(GRPOSettings, "answer_requires_format")
+    assert "filter rejected" in help_text(SFTSettings, "ids_key")
