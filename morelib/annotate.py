@@ -313,8 +313,6 @@ async def _one(client, req: ExpertRequest, cfg: AnnotationSettings, load_images,
             **body, extra_headers={SAMPLE_ID_HEADER: req.sample_id})
         record["attempts"] = openai_api.attempts(raw)
         record["response"], record["usage"] = openai_api.completion_text(raw.parse())
-        if record["response"] is None:
-            record["error_kind"], record["error"] = "empty", "the reply's message has no text content"
     except (openai.OpenAIError, ValueError) as exc:
         kind, message = openai_api.describe(exc, cfg.base_url, cfg.model, secret=api_key)
         if kind == "connection" and watch.replies == 0:  # retries spent, and not one reply yet

@@ -90,11 +90,12 @@ class AnnotationSettings:
     template_path: str | None = setting(None, "Expert prompt template; None = morelib/templates/expert_prompt.txt.")
     image_detail: str = setting("high", "image_url detail: low, high or auto (not stated; inferred: high).")
     concurrency: int = setting(8, "Requests in flight.")
-    request_timeout: float = setting(120.0, "Seconds per attempt.")
-    max_retries: int = setting(8, "Retries per request on 429, 5xx and timeouts (the openai client's own backoff).")
+    request_timeout: float = setting(120.0, "Seconds one attempt may take, from connecting to the reply's last byte.")
+    max_retries: int = setting(8, "Retries per request on 429, 5xx, timeouts and broken replies (the openai client's "
+                                  "own backoff).")
     dead_endpoint_timeout: float = setting(
-        60.0, "Seconds of nothing but connection failures (refused, DNS) after which the run stops; "
-              "unsent samples stay pending for the next run.")
+        60.0, "Seconds without a usable reply, from the first request (refused connections, timeouts, 5xx, broken "
+              "replies), after which the run stops; unsent samples stay pending for the next run.")
     max_tokens: int = setting(1024, "Completion cap per request.")
     temperature: float | None = setting(None, "Expert sampling temperature (not stated: None = the endpoint's default).")
     expected_output_tokens: int = setting(500, "Completion length assumed by the cost estimate.")
@@ -142,6 +143,14 @@ class GenerationSettings:
     max_pixels: int | None = setting(None, "Image resolution limit (from common).")
     vllm_max_model_len: int | None = setting(None, "vLLM context in tokens; None = derived by morelib.preflight.")
     vllm_gpu_memory_utilization: float = setting(0.9, "GPU memory share of the inference engine.")
+    request_timeout: float = setting(
+        120.0, "backend openai: seconds one attempt may take, from connecting to the reply's last byte "
+               "(inferred: a reasoning completion of 1,024 tokens takes well under a minute on a served 7B).")
+    max_retries: int = setting(8, "backend openai: retries per request on 429, 5xx, timeouts and broken replies "
+                                  "(the openai client's own backoff).")
+    dead_endpoint_timeout: float = setting(
+        60.0, "backend openai: seconds without a usable reply, from the first request, after which the run stops "
+              "(refused connections, timeouts, 5xx); what was predicted is kept.")
     served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
                                                   "(set per model by for_model from served_model_names).")
 

@@ -192,7 +192,8 @@ def test_spending_above_the_threshold_needs_confirmation(data_dir, tmp_path, cap
 
 
 def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, train, stage1, tmp_path, expert):
-    script = {stage1[0]: ["429", "429"], stage1[1]: ["500", "timeout"], stage1[2]: ["malformed"],
+    script = {stage1[0]: ["429", "429"], stage1[1]: ["500", "timeout"],
+              stage1[2]: ["malformed", "empty", "null", "truncated"],
               stage1[3]: ["timeout", "500", "429"]}
     # Retry-After (1.2 s) is longer than the client's own first two backoffs (0.5 s + 1 s), so
     # the wait below shows it was honoured. The timeout leaves ample room for a normal reply on
@@ -207,19 +208,20 @@ def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, 
     by_id = {r["sample_id"]: r for r in first}
     gold = {s.id: s.label for s in train}
 
-    # a body that is not JSON is not retried by the client: it ends as one error record
-    broken = by_id.pop(stage1[2])
-    assert broken["error_kind"] == "malformed" and broken["response"] is None and broken["attempts"] == 1
-    assert server.base_url in broken["error"] and "toy-expert" in broken["error"]
+    # broken 200s (not JSON, no choices, null content, cut short) are retried like a 5xx: every sample ends done
+    assert by_id[stage1[2]]["attempts"] == 5
     assert all(r["error"] is None and check_response(r["response"], gold[r["sample_id"]])[0] is None
                for r in by_id.values())
-    assert report.sent == len(stage1) and report.failed == 1 and report.errors == {"malformed": 1}
+    assert report.sent == report.succeeded == len(stage1) and report.failed == 0
 
     # every attempt is counted by its outcome, the client's retries included
-    kinds = {"429": "rate_limit", "500": "server_error", "timeout": "timeout"}
-    assert {kinds[k]: n for k, n in injected.items() if k in kinds} == {
-        k: n for k, n in report.attempts.items() if k != "ok"}
-    assert report.attempts["ok"] == len(stage1)  # the malformed body came with status 200
+    kinds = {"429": "rate_limit", "500": "server_error", "timeout": "timeout", "malformed": "malformed",
+             "empty": "empty", "null": "empty", "truncated": "connection"}
+    expected = Counter()
+    for kind, n in injected.items():
+        expected[kinds[kind]] += n
+    assert expected == Counter({k: n for k, n in report.attempts.items() if k != "ok"})
+    assert report.attempts["ok"] == len(stage1)
     assert by_id[stage1[0]]["attempts"] >= 3 and by_id[stage1[3]]["attempts"] >= 4
     waited = (datetime.fromisoformat(by_id[stage1[0]]["finished_at"])
               - datetime.fromisoformat(by_id[stage1[0]]["started_at"])).total_seconds()
@@ -227,12 +229,19 @@ def test_faults_end_in_exactly_one_record_each_and_the_tally_is_right(data_dir, 
     ok = list(by_id.values())
     usd = sum(r["usage"]["prompt_tokens"] * 2.5 + r["usage"]["completion_tokens"] * 10 for r in ok) / 1e6
     assert report.actual["usd"] == pytest.approx(usd) and report.actual["records"] == len(stage1)
+    assert annotate.annotate(cfg).sent == 0
 
-    # the next run sends only the failed request
-    server.cfg.faults.rate_429 = server.cfg.faults.rate_500 = 0.0
-    again = annotate.annotate(cfg)
-    assert again.skipped == len(stage1) - 1 and again.sent == again.succeeded == 1
-    assert [r["sample_id"] for r in records(tmp_path)[len(first):]] == [stage1[2]]
+
+def test_an_empty_reply_is_a_failure_never_a_result_and_is_sent_again(data_dir, stage1, tmp_path, expert):
+    server = expert(Faults(script={stage1[0]: ["null", "empty", "null"]}))
+    cfg = config(data_dir, tmp_path, base_url=server.base_url, max_retries=2)
+    first = annotate.annotate(cfg)
+    assert first.failed == 1 and first.errors == {"empty": 1} and first.attempts["empty"] == 3
+    (failed,) = [r for r in records(tmp_path) if r["sample_id"] == stage1[0]]
+    assert failed["response"] is None and failed["error_kind"] == "empty" and failed["attempts"] == 3
+    second = annotate.annotate(cfg)
+    assert second.skipped == len(stage1) - 1 and second.sent == second.succeeded == 1
+    assert [bool(r["response"]) for r in records(tmp_path) if r["sample_id"] == stage1[0]] == [False, True]
 
 
 def test_a_request_that_keeps_failing_ends_in_one_error_record_and_is_retried_next_run(
@@ -360,7 +369,7 @@ def test_a_rejected_key_stops_the_run_and_is_never_shown(data_dir, tmp_path, cap
 
 
 def test_a_run_with_failed_requests_exits_non_zero_and_counts_them(data_dir, stage1, tmp_path, capsys, expert):
-    server = expert(Faults(script={stage1[0]: ["500"] * 2, stage1[1]: ["malformed"]}))
+    server = expert(Faults(script={stage1[0]: ["500"] * 2, stage1[1]: ["malformed"] * 2}))
     code = annotate.main(cli_args("run", data_dir, tmp_path, "--base-url", server.base_url, "--max-retries", 1))
     err = capsys.readouterr().err
     assert code == 1
