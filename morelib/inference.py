@@ -41,7 +41,7 @@ from morelib.answer import parse_label
 from morelib.data import load_images, load_split
 from morelib.files import JsonlStore, read_json
 from morelib.prompts import student_prompt, task_description
-from morelib.settings import GenerationSettings  # the profile's "inference" section: one class for decoding
+from morelib.settings import BACKENDS, GenerationSettings  # the profile's "inference" section: one class for decoding
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,6 @@ def image_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,45 @@ def setting(default: Any, help: str) -> Any:
 
 # Launch fields shared by the two training stages (notebook-side: how the subprocess starts).
 LAUNCHERS = ("auto", "none", "multi_gpu", "torchrun")
+BACKENDS = ("transformers", "vllm", "openai")  # morelib.inference's backends
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # what morelib.model.resolve_dtype reads
+
+
+def one_of(name: str, value: Any, choices) -> None:
+    """``ValueError("name: 'x' is not one of a, b (did you mean 'a'?)")`` unless ``value`` is a choice.
+
+    Choices are checked when the settings are built, so ``--check`` finds a typo before any
+    notebook runs; the message starts with the field's name, so morelib.config can blame the
+    profile line or the ``--set`` that gave it.
+    """
+    import difflib
+
+    choices = list(choices)
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{name}: {value!r} is not one of {', '.join(str(c) for c in choices)}{hint}")
+
+
+def _splits():
+    from morelib.data import SPLITS
+
+    return SPLITS
+
+
+def _prompts():
+    from morelib.prompts import PROMPTS
+
+    return tuple(PROMPTS)
+
+
+def _check_model_keys(name: str, keys) -> None:
+    from morelib.evaluation import MODEL_KEYS, run_model
+
+    for key in keys:
+        if run_model(key) is None:
+            one_of(name, key, [*MODEL_KEYS, "grpo_<variant>_seed<N>"])
 
 
 @dataclass
@@ -108,6 +147,12 @@ class AnnotationSettings:
     limit: int | None = setting(None, "Send only the first N pending requests (smoke tests).")
     progress: bool = setting(False, "Show a progress bar (off in executed notebooks: it floods them).")
 
+    def __post_init__(self):
+        from morelib.cost import DETAILS
+
+        one_of("split", self.split, _splits())
+        one_of("image_detail", self.image_detail, DETAILS)
+
 
 @dataclass
 class FilteringSettings:
@@ -153,6 +198,10 @@ class GenerationSettings:
               "(refused connections, timeouts, 5xx); what was predicted is kept.")
     served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
                                                   "(set per model by for_model from served_model_names).")
+
+    def __post_init__(self):
+        one_of("backend", self.backend, BACKENDS)
+        one_of("dtype", self.dtype, DTYPES)
 
     def for_model(self, key: str) -> "GenerationSettings":
         """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""
@@ -223,14 +272,10 @@ class SFTSettings(SFTConfig):
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
 
     def __post_init__(self):
-        if self.target not in ("reasoning", "label"):
-            raise ValueError(f"target: {self.target!r} is not reasoning or label")
-        if self.prompt not in ("reasoning", "label"):
-            raise ValueError(f"prompt: {self.prompt!r} is not reasoning or label")
-        if self.overlong_policy not in ("drop", "error"):
-            raise ValueError(f"overlong_policy: {self.overlong_policy!r} is not drop or error")
-        if self.distributed not in LAUNCHERS:
-            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        one_of("target", self.target, ("reasoning", "label"))
+        one_of("prompt", self.prompt, _prompts())
+        one_of("overlong_policy", self.overlong_policy, ("drop", "error"))
+        one_of("distributed", self.distributed, LAUNCHERS)
         self.output_dir = str(self.model_dir / "ckpt")
         # Rows are built on access (morelib.sft.build_dataset) from columns the model never sees.
         self.remove_unused_columns = False
@@ -302,14 +347,19 @@ class GRPOSettings(GRPOConfig):
     def __post_init__(self):
         from morelib.mixing import VARIANTS
 
-        for variant in [self.variant, *self.variants]:
-            if variant not in VARIANTS:
-                raise ValueError(f"variant: {variant!r} is not one of {VARIANTS}")
+        from morelib.rewards import REWARDS
+
+        one_of("variant", self.variant, VARIANTS)
+        for variant in self.variants:
+            one_of("variants", variant, VARIANTS)
+        for name in self.reward_names:
+            one_of("reward_names", name, REWARDS)
+        one_of("model_dtype", self.model_dtype, (None, "float32", "bfloat16"))
+        one_of("prompt", self.prompt, _prompts())
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_names):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
                              f"rewards {self.reward_names}")
-        if self.distributed not in LAUNCHERS:
-            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        one_of("distributed", self.distributed, LAUNCHERS)
         # The concatenated mix epochs are one pass, in order.
         self.num_train_epochs = 1
         self.shuffle_dataset = False
@@ -356,6 +406,10 @@ class EvaluationSettings:
     limit: int | None = setting(None, "Evaluate only the first N facts (quick checks).")
     n_boot: int = setting(1000, "Bootstrap resamples for the 95% intervals.")
 
+    def __post_init__(self):
+        one_of("split", self.split, _splits())
+        _check_model_keys("models", self.models)
+
 
 @dataclass
 class CaseStudySettings:
@@ -370,6 +424,10 @@ class CaseStudySettings:
     sample_id: str | None = setting(None, "Figure 4's case; None = one where the models differ and MORE-R1's reasoning supports its answer.")
     n_teaching: int = setting(1, "Extra cases shown per pattern.")
     max_chars: int = setting(1400, "Characters of each output shown.")
+
+    def __post_init__(self):
+        one_of("split", self.split, _splits())
+        _check_model_keys("models", self.models)
 
 
 # Profile section -> settings class. Notebook sections are named by the notebook's stem.
