@@ -34,6 +34,8 @@ from collections import Counter
 import httpx2
 import openai
 
+from morelib import secrets
+
 DEFAULT_MAX_RETRIES = 8
 UNREACHABLE_AFTER = 60.0  # seconds without a usable reply, from the first request, before giving up
 CONNECT_TIMEOUT = 10.0  # seconds to open a connection (the request timeout covers the whole reply)
@@ -284,6 +286,7 @@ def sync_client(base_url: str, api_key: str, *, max_retries: int = DEFAULT_MAX_R
                 timeout: float = REQUEST_TIMEOUT, watch: Watch | None = None) -> openai.OpenAI:
     """An ``openai.OpenAI`` client whose attempts ``watch`` sees (a new watch if none is given);
     ``timeout`` is each attempt's deadline, connect to last byte."""
+    secrets.remember(api_key)
     transport = _WatchedTransport(httpx2.HTTPTransport(limits=_limits()), watch or Watch(), timeout)
     http = openai.DefaultHttpxClient(transport=transport, timeout=_timeout(timeout))
     return openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries, timeout=_timeout(timeout),
@@ -294,6 +297,7 @@ def async_client(base_url: str, api_key: str, *, max_retries: int = DEFAULT_MAX_
                  timeout: float = REQUEST_TIMEOUT, watch: Watch | None = None) -> openai.AsyncOpenAI:
     """An ``openai.AsyncOpenAI`` client whose attempts ``watch`` sees (a new watch if none is given);
     ``timeout`` is each attempt's deadline, connect to last byte."""
+    secrets.remember(api_key)
     transport = _WatchedTransport(httpx2.AsyncHTTPTransport(limits=_limits()), watch or Watch(), timeout)
     http = openai.DefaultAsyncHttpxClient(transport=transport, timeout=_timeout(timeout))
     return openai.AsyncOpenAI(base_url=base_url, api_key=api_key, max_retries=max_retries,
@@ -362,7 +366,7 @@ def describe(error: BaseException, base_url: str, model: str, secret: str | None
     text = one_line(text)
     if secret:
         text = text.replace(secret, "<api key>")
-    return kind, text
+    return kind, secrets.scrub(text)
 
 
 def attempts(source) -> int:

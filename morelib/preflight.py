@@ -24,7 +24,6 @@ training row is never cut silently: SFT drops over-long rows by name (:func:`app
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -520,15 +519,16 @@ def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.preflight", __doc__.splitlines()[0])
     parser.add_argument("--profile", default="toy", help="configs/<name>.yaml or a YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[SECTION.]KEY=VALUE",
                         help="override one setting, e.g. --set 03_sft.max_length=4096")
     parser.add_argument("--run-dir", default=None, help="run directory (default: the profile's)")
     parser.add_argument("--strict", action="store_true",
                         help="also fail when the Stage 1 check is only an estimate (no sft/stage1.jsonl yet)")
-    args = parser.parse_args(argv)
-    return run(args.profile, args.overrides, args.run_dir, args.strict)
+    return cli.run(parser, argv, lambda args: run(args.profile, args.overrides, args.run_dir, args.strict))
 
 
 if __name__ == "__main__":

@@ -470,3 +470,52 @@ def test_notebook_never_leaks_the_api_key(data_dir, tmp_path):
     assert successes(run_dir)  # the run really happened
     leaks = [p for p in [out, *run_dir.rglob("*")] if p.is_file() and sentinel.encode() in p.read_bytes()]
     assert leaks == []
+
+
+def test_a_401_that_echoes_the_key_leaves_it_nowhere_in_the_run(data_dir, tmp_path, monkeypatch, capsys):
+    """The chain runs notebook 01 against a server that quotes the key in its 401 (as some do);
+    the key appears in no file of the run directory and not on the console."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from morelib.run import ChainError, run_chain
+
+    sentinel = "sk-ECHOED-4b1d8e2f"
+    monkeypatch.setenv("OPENAI_API_KEY", sentinel)
+    seen = []
+
+    class Echo(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            key = self.headers.get("Authorization", "").removeprefix("Bearer ")
+            seen.append(key)
+            body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}.", "code": "invalid_api_key"}})
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Echo", key)
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    run_dir = tmp_path / "run"
+    shutil.copytree(data_dir, run_dir / "data")
+    try:
+        with pytest.raises(ChainError) as info:
+            run_chain("toy", run_dir, only=["01_annotation"], overrides=[
+                "01_annotation.offline_expert=false", f"01_annotation.base_url=http://127.0.0.1:{server.server_port}/v1",
+                "01_annotation.max_retries=0"])
+    finally:
+        server.shutdown()
+    assert seen and set(seen) == {sentinel}  # the server did see the key, and quoted it back
+    assert "HTTP 401" in str(info.value) and sentinel not in str(info.value)
+    executed = run_dir / "notebooks" / "01_annotation.ipynb"
+    assert "HTTP 401" in executed.read_text()  # the failure is in the executed copy ...
+    leaks = [p for p in run_dir.rglob("*") if p.is_file() and sentinel.encode() in p.read_bytes()]
+    assert leaks == []  # ... and the key is in no file
+    out = capsys.readouterr()
+    assert sentinel not in out.out + out.err

@@ -185,3 +185,16 @@ def test_percentile_is_nearest_rank():
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile([5], 99) == 5
     assert percentile([1, 2, 3, 1000], 50) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "03_sft.max_length=many"], "error: --set '03_sft.max_length=many': section '03_sft': max_length: must be"),
+    (["--profile", "no-such-profile"], "error: profile 'no-such-profile': no file"),
+])
+def test_cli_errors_are_one_line_and_debug_adds_the_traceback(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith(message)

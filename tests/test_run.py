@@ -178,3 +178,36 @@ def test_shipped_notebooks_take_the_profile():
     check_notebooks(notebooks)
     for path in notebooks:
         assert declared_parameters(path) == list(INJECTED), path.name
+
+
+def exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--from", "03_sft", "--only", "04_difficulty"], 2, "use either --from or --only"),
+    (["--no-such-option"], 2, "unrecognized arguments: --no-such-option"),
+    (["--profile", "no-such-profile", "--check"], 1, "profile 'no-such-profile': no file"),
+])
+def test_cli_errors_are_one_line(argv, code, message, capsys):
+    assert exit_code(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_debug_shows_the_traceback_and_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    _, profile = fake_chain(tmp_path)
+    assert main(["--profile", str(profile), "--check", "--debug", "--set", "00_prepare.nope=1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith("error: --set '00_prepare.nope=1'")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("morelib.run.run_chain", interrupted)
+    assert main(["--profile", str(profile)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted") and err.count("\n") == 1
