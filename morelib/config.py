@@ -464,21 +464,35 @@ def git_commit() -> dict[str, Any]:
 
 
 def write_run_info(run_dir: str | os.PathLike, profile: Profile, config: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit."""
+                   extra: dict[str, Any] | None = None, notebooks: Iterable[str] = (),
+                   overrides: Iterable[str] = ()) -> Path:
+    """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit.
+
+    The top level describes the latest invocation. ``notebooks`` maps each notebook ever run
+    into this directory to the record of the invocation that ran it last (config, overrides,
+    commit, versions), so a chain resumed with other settings keeps what each step ran with.
+    """
+    from morelib.files import FileFormatError, read_json, write_json
+
     layout = RunLayout(run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
-    info = {
+    record = {
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name,
         "profile_file": str(profile.path),
+        "overrides": list(overrides),
         "seed": profile.common.get("seed"),
         "config": config if config is not None else profile.as_dict(),
         "versions": {"python": sys.version.split()[0], **library_versions()},
         "hardware": hardware(),
         "git": git_commit(),
-        **(extra or {}),
     }
-    from morelib.files import write_json
-
-    return write_json(layout.run_info, info)
+    try:
+        previous = read_json(layout.run_info) if layout.run_info.is_file() else {}
+    except FileFormatError:
+        previous = {}  # a broken record is replaced, not a reason to stop a run
+    kept = previous.get("notebooks") if isinstance(previous, dict) else None
+    by_notebook = dict(kept) if isinstance(kept, dict) else {}
+    for stem in notebooks:
+        by_notebook[stem] = record
+    return write_json(layout.run_info, {**record, **(extra or {}), "notebooks": dict(sorted(by_notebook.items()))})

@@ -232,7 +232,7 @@ def run_chain(
     log_path = _setup_logging(profile.run_dir)
     for handler in log.handlers:  # the notebooks' output goes to the log too
         handler.addFilter(secrets.ScrubFilter(hidden))
-    write_run_info(profile.run_dir, profile, extra={"notebooks": [p.stem for p in selected]})
+    write_run_info(profile.run_dir, profile, notebooks=[p.stem for p in selected], overrides=overrides)
     log.info("profile %s (%s), run directory %s", profile.name, profile.path, profile.run_dir)
     log.info("notebooks: %s; log: %s", ", ".join(p.stem for p in selected), log_path)
 

@@ -158,3 +158,14 @@ def test_write_run_info_records_versions_seed_and_hardware(tmp_path):
     assert info["versions"]["torch"]
     assert info["hardware"]["cpu_count"] >= 1 and "gpus" in info["hardware"]
     assert "commit" in info["git"]
+
+
+def test_run_info_keeps_the_record_of_every_notebook(tmp_path):
+    path = write_profile(tmp_path / "p.yaml", {"common": {"profile": "p", "run_dir": str(tmp_path / "run"), "seed": 1}})
+    first = load_profile(path)
+    write_run_info(first.run_dir, first, notebooks=["00_prepare", "01_annotation"])
+    again = load_profile(path, overrides=["seed=2"])
+    info = json.loads(write_run_info(again.run_dir, again, notebooks=["01_annotation"], overrides=["seed=2"]).read_text())
+    assert info["seed"] == 2 and sorted(info["notebooks"]) == ["00_prepare", "01_annotation"]
+    assert info["notebooks"]["00_prepare"]["seed"] == 1 and info["notebooks"]["00_prepare"]["overrides"] == []
+    assert info["notebooks"]["01_annotation"]["seed"] == 2 and info["notebooks"]["01_annotation"]["overrides"] == ["seed=2"]
