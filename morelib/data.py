@@ -356,13 +356,13 @@ def validate(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> Validati
         if isinstance(ent_dict, dict):
             summary.dict_objects = sum(len(v) for v in ent_dict.values() if isinstance(v, dict))
             problems.extend(_check_entity_boxes(ent_dict, data_dir / f"ent_{split}_dict.pth"))
-        image_exists: dict[str, bool] = {}
+        image_problem: dict[str, str | None] = {}
         for s in samples:
             line_no = int(s.id.rsplit("-", 1)[1])
-            if s.img_id not in image_exists:
-                image_exists[s.img_id] = s.image_path.is_file()
-            if not image_exists[s.img_id]:
-                problems.append(MissingImage(txt, line_no, "img_id", f"no image {s.image_path}"))
+            if s.img_id not in image_problem:
+                image_problem[s.img_id] = _image_problem(s.image_path)
+            if image_problem[s.img_id] is not None:
+                problems.append(MissingImage(txt, line_no, "img_id", image_problem[s.img_id]))
             if ent_dict is not None:
                 objects = ent_dict.get(s.img_id)
                 if not isinstance(objects, dict) or s.object_name not in objects:
@@ -370,6 +370,21 @@ def validate(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> Validati
                     problems.append(MissingObject(txt, line_no, "t.name",
                                                   f"{s.object_name!r}: {where} ent_{split}_dict.pth"))
     return report
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable image (missing, or not an image file: PIL checks its header
+    and structure), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return f"no image {path}"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"{path}: not a readable image ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _check_entity_boxes(ent_dict: dict, path: Path) -> list[DataError]:

@@ -207,6 +207,15 @@ def test_validate_reports_missing_images_and_objects(tmp_path):
     assert kinds == [("MissingImage", 1, "img_id"), ("MissingImage", 2, "img_id"), ("MissingObject", 2, "t.name")]
 
 
+def test_validate_refuses_a_file_that_is_not_an_image(tmp_path):
+    make_dir(tmp_path, [line()])
+    (image,) = (tmp_path / "img_org" / "train").iterdir()
+    image.write_text("this is text, not a JPEG")
+    (problem,) = validate(tmp_path, splits=("train",)).problems
+    assert (type(problem).__name__, problem.line, problem.field) == ("MissingImage", 1, "img_id")
+    assert f"{image}: not a readable image" in str(problem)
+
+
 def test_validate_checks_boxes_in_the_entity_dict(tmp_path):
     make_dir(tmp_path, [line()], objects={"obj_0": [0.25, 0.5, 0.5, 0.5], "obj_1": [0.5, 0.5, 0.0, 0.1]})
     (problem,) = validate(tmp_path, splits=("train",)).problems
