@@ -77,8 +77,21 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {error}") from None
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {_yaml_problem(error)}") from None
     return (section or None), name, value
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """``:LINE:COLUMN`` of a YAML error (1-based), or nothing."""
+    mark = getattr(error, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The YAML error in one line: what was expected and what was found (PyYAML's is several lines)."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(error)
+    return " ".join(text.split())
 
 
 def _sections():
@@ -199,7 +212,7 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}{_yaml_where(error)}: not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     sections: dict[str, dict[str, Any]] = {name: {} for name in sections_spec}

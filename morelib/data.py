@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import pickle
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -260,7 +261,17 @@ def load_entity_dict(data_dir: str | Path, split: str) -> dict[str, dict[str, li
     path = Path(data_dir) / f"ent_{split}_dict.pth"
     if not path.exists():
         raise MissingFile(path, 0, "file", "missing")
-    return torch.load(path, weights_only=True)
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is seven lines and suggests weights_only=False (running the file's code): keep its reason.
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip().startswith(
+            ("Trying to load", "Unsupported", "Unsupported operand"))), "it holds objects other than plain data")
+        raise BadValue(path, 0, "file", f"refused to load: {reason} (only tensors, numbers, strings, lists and "
+                                        "dicts are read; a pickle is never run)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise BadValue(path, 0, "file", f"cannot load ({type(error).__name__}: "
+                                        f"{' '.join(str(error).split())[:200]})") from None
 
 
 # ----------------------------------------------------------------------------- images

@@ -95,7 +95,7 @@ def test_missing_profile_lists_known_ones():
 def test_broken_profile_files_are_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("common: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: not valid YAML: [^\n]+$"):
         load_profile(bad)
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: expected a mapping of sections"):

@@ -160,6 +160,23 @@ def test_entity_dict_loads_with_weights_only(tmp_path):
     assert load_entity_dict(tmp_path, "train") == {IMG: {"obj_0": [0.1, 0.2, 0.3, 0.4], "obj_1": [0.5, 0.5, 0.1, 0.1]}}
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle runs code",))
+
+
+def test_an_unsafe_pickle_is_refused_in_one_line_naming_the_file(tmp_path):
+    make_dir(tmp_path, [line()])
+    torch.save({IMG: _RunsCode()}, tmp_path / "ent_train_dict.pth")
+    with pytest.raises(DataError) as error:
+        load_entity_dict(tmp_path, "train")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'ent_train_dict.pth'}:0: file: refused to load: ")
+    assert "\n" not in message and "weights_only" not in message
+    (problem,) = [p for p in validate(tmp_path, splits=("train",)).problems if p.field == "file"]
+    assert "refused to load" in str(problem)
+
+
 # ----------------------------------------------------------------------------- crop
 
 
