@@ -198,3 +198,16 @@ def test_cli_errors_are_one_line_and_debug_adds_the_traceback(argv, message, cap
     assert main([*argv, "--debug"]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and err.splitlines()[-1].startswith(message)
+
+
+def test_a_corrupt_local_model_config_is_an_error_not_a_skip(run_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(RunLayout(run_dir).toy_base_model, model)
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl", ')  # cut short
+    argv = ["--profile", "toy", "--run-dir", str(run_dir), "--set", f"base_model={model}"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.out
+    assert captured.err.startswith(f"error: {model / 'config.json'}:1: not valid JSON") and captured.err.count("\n") == 1
