@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"need Python 3.11, {sys.executable} is {sys.version.split()[0]}"'
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
-	$(PY) -m ipykernel install --user --name morelib --display-name "Python (morelib)"
+	$(PY) -m ipykernel install --sys-prefix --name morelib --display-name "Python (morelib)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -316,14 +316,12 @@ async def _one(client, req: ExpertRequest, cfg: AnnotationSettings, load_images,
             **body, extra_headers={SAMPLE_ID_HEADER: req.sample_id})
         record["attempts"] = openai_api.attempts(raw)
         record["response"], record["usage"] = openai_api.completion_text(raw.parse())
-        if record["response"] is None:
-            record["error_kind"], record["error"] = "empty", "the reply's message has no text content"
     except (openai.OpenAIError, ValueError) as exc:
         kind, message = openai_api.describe(exc, cfg.base_url, cfg.model, secret=api_key)
         if kind == "connection" and watch.replies == 0:  # retries spent, and not one reply yet
             kind, message = "unreachable", f"{message}; is the server running and the URL right?"
-        if kind in openai_api.FATAL_KINDS:
-            raise AnnotationError(message) from exc
+        if kind in openai_api.FATAL_KINDS:  # not chained: the client's error may quote the key
+            raise AnnotationError(message) from None
         record["attempts"] = record["attempts"] or openai_api.attempts(exc)
         record["error_kind"], record["error"] = kind, message
     record["finished_at"] = utc_now()

@@ -77,14 +77,33 @@ def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
         command: Callable[[argparse.Namespace], int | None]) -> int:
     """Parse ``argv`` and run ``command``; any failure becomes ``error: ...`` and exit code 1."""
     args = parser.parse_args(argv)
+    hide_secrets_in_logs()
     try:
         return int(command(args) or 0)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # every failure of a command line ends here, as one line
-        if getattr(args, "debug", False):
-            traceback.print_exc()
-        print(f"error: {describe(error)}", file=sys.stderr)
-        return 1
+        return fail(error, getattr(args, "debug", False))
+
+
+def fail(error: BaseException, debug: bool = False) -> int:
+    """Print ``error: ...`` (after the traceback with ``debug``), with no secret in either; return 1."""
+    from morelib.secrets import scrub
+
+    if debug:
+        print(scrub("".join(traceback.format_exception(error))), file=sys.stderr, end="")
+    print(scrub(f"error: {describe(error)}"), file=sys.stderr)
+    return 1
+
+
+def hide_secrets_in_logs() -> None:
+    """Scrub secrets from every record the root logger's handlers write (``--debug`` logs requests)."""
+    import logging
+
+    from morelib.secrets import ScrubFilter
+
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, ScrubFilter) for f in handler.filters):
+            handler.addFilter(ScrubFilter())
 

@@ -77,8 +77,21 @@ def parse_override(text: str) -> tuple[str | None, str, Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML: {error}") from None
+        raise ConfigError(f"--set {text!r}: value is not valid YAML: {_yaml_problem(error)}") from None
     return (section or None), name, value
+
+
+def _yaml_where(error: yaml.YAMLError) -> str:
+    """``:LINE:COLUMN`` of a YAML error (1-based), or nothing."""
+    mark = getattr(error, "problem_mark", None)
+    return f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """The YAML error in one line: what was expected and what was found (PyYAML's is several lines)."""
+    parts = [getattr(error, "context", None), getattr(error, "problem", None)]
+    text = ", ".join(p for p in parts if p) or str(error)
+    return " ".join(text.split())
 
 
 def _sections():
@@ -156,11 +169,26 @@ class Profile:
             return build_settings(section, {**values, **changes})
         except ConfigError as error:
             # A value refused by the class ("field: ...") is blamed on the --set that gave it, if one did.
-            key = str(error).removeprefix(f"section {section!r}: ").split(":", 1)[0]
+            text = str(error).removeprefix(f"section {section!r}: ")
+            key = text.split(":", 1)[0]
             if key in changes:  # the calling code's change, not the profile's
                 raise
+            if key not in values:  # a message from deeper down (TRL's own checks) names no key
+                culprit = self._overridden_key_in(section, text)
+                if culprit is not None:
+                    key, error = culprit, f"section {section!r}: {culprit}: {text}"
             origin = self.origins.get((section, key), self.origins.get((COMMON, key), str(self.path)))
             raise ConfigError(f"{origin}: {error}") from None
+
+    def _overridden_key_in(self, section: str, message: str) -> str | None:
+        """The key of a ``--set`` for ``section`` whose value the message quotes, if there is one."""
+        values = self.values(section)
+        for (where, key), origin in self.origins.items():
+            if where in (section, COMMON) and key in values and origin.startswith("--set"):
+                value = values[key]
+                if value is not None and str(value) and str(value) in message:
+                    return key
+        return None
 
     def as_dict(self) -> dict[str, Any]:
         """The resolved profile as plain data (what ``run_info.json`` records)."""
@@ -193,7 +221,7 @@ def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, d
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        raise ConfigError(f"{path}{_yaml_where(error)}: not valid YAML: {_yaml_problem(error)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
     sections: dict[str, dict[str, Any]] = {name: {} for name in sections_spec}
@@ -269,6 +297,8 @@ def build_settings(section: str, values: dict[str, Any]):
         if key in DERIVED.get(section, ()):
             raise ConfigError(f"section {section!r}: {key!r} is derived by morelib.settings and cannot be set")
     values = {key: _as_declared_number(section, cls, key, value) for key, value in values.items()}
+    for key, value in values.items():
+        _check_type(section, cls, key, value)
     try:
         settings = cls(**values)
     except (TypeError, ValueError) as error:
@@ -305,6 +335,68 @@ def _as_declared_number(section: str, cls: type, key: str, value: Any) -> Any:
         except ValueError:
             continue
     raise ConfigError(f"section {section!r}: {key}: must be a number, got {value!r}")
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type, for the types a profile can give (YAML values).
+
+    A bool is only a YAML boolean (``"false"`` is a string, and truthy); a list is never a string
+    (``models: stage1`` would be looped over letter by letter). Types this check does not know
+    (enums, classes) are left to the settings class.
+    """
+    import enum
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is Any or hint is None:
+        return True
+    if origin is typing.Union or isinstance(hint, types.UnionType):
+        return any(_fits(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, (str, os.PathLike))
+    if hint is list or origin is list:
+        items = typing.get_args(hint)
+        return isinstance(value, (list, tuple)) and (not items or all(_fits(v, items[0]) for v in value))
+    if hint is dict or origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (str, hint))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    import types
+    import typing
+
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", dict: "a mapping",
+             type(None): "null", list: "a list"}
+    if typing.get_origin(hint) is typing.Union or isinstance(hint, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_name(option) for option in typing.get_args(hint)))
+    if typing.get_origin(hint) is list:
+        items = typing.get_args(hint)
+        return f"a list of {_type_name(items[0]).removeprefix('a ').removeprefix('an ')}s" if items else "a list"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _check_type(section: str, cls: type, key: str, value: Any) -> None:
+    import typing
+
+    hint = typing.get_type_hints(cls).get(key)
+    if not _fits(value, hint):
+        raise ConfigError(f"section {section!r}: {key}: must be {_type_name(hint)}, got {value!r}")
 
 
 def settings_values(settings) -> tuple[str, dict[str, Any]]:
@@ -418,21 +510,35 @@ def git_commit() -> dict[str, Any]:
 
 
 def write_run_info(run_dir: str | os.PathLike, profile: Profile, config: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None) -> Path:
-    """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit."""
+                   extra: dict[str, Any] | None = None, notebooks: Iterable[str] = (),
+                   overrides: Iterable[str] = ()) -> Path:
+    """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit.
+
+    The top level describes the latest invocation. ``notebooks`` maps each notebook ever run
+    into this directory to the record of the invocation that ran it last (config, overrides,
+    commit, versions), so a chain resumed with other settings keeps what each step ran with.
+    """
+    from morelib.files import FileFormatError, read_json, write_json
+
     layout = RunLayout(run_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
-    info = {
+    record = {
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile.name,
         "profile_file": str(profile.path),
+        "overrides": list(overrides),
         "seed": profile.common.get("seed"),
         "config": config if config is not None else profile.as_dict(),
         "versions": {"python": sys.version.split()[0], **library_versions()},
         "hardware": hardware(),
         "git": git_commit(),
-        **(extra or {}),
     }
-    from morelib.files import write_json
-
-    return write_json(layout.run_info, info)
+    try:
+        previous = read_json(layout.run_info) if layout.run_info.is_file() else {}
+    except FileFormatError:
+        previous = {}  # a broken record is replaced, not a reason to stop a run
+    kept = previous.get("notebooks") if isinstance(previous, dict) else None
+    by_notebook = dict(kept) if isinstance(kept, dict) else {}
+    for stem in notebooks:
+        by_notebook[stem] = record
+    return write_json(layout.run_info, {**record, **(extra or {}), "notebooks": dict(sorted(by_notebook.items()))})

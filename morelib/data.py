@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import logging
 import math
+import pickle
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -260,7 +261,17 @@ def load_entity_dict(data_dir: str | Path, split: str) -> dict[str, dict[str, li
     path = Path(data_dir) / f"ent_{split}_dict.pth"
     if not path.exists():
         raise MissingFile(path, 0, "file", "missing")
-    return torch.load(path, weights_only=True)
+    try:
+        return torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message is seven lines and suggests weights_only=False (running the file's code): keep its reason.
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip().startswith(
+            ("Trying to load", "Unsupported", "Unsupported operand"))), "it holds objects other than plain data")
+        raise BadValue(path, 0, "file", f"refused to load: {reason} (only tensors, numbers, strings, lists and "
+                                        "dicts are read; a pickle is never run)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        raise BadValue(path, 0, "file", f"cannot load ({type(error).__name__}: "
+                                        f"{' '.join(str(error).split())[:200]})") from None
 
 
 # ----------------------------------------------------------------------------- images
@@ -356,13 +367,13 @@ def validate(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> Validati
         if isinstance(ent_dict, dict):
             summary.dict_objects = sum(len(v) for v in ent_dict.values() if isinstance(v, dict))
             problems.extend(_check_entity_boxes(ent_dict, data_dir / f"ent_{split}_dict.pth"))
-        image_exists: dict[str, bool] = {}
+        image_problem: dict[str, str | None] = {}
         for s in samples:
             line_no = int(s.id.rsplit("-", 1)[1])
-            if s.img_id not in image_exists:
-                image_exists[s.img_id] = s.image_path.is_file()
-            if not image_exists[s.img_id]:
-                problems.append(MissingImage(txt, line_no, "img_id", f"no image {s.image_path}"))
+            if s.img_id not in image_problem:
+                image_problem[s.img_id] = _image_problem(s.image_path)
+            if image_problem[s.img_id] is not None:
+                problems.append(MissingImage(txt, line_no, "img_id", image_problem[s.img_id]))
             if ent_dict is not None:
                 objects = ent_dict.get(s.img_id)
                 if not isinstance(objects, dict) or s.object_name not in objects:
@@ -370,6 +381,21 @@ def validate(data_dir: str | Path, splits: tuple[str, ...] = SPLITS) -> Validati
                     problems.append(MissingObject(txt, line_no, "t.name",
                                                   f"{s.object_name!r}: {where} ent_{split}_dict.pth"))
     return report
+
+
+def _image_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable image (missing, or not an image file: PIL checks its header
+    and structure), or None."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        return f"no image {path}"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        return f"{path}: not a readable image ({type(exc).__name__}: {exc})"
+    return None
 
 
 def _check_entity_boxes(ent_dict: dict, path: Path) -> list[DataError]:

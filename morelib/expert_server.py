@@ -11,7 +11,7 @@ Like a real expert it sometimes errs (``mistake_rate``, seeded per sample): a mi
 a wrong answer, or malformed tags. Like a real endpoint it answers 404 for a model it does not
 serve and, when given an ``api_key``, 401 for any other key. For tests it can inject failures
 (``Faults``): 429 with Retry-After, 500, hangs past the client's timeout, bodies that are not
-JSON, slow replies.
+JSON, completions without choices or with null content, replies cut short, slow replies.
 
     with ExpertServer(ExpertConfig(meta_path="runs/toy/data/toy_meta.jsonl")) as server:
         openai.OpenAI(base_url=server.base_url, api_key="unused")...
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_ID_HEADER = "X-Morelib-Sample-Id"  # the same name as morelib.annotate.SAMPLE_ID_HEADER
 LABEL_RE = re.compile(r"(?<![\w/])(none|/(?:per|org|loc|misc)/(?:per|org|loc|misc)/[a-z_]+)(?![\w/])")
-FAULT_KINDS = ("429", "500", "timeout", "malformed", "slow")
+FAULT_KINDS = ("429", "500", "timeout", "malformed", "slow", "empty", "null", "truncated")
 MISTAKE_KINDS = ("missing_step", "wrong_answer", "malformed_tags")
 
 
@@ -57,6 +57,9 @@ class Faults:
     rate_timeout: float = 0.0  # hold the reply for `hang` seconds, past the client's timeout
     hang: float = 5.0
     rate_malformed: float = 0.0  # a 200 whose body is not JSON
+    rate_empty: float = 0.0  # a 200 whose completion has no choices
+    rate_null: float = 0.0  # a 200 whose message content is null
+    rate_truncated: float = 0.0  # a reply cut short: the connection closes before Content-Length bytes
     rate_slow: float = 0.0  # an extra `slow` seconds, still within the client's timeout
     slow: float = 0.2
     script: dict[str, list[str]] = field(default_factory=dict)  # sample id -> fault per attempt ("ok" = none)
@@ -250,7 +253,8 @@ class ExpertServer:
             else:
                 x, kind = self._fault_rng.random(), "ok"
                 for name, rate in (("429", f.rate_429), ("500", f.rate_500), ("timeout", f.rate_timeout),
-                                   ("malformed", f.rate_malformed), ("slow", f.rate_slow)):
+                                   ("malformed", f.rate_malformed), ("slow", f.rate_slow),
+                                   ("empty", f.rate_empty), ("null", f.rate_null), ("truncated", f.rate_truncated)):
                     if x < rate:
                         kind = name
                         break
@@ -351,7 +355,27 @@ class _Handler(BaseHTTPRequestHandler):
             reply = expert.completion(body, sample_id)
         except LookupError as exc:
             return self._error(400, str(exc))
-        self._send(200, json.dumps(reply).encode())
+        if fault == "empty":
+            reply["choices"] = []
+        elif fault == "null":
+            reply["choices"][0]["message"]["content"] = None
+        payload = json.dumps(reply).encode()
+        if fault == "truncated":
+            return self._send_cut(payload)
+        self._send(200, payload)
+
+    def _send_cut(self, payload: bytes) -> None:
+        """Promise the whole payload, send half of it, close the connection."""
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload[: len(payload) // 2])
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
 
 
 def main(argv: list[str] | None = None) -> int:

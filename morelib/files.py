@@ -74,11 +74,24 @@ def read_jsonl(path: str | os.PathLike, required: Sequence[str] = (), missing_ok
     return rows
 
 
+def _umask() -> int:
+    try:  # Linux shows it; setting it to read it would race with other threads' file creation
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a written file follows the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -116,6 +129,22 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> Path:
     return write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
+def _after_last_newline(fd: int, size: int, chunk: int = 1 << 20) -> int:
+    """The offset just after the last newline before ``size`` (0 when there is none).
+
+    Reads backwards a chunk at a time, so a torn line of any length is cut alone and every
+    complete line before it is kept.
+    """
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        position = os.pread(fd, end - start, start).rfind(b"\n")
+        if position >= 0:
+            return start + position + 1
+        end = start
+    return 0
+
+
 class JsonlStore:
     """An append-only JSONL file that survives kills: use as ``with JsonlStore(p) as store: ...``.
 
@@ -135,7 +164,7 @@ class JsonlStore:
 
     def open(self) -> "JsonlStore":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,9 +178,7 @@ class JsonlStore:
         size = os.fstat(fd).st_size
         if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
             return
-        start = max(0, size - (1 << 20))
-        tail = os.pread(fd, size - start, start)
-        cut = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        cut = _after_last_newline(fd, size)
         log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted write", self.path, size - cut)
         os.ftruncate(fd, cut)
 

@@ -35,13 +35,13 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 from morelib.answer import parse_label
 from morelib.data import load_images, load_split
 from morelib.files import JsonlStore, read_json
 from morelib.prompts import student_prompt, task_description
-from morelib.settings import GenerationSettings  # the profile's "inference" section: one class for decoding
+from morelib.settings import BACKENDS, GenerationSettings  # the profile's "inference" section: one class for decoding
 
 log = logging.getLogger(__name__)
 
@@ -270,22 +270,28 @@ class OpenAIBackend:
 
     The API key is read from the environment variable ``api_key_env`` (servers such as
     ``vllm serve`` accept any key, so a missing variable falls back to ``"EMPTY"``). The client
-    comes from ``morelib.openai_api``: the openai client retries 429, 5xx, timeouts and
-    connection errors itself, and a server that cannot be reached for ``dead_endpoint_timeout``
-    seconds fails every request at once. A failed request raises ``openai_api.EndpointError``,
-    one line naming the URL and the model.
+    comes from ``morelib.openai_api`` and is built at the first :meth:`generate` from its
+    settings (``request_timeout``, ``max_retries``, ``dead_endpoint_timeout``): the openai client
+    retries 429, 5xx, timeouts, connection errors and replies without text itself, and an
+    endpoint with no usable reply for ``dead_endpoint_timeout`` seconds fails every request at
+    once. A batch with failed requests raises :class:`FailedRequests`, which carries the
+    generations that succeeded, so that nothing paid for is lost and no empty reply is kept.
     """
 
-    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 600.0,
-                 max_retries: int | None = None, dead_endpoint_timeout: float | None = None):
-        from morelib import openai_api
-
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY"):
         self.base_url, self.model = base_url, model
         self._api_key = os.environ.get(api_key_env, "EMPTY")
-        self.watch = openai_api.Watch(dead_endpoint_timeout or openai_api.UNREACHABLE_AFTER)
-        self.client = openai_api.sync_client(
-            base_url, self._api_key, timeout=timeout, watch=self.watch,
-            max_retries=openai_api.DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
+        self.watch = None
+        self.client = None
+
+    def _client(self, settings: GenerationSettings):
+        from morelib import openai_api
+
+        if self.client is None:
+            self.watch = openai_api.Watch(settings.dead_endpoint_timeout)
+            self.client = openai_api.sync_client(self.base_url, self._api_key, timeout=settings.request_timeout,
+                                                 max_retries=settings.max_retries, watch=self.watch)
+        return self.client
 
     def messages(self, sample, template: str | None = None) -> list[dict]:
         images = [{"type": "image_url", "image_url": {"url": image_data_url(img)}} for img in load_images(sample)]
@@ -303,7 +309,7 @@ class OpenAIBackend:
         body = {k: v for k, v, off in (("top_k", settings.top_k, 0), ("repetition_penalty", settings.repetition_penalty, 1.0))
                 if v != off and (sampling or k == "repetition_penalty")}
         try:
-            response = self.client.chat.completions.create(
+            response = self._client(settings).chat.completions.create(
                 model=self.model,
                 messages=self.messages(sample, template),
                 temperature=settings.temperature,
@@ -315,13 +321,36 @@ class OpenAIBackend:
             text, usage = openai_api.completion_text(response)
         except (openai.OpenAIError, ValueError) as error:
             kind, message = openai_api.describe(error, self.base_url, self.model, secret=self._api_key)
-            raise openai_api.EndpointError(kind, f"sample {sample.id}: {message}") from error
-        return Generation(text=text or "", prompt_tokens=usage.get("prompt_tokens") or 0,
+            raise openai_api.EndpointError(kind, f"sample {sample.id}: {message}") from None
+        return Generation(text=text, prompt_tokens=usage.get("prompt_tokens") or 0,
                           completion_tokens=usage.get("completion_tokens") or 0)
 
     def generate(self, samples: Sequence, settings: GenerationSettings, template: str | None = None) -> list[Generation]:
+        from morelib import openai_api
+
+        self._client(settings)
         with ThreadPoolExecutor(max_workers=max(1, min(len(samples), settings.batch_size))) as pool:
-            return list(pool.map(lambda s: self._one(s, settings, template), samples))
+            futures = [pool.submit(self._one, s, settings, template) for s in samples]
+        outputs: list[Generation | None] = []
+        errors: list[openai_api.EndpointError] = []
+        for future in futures:
+            try:
+                outputs.append(future.result())
+            except openai_api.EndpointError as error:
+                outputs.append(None)
+                errors.append(error)
+        if errors:
+            first = next((e for e in errors if e.fatal), errors[0])
+            raise FailedRequests(f"{len(errors)} of {len(samples)} requests failed ({first})", outputs)
+        return outputs
+
+
+class FailedRequests(RuntimeError):
+    """Some requests of a batch failed for good; ``outputs`` holds the others' generations (None where failed)."""
+
+    def __init__(self, message: str, outputs: list[Generation | None]):
+        super().__init__(message)
+        self.outputs = outputs
 
 
 def image_data_url(image) -> str:
@@ -330,7 +359,6 @@ def image_data_url(image) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-BACKENDS = ("transformers", "vllm", "openai")
 
 
 @dataclass(frozen=True)
@@ -514,15 +542,26 @@ def generate(model_or_backend, samples: Sequence, settings: GenerationSettings |
     return predictions
 
 
-def _predict_batch(backend: Backend, batch: Sequence, settings: GenerationSettings, template: str | None) -> list[Prediction]:
-    outputs = backend.generate(batch, settings, template)
+def _predict_batch(backend: Backend, batch: Sequence, settings: GenerationSettings, template: str | None,
+                   keep: Callable[[Prediction], None] | None = None) -> list[Prediction]:
+    """The batch's predictions. When some requests fail, ``keep`` gets the others' first, then
+    :class:`FailedRequests` is raised: a failed sample is never a prediction."""
+    try:
+        outputs, failure = backend.generate(batch, settings, template), None
+    except FailedRequests as error:
+        outputs, failure = error.outputs, error
     if len(outputs) != len(batch):
         raise RuntimeError(f"backend returned {len(outputs)} outputs for {len(batch)} samples")
-    return [
+    predictions = [
         Prediction(id=s.id, gold=s.label, text=o.text, label=parse_label(o.text),
                    prompt_tokens=o.prompt_tokens, completion_tokens=o.completion_tokens)
-        for s, o in zip(batch, outputs)
+        for s, o in zip(batch, outputs) if o is not None
     ]
+    if failure is not None:
+        for prediction in predictions if keep is not None else ():
+            keep(prediction)
+        raise failure
+    return predictions
 
 
 PREDICTION_FIELDS = ("id",)
@@ -564,12 +603,22 @@ def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,
         backend = as_backend(model_or_backend)
         n_batches = -(-len(todo) // settings.batch_size)
         report_every = max(1, n_batches // 4)  # about four progress lines, not one per batch
+
+        def keep(prediction: Prediction) -> None:
+            row = asdict(prediction)
+            done[row["id"]] = row
+            store.append(row)
+
         with store:
             for i, batch in enumerate(batches(todo, settings.batch_size)):
-                for prediction in _predict_batch(backend, batch, settings, template):
-                    row = asdict(prediction)
-                    done[row["id"]] = row
-                    store.append(row)
+                try:
+                    predictions = _predict_batch(backend, batch, settings, template, keep)
+                except FailedRequests as error:
+                    missing = sum(s.id not in done for s in todo)
+                    raise FailedRequests(f"{store.path}: {error}; {len(done)} predictions are saved, {missing} "
+                                         "are not: run again to predict them", error.outputs) from None
+                for prediction in predictions:
+                    keep(prediction)
                 if progress and ((i + 1) % report_every == 0 or i + 1 == n_batches):
                     print(f"  {min((i + 1) * settings.batch_size, len(todo))}/{len(todo)}", flush=True)
     return [done[s.id] for s in samples]

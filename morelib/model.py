@@ -141,6 +141,10 @@ def set_pixel_limits(image_processor, min_pixels: int | None = None, max_pixels:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
 
+# Folders of a run directory (morelib.layout) that hold models: a path starting with one is local.
+LOCAL_FOLDERS = ("runs", "checkpoints", "models")
+
+
 def check_model_path(path: str | Path) -> str | Path:
     """``path`` itself when it is an existing directory or looks like a hub id; else FileNotFoundError.
 
@@ -148,14 +152,38 @@ def check_model_path(path: str | Path) -> str | Path:
     a malformed repo id.
     """
     text = str(path)
-    if Path(text).expanduser().exists():
-        if not Path(text).expanduser().is_dir():
+    local = Path(text).expanduser()
+    if local.exists():
+        if not local.is_dir():
             raise NotADirectoryError(f"model path {text}: not a directory (expected a Hugging Face model directory)")
         return path
-    if _HUB_ID.match(text) and not text.startswith((".", "~")):
+    # "checkpoints/stage1" has the shape of a hub id too: it is a local path when its first part
+    # is a folder of a run directory, or its parent folder exists here.
+    first = Path(text).parts[0] if Path(text).parts else ""
+    looks_local = first in LOCAL_FOLDERS or (len(Path(text).parts) > 1 and local.parent.is_dir())
+    if _HUB_ID.match(text) and not text.startswith((".", "~")) and not looks_local:
         return path
-    raise FileNotFoundError(f"model path {text}: no such directory (and not a hub id such as "
-                            f"'Qwen/Qwen2.5-VL-7B-Instruct')")
+    raise FileNotFoundError(f"model path {text}: no such directory ({local.resolve()}); "
+                            f"not a hub id such as 'Qwen/Qwen2.5-VL-7B-Instruct' either")
+
+
+def damaged_weights(path: str | Path) -> str | None:
+    """``"FILE: cannot read ..."`` for the first weights file of a local model directory that
+    safetensors cannot open (cut short by a kill or a copy), else None. Loaders' own errors
+    ("incomplete metadata") do not name the file."""
+    from safetensors import safe_open
+
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    for file in sorted(folder.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                weights.keys()
+        except Exception as error:  # safetensors raises its own error types
+            return (f"{file}: cannot read the weights ({type(error).__name__}: {error}); the file is damaged or "
+                    "cut short: copy it again, or delete the model's folder to train it again")
+    return None
 
 
 def _read_chat_template(path: str) -> str | None:
@@ -234,11 +262,17 @@ def load_model(
     base = _adapter_base(path_or_hub_id)
     if base:
         check_model_path(base)
-    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base or str(path_or_hub_id), **kwargs)
-    if base:
-        from peft import PeftModel
+    try:
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(base or str(path_or_hub_id), **kwargs)
+        if base:
+            from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(path_or_hub_id)).merge_and_unload()
+            model = PeftModel.from_pretrained(model, str(path_or_hub_id)).merge_and_unload()
+    except Exception as error:
+        broken = damaged_weights(path_or_hub_id) or (damaged_weights(base) if base else None)
+        if broken is None:
+            raise
+        raise OSError(broken) from None
     model.to(device)
     processor = load_processor(path_or_hub_id, min_pixels=min_pixels, max_pixels=max_pixels)
 

@@ -24,7 +24,6 @@ training row is never cut silently: SFT drops over-long rows by name (:func:`app
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from dataclasses import dataclass, field
@@ -461,10 +460,20 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     data_dir = Path(common.data_dir)
     if not (data_dir / "txt").is_dir():
         raise Skipped(f"no MORE data at {data_dir} (set common.data_dir; the toy profile writes it in 00_prepare)")
+    local = Path(common.base_model).expanduser()
+    if local.is_dir():  # a local model that cannot be read is an error to report, not a reason to skip
+        from morelib.files import read_json
+
+        for name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
+            if (local / name).is_file():
+                read_json(local / name)  # a broken file: "path:line: not valid JSON (...)"
     try:
         processor = load_processor(common.base_model, min_pixels=common.min_pixels, max_pixels=common.max_pixels)
         limits.model_context = model_context(common.base_model)
     except OSError as error:  # FileNotFoundError included: no local copy and no hub access
+        if local.is_dir():
+            raise OSError(f"{local}: cannot load the model's processor or config "
+                          f"({' '.join(str(error).split())[:300]})") from None
         raise Skipped(f"the processor files of {common.base_model} are not available "
                       f"({str(error).splitlines()[0]}); download the model or point common.base_model at a "
                       "local copy") from None
@@ -520,15 +529,16 @@ def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.preflight", __doc__.splitlines()[0])
     parser.add_argument("--profile", default="toy", help="configs/<name>.yaml or a YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="[SECTION.]KEY=VALUE",
                         help="override one setting, e.g. --set 03_sft.max_length=4096")
     parser.add_argument("--run-dir", default=None, help="run directory (default: the profile's)")
     parser.add_argument("--strict", action="store_true",
                         help="also fail when the Stage 1 check is only an estimate (no sft/stage1.jsonl yet)")
-    args = parser.parse_args(argv)
-    return run(args.profile, args.overrides, args.run_dir, args.strict)
+    return cli.run(parser, argv, lambda args: run(args.profile, args.overrides, args.run_dir, args.strict))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ chain stops at the first failing cell, naming the notebook and the cell.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from morelib import secrets
 from morelib.config import ConfigError, Profile, load_profile, repo_root, write_run_info
 from morelib.layout import RunLayout
 
@@ -255,8 +255,12 @@ def run_chain(
 
     out_dir = RunLayout(profile.run_dir).notebooks
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The expert's key may be in a variable of any name: its value is hidden too.
+    hidden = secrets.secret_values(names=[profile.values("01_annotation").get("api_key_env") or "OPENAI_API_KEY"])
     log_path = _setup_logging(profile.run_dir)
-    write_run_info(profile.run_dir, profile, extra={"notebooks": [p.stem for p in selected]})
+    for handler in log.handlers:  # the notebooks' output goes to the log too
+        handler.addFilter(secrets.ScrubFilter(hidden))
+    write_run_info(profile.run_dir, profile, notebooks=[p.stem for p in selected], overrides=overrides)
     log.info("profile %s (%s), run directory %s", profile.name, profile.path, profile.run_dir)
     log.info("notebooks: %s; log: %s", ", ".join(p.stem for p in selected), log_path)
 
@@ -276,9 +280,11 @@ def run_chain(
             except PapermillExecutionError as error:
                 seconds = time.perf_counter() - started
                 _update_timings(profile.run_dir, profile, path.stem, seconds, "failed")
-                message = _describe_failure(path.stem, output, error)
+                message = secrets.scrub(_describe_failure(path.stem, output, error), hidden)
                 log.error("[%s] FAILED after %.1f s: %s", path.stem, seconds, message)
                 raise ChainError(message) from None
+            finally:  # a traceback or an output kept in the executed copy may quote a key
+                secrets.scrub_file(output, hidden)
             seconds = time.perf_counter() - started
             timings[path.stem] = seconds
             _update_timings(profile.run_dir, profile, path.stem, seconds, "ok")
@@ -289,7 +295,9 @@ def run_chain(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m morelib.run", description=__doc__.split("\n\n")[0])
+    from morelib import cli
+
+    parser = cli.make_parser("python -m morelib.run", __doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy", help="profile name in configs/ or a YAML path (default: toy)")
     parser.add_argument("--run-dir", help="run directory (default: the profile's run_dir)")
     parser.add_argument("--from", dest="start", metavar="NOTEBOOK", help="resume from this notebook (e.g. 03_sft)")
@@ -304,6 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.start and args.only:
         parser.error("use either --from or --only")
+    cli.hide_secrets_in_logs()
     try:
         if args.check:
             profile = load_profile(args.profile, overrides=args.overrides, run_dir=args.run_dir)
@@ -318,9 +327,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dir = load_profile(args.profile, overrides=args.overrides, run_dir=args.run_dir).run_dir
             copied = copy_figures(run_dir)
             print(f"copied {len(copied)} files from {RunLayout(run_dir).figures} into {repo_root() / 'figures'}")
+    except KeyboardInterrupt:
+        print("error: interrupted; rerun the same command to go on (finished work is kept)", file=sys.stderr)
+        return 130
     except (ConfigError, ChainError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if args.debug:
+            return cli.fail(error, debug=True)
+        # A chain failure is two lines: what failed, and where its traceback is.
+        print(secrets.scrub(f"error: {error}"), file=sys.stderr)
         return 1
+    except Exception as error:
+        return cli.fail(error, args.debug)
     return 0
 
 

@@ -33,6 +33,45 @@ def setting(default: Any, help: str) -> Any:
 
 # Launch fields shared by the two training stages (notebook-side: how the subprocess starts).
 LAUNCHERS = ("auto", "none", "multi_gpu", "torchrun")
+BACKENDS = ("transformers", "vllm", "openai")  # morelib.inference's backends
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # what morelib.model.resolve_dtype reads
+
+
+def one_of(name: str, value: Any, choices) -> None:
+    """``ValueError("name: 'x' is not one of a, b (did you mean 'a'?)")`` unless ``value`` is a choice.
+
+    Choices are checked when the settings are built, so ``--check`` finds a typo before any
+    notebook runs; the message starts with the field's name, so morelib.config can blame the
+    profile line or the ``--set`` that gave it.
+    """
+    import difflib
+
+    choices = list(choices)
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{name}: {value!r} is not one of {', '.join(str(c) for c in choices)}{hint}")
+
+
+def _splits():
+    from morelib.data import SPLITS
+
+    return SPLITS
+
+
+def _prompts():
+    from morelib.prompts import PROMPTS
+
+    return tuple(PROMPTS)
+
+
+def _check_model_keys(name: str, keys) -> None:
+    from morelib.evaluation import MODEL_KEYS, run_model
+
+    for key in keys:
+        if run_model(key) is None:
+            one_of(name, key, [*MODEL_KEYS, "grpo_<variant>_seed<N>"])
 
 
 @dataclass
@@ -95,11 +134,12 @@ class AnnotationSettings:
     template_path: str | None = setting(None, "Expert prompt template; None = morelib/templates/expert_prompt.txt.")
     image_detail: str = setting("high", "image_url detail: low, high or auto (not stated; inferred: high).")
     concurrency: int = setting(8, "Requests in flight.")
-    request_timeout: float = setting(120.0, "Seconds per attempt.")
-    max_retries: int = setting(8, "Retries per request on 429, 5xx and timeouts (the openai client's own backoff).")
+    request_timeout: float = setting(120.0, "Seconds one attempt may take, from connecting to the reply's last byte.")
+    max_retries: int = setting(8, "Retries per request on 429, 5xx, timeouts and broken replies (the openai client's "
+                                  "own backoff).")
     dead_endpoint_timeout: float = setting(
-        60.0, "Seconds of nothing but connection failures (refused, DNS) after which the run stops; "
-              "unsent samples stay pending for the next run.")
+        60.0, "Seconds without a usable reply, from the first request (refused connections, timeouts, 5xx, broken "
+              "replies), after which the run stops; unsent samples stay pending for the next run.")
     max_tokens: int = setting(1024, "Completion cap per request.")
     temperature: float | None = setting(None, "Expert sampling temperature (not stated: None = the endpoint's default).")
     expected_output_tokens: int = setting(500, "Completion length assumed by the cost estimate.")
@@ -111,6 +151,12 @@ class AnnotationSettings:
     write_batch_input: bool = setting(False, "Write Batch API input files (half price, 24 h) instead of calling online.")
     limit: int | None = setting(None, "Send only the first N pending requests (smoke tests).")
     progress: bool = setting(False, "Show a progress bar (off in executed notebooks: it floods them).")
+
+    def __post_init__(self):
+        from morelib.cost import DETAILS
+
+        one_of("split", self.split, _splits())
+        one_of("image_detail", self.image_detail, DETAILS)
 
 
 @dataclass
@@ -147,8 +193,20 @@ class GenerationSettings:
     max_pixels: int | None = setting(None, "Image resolution limit (from common).")
     vllm_max_model_len: int | None = setting(None, "vLLM context in tokens; None = derived by morelib.preflight.")
     vllm_gpu_memory_utilization: float = setting(0.9, "GPU memory share of the inference engine.")
+    request_timeout: float = setting(
+        120.0, "backend openai: seconds one attempt may take, from connecting to the reply's last byte "
+               "(inferred: a reasoning completion of 1,024 tokens takes well under a minute on a served 7B).")
+    max_retries: int = setting(8, "backend openai: retries per request on 429, 5xx, timeouts and broken replies "
+                                  "(the openai client's own backoff).")
+    dead_endpoint_timeout: float = setting(
+        60.0, "backend openai: seconds without a usable reply, from the first request, after which the run stops "
+              "(refused connections, timeouts, 5xx); what was predicted is kept.")
     served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
                                                   "(set per model by for_model from served_model_names).")
+
+    def __post_init__(self):
+        one_of("backend", self.backend, BACKENDS)
+        one_of("dtype", self.dtype, DTYPES)
 
     def for_model(self, key: str) -> "GenerationSettings":
         """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""
@@ -223,14 +281,10 @@ class SFTSettings(SFTConfig):
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
 
     def __post_init__(self):
-        if self.target not in ("reasoning", "label"):
-            raise ValueError(f"target: {self.target!r} is not reasoning or label")
-        if self.prompt not in ("reasoning", "label"):
-            raise ValueError(f"prompt: {self.prompt!r} is not reasoning or label")
-        if self.overlong_policy not in ("drop", "error"):
-            raise ValueError(f"overlong_policy: {self.overlong_policy!r} is not drop or error")
-        if self.distributed not in LAUNCHERS:
-            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        one_of("target", self.target, ("reasoning", "label"))
+        one_of("prompt", self.prompt, _prompts())
+        one_of("overlong_policy", self.overlong_policy, ("drop", "error"))
+        one_of("distributed", self.distributed, LAUNCHERS)
         self.output_dir = str(self.model_dir / "ckpt")
         # Rows are built on access (morelib.sft.build_dataset) from columns the model never sees.
         self.remove_unused_columns = False
@@ -302,16 +356,20 @@ class GRPOSettings(GRPOConfig):
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
 
     def __post_init__(self):
-        from morelib.mixing import VARIANTS
+        from morelib.mixing import MIXING_VARIANTS
+        from morelib.rewards import REWARDS
 
-        for variant in [self.variant, *self.variants]:
-            if variant not in VARIANTS:
-                raise ValueError(f"variant: {variant!r} is not one of {VARIANTS}")
+        one_of("variant", self.variant, MIXING_VARIANTS)
+        for variant in self.variants:
+            one_of("variants", variant, MIXING_VARIANTS)
+        for name in self.reward_names:
+            one_of("reward_names", name, REWARDS)
+        one_of("model_dtype", self.model_dtype, (None, "float32", "bfloat16"))
+        one_of("prompt", self.prompt, _prompts())
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_names):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
                              f"rewards {self.reward_names}")
-        if self.distributed not in LAUNCHERS:
-            raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        one_of("distributed", self.distributed, LAUNCHERS)
         # The concatenated mix epochs are one pass, in order.
         self.num_train_epochs = 1
         self.shuffle_dataset = False
@@ -358,6 +416,10 @@ class EvaluationSettings:
     limit: int | None = setting(None, "Evaluate only the first N facts (quick checks).")
     n_boot: int = setting(1000, "Bootstrap resamples for the 95% intervals.")
 
+    def __post_init__(self):
+        one_of("split", self.split, _splits())
+        _check_model_keys("models", self.models)
+
 
 @dataclass
 class CaseStudySettings:
@@ -372,6 +434,10 @@ class CaseStudySettings:
     sample_id: str | None = setting(None, "Figure 4's case; None = one where the models differ and MORE-R1's reasoning supports its answer.")
     n_teaching: int = setting(1, "Extra cases shown per pattern.")
     max_chars: int = setting(1400, "Characters of each output shown.")
+
+    def __post_init__(self):
+        one_of("split", self.split, _splits())
+        _check_model_keys("models", self.models)
 
 
 # Profile section -> settings class. Notebook sections are named by the notebook's stem.

@@ -96,7 +96,7 @@ def test_missing_profile_lists_known_ones():
 def test_broken_profile_files_are_named(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("common: [unclosed\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+:\d+: not valid YAML: [^\n]+$"):
         load_profile(bad)
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: expected a mapping of sections"):
@@ -224,3 +224,14 @@ def test_a_profile_extends_another_and_errors_name_the_file_that_holds_the_key(t
         with pytest.raises(ConfigError, match=rf"^{re.escape(str(child))}: {message}"):
             load_profile(child)
 
+
+
+def test_run_info_keeps_the_record_of_every_notebook(tmp_path):
+    path = write_profile(tmp_path / "p.yaml", {"common": {"profile": "p", "run_dir": str(tmp_path / "run"), "seed": 1}})
+    first = load_profile(path)
+    write_run_info(first.run_dir, first, notebooks=["00_prepare", "01_annotation"])
+    again = load_profile(path, overrides=["seed=2"])
+    info = json.loads(write_run_info(again.run_dir, again, notebooks=["01_annotation"], overrides=["seed=2"]).read_text())
+    assert info["seed"] == 2 and sorted(info["notebooks"]) == ["00_prepare", "01_annotation"]
+    assert info["notebooks"]["00_prepare"]["seed"] == 1 and info["notebooks"]["00_prepare"]["overrides"] == []
+    assert info["notebooks"]["01_annotation"]["seed"] == 2 and info["notebooks"]["01_annotation"]["overrides"] == ["seed=2"]

@@ -160,6 +160,23 @@ def test_entity_dict_loads_with_weights_only(tmp_path):
     assert load_entity_dict(tmp_path, "train") == {IMG: {"obj_0": [0.1, 0.2, 0.3, 0.4], "obj_1": [0.5, 0.5, 0.1, 0.1]}}
 
 
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this pickle runs code",))
+
+
+def test_an_unsafe_pickle_is_refused_in_one_line_naming_the_file(tmp_path):
+    make_dir(tmp_path, [line()])
+    torch.save({IMG: _RunsCode()}, tmp_path / "ent_train_dict.pth")
+    with pytest.raises(DataError) as error:
+        load_entity_dict(tmp_path, "train")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'ent_train_dict.pth'}:0: file: refused to load: ")
+    assert "\n" not in message and "weights_only" not in message
+    (problem,) = [p for p in validate(tmp_path, splits=("train",)).problems if p.field == "file"]
+    assert "refused to load" in str(problem)
+
+
 # ----------------------------------------------------------------------------- crop
 
 
@@ -205,6 +222,15 @@ def test_validate_reports_missing_images_and_objects(tmp_path):
     report = validate(tmp_path, splits=("train",))
     kinds = sorted((type(p).__name__, p.line, p.field) for p in report.problems)
     assert kinds == [("MissingImage", 1, "img_id"), ("MissingImage", 2, "img_id"), ("MissingObject", 2, "t.name")]
+
+
+def test_validate_refuses_a_file_that_is_not_an_image(tmp_path):
+    make_dir(tmp_path, [line()])
+    (image,) = (tmp_path / "img_org" / "train").iterdir()
+    image.write_text("this is text, not a JPEG")
+    (problem,) = validate(tmp_path, splits=("train",)).problems
+    assert (type(problem).__name__, problem.line, problem.field) == ("MissingImage", 1, "img_id")
+    assert f"{image}: not a readable image" in str(problem)
 
 
 def test_validate_checks_boxes_in_the_entity_dict(tmp_path):

@@ -13,6 +13,7 @@ import pytest
 
 from morelib.data import load_split
 from morelib.inference import (
+    FailedRequests,
     Generation,
     GenerationSettings,
     OpenAIBackend,
@@ -135,16 +136,22 @@ class FakeOpenAI(BaseHTTPRequestHandler):
     """Answers /v1/chat/completions with a canned completion and keeps each request."""
 
     requests: list = []
+    faults: list = []  # one per request, in order: "null" (content null), "empty" (no choices), "ok"
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeOpenAI.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        fault = FakeOpenAI.faults.pop(0) if FakeOpenAI.faults else "ok"
         reply = {
             "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
                          "message": {"role": "assistant", "content": "<think> Step 1: x </think> <answer>none</answer>"}}],
             "usage": {"prompt_tokens": 321, "completion_tokens": 12, "total_tokens": 333},
         }
+        if fault == "null":
+            reply["choices"][0]["message"]["content"] = None
+        elif fault == "empty":
+            reply["choices"] = []
         data = json.dumps(reply).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -158,7 +165,7 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fake_server():
-    FakeOpenAI.requests = []
+    FakeOpenAI.requests, FakeOpenAI.faults = [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -186,6 +193,21 @@ def test_openai_backend_sends_two_images_and_reads_usage(fake_server, samples, m
         assert header == "data:image/png;base64" and base64.b64decode(payload).startswith(b"\x89PNG")
     texts = {part["text"] for part in content if part["type"] == "text"}
     assert any(sample_text in t for t in texts for sample_text in [s.text for s in samples[:3]])
+
+
+def test_an_empty_reply_is_retried_and_never_becomes_a_prediction(fake_server, samples, tmp_path):
+    out = tmp_path / "p.jsonl"
+    settings = GenerationSettings(max_new_tokens=64, batch_size=1, max_retries=2)
+    # The first sample: two empty replies, then text. The second: empty every time (3 attempts).
+    FakeOpenAI.faults = ["null", "empty", "ok", "null", "empty", "null"]
+    with pytest.raises(FailedRequests, match=r"p\.jsonl: 1 of 1 requests failed .*sample .*no text.*run again"):
+        predict_to_file(OpenAIBackend(fake_server, "stage1"), samples[:3], out, settings, progress=False)
+    rows = read_predictions(out)
+    assert [r["id"] for r in rows] == [samples[0].id] and rows[0]["label"] == "none"  # kept; the failure is not
+    assert len(FakeOpenAI.requests) == 6
+    rows = predict_to_file(OpenAIBackend(fake_server, "stage1"), samples[:3], out, settings, progress=False)
+    assert [r["id"] for r in rows] == [s.id for s in samples[:3]] and all(r["text"] for r in rows)
+    assert len(read_predictions(out)) == 3 and len(FakeOpenAI.requests) == 8  # the failed sample is asked again
 
 
 def test_cli_predicts_the_listed_ids(world, tmp_path, capsys):

@@ -76,7 +76,8 @@ def test_load_model_passes_the_limits(model_dir):
     assert processor_limits(processor) == PixelLimits(**LIMITS)
 
 
-@pytest.mark.parametrize("missing", ["/no/such/model", "runs/toy/models/base", "./models/base", "~/nothing/here"])
+@pytest.mark.parametrize("missing", ["/no/such/model", "runs/toy/models/base", "./models/base", "~/nothing/here",
+                                     "checkpoints/stage1", "models/base"])
 def test_a_missing_local_model_is_reported_as_a_missing_path(missing):
     for load in (load_processor, load_model):
         with pytest.raises(FileNotFoundError, match="no such directory") as error:
@@ -90,3 +91,15 @@ def test_hub_ids_and_directories_pass_the_path_check(model_dir, tmp_path):
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(NotADirectoryError, match="file.txt"):
         check_model_path(tmp_path / "file.txt")
+
+
+def test_a_truncated_weights_file_is_named(model_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (weights,) = broken.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])  # what a killed copy leaves
+    with pytest.raises(OSError) as error:
+        load_model(broken, device="cpu")
+    assert str(error.value).startswith(f"{weights}: cannot read the weights") and "\n" not in str(error.value)

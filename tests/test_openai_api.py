@@ -48,16 +48,17 @@ def test_the_client_retries_and_the_attempts_are_counted(serve):
 
 
 def test_failures_become_one_line_with_the_url_and_the_model(serve):
-    server = serve(script={"train-1": ["500", "500", "malformed"]})
+    server = serve(script={"train-1": ["500", "500", "malformed", "malformed"]})
     client = openai_api.sync_client(server.base_url, "sk-secret-1", max_retries=1, timeout=5)
     with pytest.raises(openai.InternalServerError) as info:
         ask(client)
     kind, message = openai_api.describe(info.value, server.base_url, "toy-expert")
     assert kind == "server_error" and openai_api.attempts(info.value) == 2
     assert message.startswith(f"{server.base_url} (model 'toy-expert'): HTTP 500") and "\n" not in message
-    with pytest.raises(ValueError) as info:  # a 200 whose body is not JSON: not retried by the client
-        ask(client).parse()
-    assert openai_api.describe(info.value, server.base_url, "toy-expert")[0] == "malformed"
+    with pytest.raises(openai.APIStatusError) as info:  # a 200 whose body is not JSON, twice: retried, then failed
+        ask(client)
+    kind, message = openai_api.describe(info.value, server.base_url, "toy-expert")
+    assert kind == "malformed" and openai_api.attempts(info.value) == 2 and "not JSON" in message
     with pytest.raises(openai.NotFoundError) as info:
         ask(client, model="gpt-4o")
     kind, message = openai_api.describe(info.value, server.base_url, "gpt-4o", secret="gpt-4o")
@@ -95,3 +96,52 @@ def test_a_reply_ends_a_streak_of_failed_connections(serve):
     assert not isinstance(info.value, openai_api.EndpointUnreachable)  # a new streak
     with pytest.raises(openai_api.EndpointUnreachable):
         ask(dead)
+
+
+def test_a_broken_200_is_retried_like_a_5xx_within_the_same_budget(serve):
+    server = serve(script={"train-1": ["malformed", "truncated", "ok"]})  # empty ones: the async test below
+    watch = openai_api.Watch()
+    client = openai_api.sync_client(server.base_url, "k", max_retries=2, timeout=5, watch=watch)
+    raw = ask(client)
+    text, _ = openai_api.completion_text(raw.parse())
+    assert openai_api.attempts(raw) == 3 and "<answer>" in text
+    assert watch.counts == {"malformed": 1, "connection": 1, "ok": 1}
+    server = serve(script={"train-1": ["null", "empty"]})  # the budget spent on empty replies: a failure, never ""
+    client = openai_api.sync_client(server.base_url, "k", max_retries=1, timeout=5)
+    with pytest.raises(openai.APIStatusError) as info:
+        ask(client)
+    assert openai_api.describe(info.value, server.base_url, "toy-expert")[0] == "empty"
+
+
+def test_the_async_client_retries_a_broken_200_too(serve):
+    import asyncio
+
+    server = serve(script={"train-1": ["empty", "null", "ok"]})
+
+    async def call():
+        client = openai_api.async_client(server.base_url, "k", max_retries=2, timeout=5)
+        try:
+            return await client.chat.completions.with_raw_response.create(
+                model="toy-expert", extra_headers={SAMPLE_ID_HEADER: "train-1"},
+                messages=[{"role": "user", "content": "... their relation is /per/org/leader_of."}])
+        finally:
+            await client.close()
+
+    raw = asyncio.run(call())
+    assert openai_api.attempts(raw) == 3 and "<answer>" in openai_api.completion_text(raw.parse())[0]
+
+
+@pytest.mark.parametrize("fault", ["timeout", "500"])
+def test_a_server_that_hangs_or_always_fails_is_given_up_on(serve, fault):
+    # A server that accepts and never answers, or answers 500 to everything: the clock runs from
+    # the first request, so the client's 100 retries are not waited out.
+    server = serve(rate_timeout=1.0 if fault == "timeout" else 0.0, rate_500=1.0 if fault == "500" else 0.0, hang=30)
+    watch = openai_api.Watch(unreachable_after=8.5)  # 0.5 s before the client's longest backoff could pass it
+    client = openai_api.sync_client(server.base_url, "k", max_retries=100, timeout=0.5, watch=watch)
+    t0 = time.perf_counter()
+    with pytest.raises(openai_api.EndpointUnreachable) as info:
+        ask(client)
+    assert time.perf_counter() - t0 < 5.0
+    kind, message = openai_api.describe(info.value, server.base_url, "toy-expert")
+    assert kind == "unreachable" and "no usable reply" in message
+    assert watch.counts["timeout" if fault == "timeout" else "server_error"] >= 2

@@ -183,3 +183,29 @@ def test_percentile_is_nearest_rank():
     assert percentile(list(range(1, 101)), 99) == 99
     assert percentile([5], 99) == 5
     assert percentile([1, 2, 3, 1000], 50) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--set", "03_sft.max_length=many"], "error: --set '03_sft.max_length=many': section '03_sft': max_length: must be"),
+    (["--profile", "no-such-profile"], "error: profile 'no-such-profile': no file"),
+])
+def test_cli_errors_are_one_line_and_debug_adds_the_traceback(argv, message, capsys):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert main([*argv, "--debug"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith(message)
+
+
+def test_a_corrupt_local_model_config_is_an_error_not_a_skip(run_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(RunLayout(run_dir).toy_base_model, model)
+    (model / "config.json").write_text('{"model_type": "qwen2_5_vl", ')  # cut short
+    argv = ["--profile", "toy", "--run-dir", str(run_dir), "--set", f"base_model={model}"]
+    assert main(argv) == 1
+    captured = capsys.readouterr()
+    assert "skipped" not in captured.out
+    assert captured.err.startswith(f"error: {model / 'config.json'}:1: not valid JSON") and captured.err.count("\n") == 1

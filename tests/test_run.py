@@ -1,6 +1,7 @@
 """The chain runner on tiny fake notebooks: order, what it injects, failure, resume, figures."""
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -180,3 +181,75 @@ def test_shipped_notebooks_take_the_profile():
     check_notebooks(notebooks)
     for path in notebooks:
         assert declared_parameters(path) == list(INJECTED), path.name
+
+
+def exit_code(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse's usage errors
+        return exit_.code
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["--from", "03_sft", "--only", "04_difficulty"], 2, "use either --from or --only"),
+    (["--no-such-option"], 2, "unrecognized arguments: --no-such-option"),
+    (["--profile", "no-such-profile", "--check"], 1, "profile 'no-such-profile': no file"),
+])
+def test_cli_errors_are_one_line(argv, code, message, capsys):
+    assert exit_code(argv) == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_debug_shows_the_traceback_and_ctrl_c_is_one_line(tmp_path, capsys, monkeypatch):
+    _, profile = fake_chain(tmp_path)
+    assert main(["--profile", str(profile), "--check", "--debug", "--set", "00_prepare.nope=1"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and err.splitlines()[-1].startswith("error: --set '00_prepare.nope=1'")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("morelib.run.run_chain", interrupted)
+    assert main(["--profile", str(profile)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted") and err.count("\n") == 1
+
+
+def test_the_makefile_kernel_is_this_checkouts_and_beats_a_stale_user_kernel(tmp_path):
+    """Run the Makefile's own kernel-install line in a fresh virtual environment, with a stale
+    user-level ``morelib`` kernel (another clone's, from an older set-up) in the user's Jupyter
+    directory: Jupyter, and so JupyterLab and the chain runner, pick the environment's kernel."""
+    import re
+    import subprocess
+    import venv
+
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    (line,) = [line.strip() for line in makefile.splitlines() if "ipykernel install" in line]
+    assert "--user" not in line and "--sys-prefix" in line
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    user_dir = tmp_path / "user-jupyter"
+    stale = user_dir / "kernels" / "morelib"
+    stale.mkdir(parents=True)
+    (stale / "kernel.json").write_text(json.dumps({
+        "argv": ["/elsewhere/.venv/bin/python", "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python (morelib)", "language": "python"}))
+    site = [p for p in sys.path if p.endswith("site-packages")]  # this environment's jupyter and ipykernel
+    repo = str(Path(__file__).resolve().parent.parent)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER")}
+    environ.update(JUPYTER_DATA_DIR=str(user_dir), PYTHONPATH=os.pathsep.join([repo, *site]))
+    install = re.sub(r"^\$\(PY\)", str(python), line).replace("$(CURDIR)", repo)
+    subprocess.run(install, shell=True, check=True, env=environ, capture_output=True)
+    chosen = subprocess.run([str(python), "-c", (
+        "import sys\n"
+        "from jupyter_client.kernelspec import KernelSpecManager\n"
+        "from morelib.run import kernel_for_this_interpreter\n"
+        "spec = KernelSpecManager().get_kernel_spec('morelib')\n"
+        "with kernel_for_this_interpreter() as name:\n"
+        "    print(spec.argv[0], spec.resource_dir, name, sep='\\n')\n")],
+        env=environ, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert chosen[0] == str(python)  # the environment's own interpreter, not /elsewhere
+    assert Path(chosen[1]).is_relative_to(env_dir)
+    assert chosen[2] == "morelib"  # the chain runner takes it as is

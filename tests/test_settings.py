@@ -257,3 +257,40 @@ def test_our_choices_on_trl_fields_are_marked_in_their_help():
     assert "Importance Sampling" in text and "This reproduction: off" in text  # TRL's help, then ours
     assert "inferred" in help_text(GRPOSettings, "answer_requires_format")
     assert "filter rejected" in help_text(SFTSettings, "ids_key")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("03_sft.use_lora=maybe", "use_lora: must be true or false, got 'maybe'"),
+    ("05_grpo.use_lora=1", "use_lora: must be true or false, got 1"),
+    ("06_evaluation.models=stage1", "models: must be a list of strings, got 'stage1'"),
+    ("07_case_studies.models=[stage1, 3]", "models: must be a list of strings"),
+    ("inference.backend=vlm", "backend: 'vlm' is not one of transformers, vllm, openai (did you mean 'vllm'?)"),
+    ("inference.dtype=fp17", "dtype: 'fp17' is not one of"),
+    ("05_grpo.reward_names=[format, lenght, answer]", "reward_names: 'lenght' is not one of"),
+    ("05_grpo.variants=[progresive]", "variants: 'progresive' is not one of"),
+    ("06_evaluation.split=tset", "split: 'tset' is not one of train, valid, test (did you mean 'test'?)"),
+    ("01_annotation.split=trian", "split: 'trian' is not one of"),
+    ("06_evaluation.models=[stage1, stage_1]", "models: 'stage_1' is not one of"),
+    ("03_sft.distributed=torchrn", "distributed: 'torchrn' is not one of"),
+    ("03_sft.lr_scheduler_type=cosin", "lr_scheduler_type: cosin is not a valid SchedulerType"),  # TRL's own check
+    ("03_sft.num_train_epochs=ten", "num_train_epochs: must be a number, got 'ten'"),
+])
+def test_check_catches_every_mistyped_value_naming_the_set(override, message):
+    profile = load_profile("toy", [override])
+    with pytest.raises(ConfigError) as info:
+        profile.validate()  # what `morelib.run --check` does
+    text = str(info.value)
+    assert text.startswith(f"--set {override!r}: section {override.split('.')[0]!r}: ") and message in text
+    assert "\n" not in text
+
+
+def test_a_string_for_a_bool_in_a_profile_file_names_the_file(tmp_path):
+    path = minimal_profile(tmp_path, **{"03_sft": {"use_lora": "false"}})
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: section '03_sft': use_lora: must be true or false, "
+                                                    "got 'false'")):
+        load_profile(path).settings("03_sft")
+
+
+def test_model_keys_of_extra_seed_runs_are_accepted():
+    settings = load_settings("06_evaluation", "toy", ["06_evaluation.models=[stage1, grpo_raw_seed2]"])
+    assert settings.models == ["stage1", "grpo_raw_seed2"]
