@@ -171,6 +171,8 @@ REWARDS: dict[str, Callable[..., RewardFunc]] = {
     "grounded_answer": lambda answer_requires_format=False, **options: make_answer_reward(  # beyond the paper
         answer_requires_format, require_quotes=True),
 }
+# The names a profile may list in reward_names (GRPOSettings checks them; only get_reward_funcs builds).
+REWARD_NAMES: tuple[str, ...] = tuple(REWARDS)
 # The GRPOSettings fields that configure a reward; get_reward_funcs hands each factory all of them.
 REWARD_OPTIONS = ("length_threshold", "length_requires_format", "answer_requires_format")
 

@@ -357,13 +357,13 @@ class GRPOSettings(GRPOConfig):
 
     def __post_init__(self):
         from morelib.mixing import MIXING_VARIANTS
-        from morelib.rewards import REWARDS
+        from morelib.rewards import REWARD_NAMES
 
         one_of("variant", self.variant, MIXING_VARIANTS)
         for variant in self.variants:
             one_of("variants", variant, MIXING_VARIANTS)
         for name in self.reward_names:
-            one_of("reward_names", name, REWARDS)
+            one_of("reward_names", name, REWARD_NAMES)
         one_of("model_dtype", self.model_dtype, (None, "float32", "bfloat16"))
         one_of("prompt", self.prompt, _prompts())
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_names):
