@@ -33,6 +33,19 @@ def setting(default: Any, help: str) -> Any:
 
 # Launch fields shared by the two training stages (notebook-side: how the subprocess starts).
 LAUNCHERS = ("auto", "none", "multi_gpu", "torchrun")
+# Attention kernels of transformers; "auto" is resolved by morelib.model.resolve_attn_implementation.
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_HELP = ("Attention kernel of the transformers model, one of " + ", ".join(ATTN_IMPLEMENTATIONS) + ": auto = "
+             "flash_attention_2 on a GPU where flash-attn is installed (under sdpa, transformers 5.17 runs the "
+             "vision tower's window attention as a Python loop of small calls), else sdpa, with one warning line "
+             "on a GPU. Not a hyperparameter of the paper: it changes speed, not the model.")
+PROGRESS_HELP = ("Progress lines the notebook shows per model while it trains (step/total, loss, s/step, time "
+                 "left), spread evenly over the run; 0 = none. Not learned.")
+
+
+def _check_attn(value: str) -> None:
+    if value not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(f"attn_implementation: {value!r} is not one of {ATTN_IMPLEMENTATIONS}")
 
 
 @dataclass
@@ -142,8 +155,12 @@ class GenerationSettings:
     max_pixels: int | None = setting(None, "Image resolution limit (from common).")
     vllm_max_model_len: int | None = setting(None, "vLLM context in tokens; None = derived by morelib.preflight.")
     vllm_gpu_memory_utilization: float = setting(0.9, "GPU memory share of the inference engine.")
+    attn_implementation: str = setting("auto", "backend transformers: " + ATTN_HELP)
     served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
                                                   "(set per model by for_model from served_model_names).")
+
+    def __post_init__(self):
+        _check_attn(self.attn_implementation)
 
     def for_model(self, key: str) -> "GenerationSettings":
         """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""
@@ -212,8 +229,13 @@ class SFTSettings(SFTConfig):
     num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
     distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+    attn_implementation: str = setting("auto", ATTN_HELP)
+    progress_lines: int = setting(50, PROGRESS_HELP)
 
     def __post_init__(self):
+        _check_attn(self.attn_implementation)
+        if self.progress_lines < 0:
+            raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
         if self.target not in ("reasoning", "label"):
             raise ValueError(f"target: {self.target!r} is not reasoning or label")
         if self.prompt not in ("reasoning", "label"):
@@ -284,8 +306,14 @@ class GRPOSettings(GRPOConfig):
     answer_requires_format: bool = setting(False, "Guard, not in the paper: answer reward only for well-formed outputs.")
     prompt: str = setting("reasoning", "Student prompt template (reasoning).")
     image_token_check_every: int = setting(
-        1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images "
-           "(guards the vLLM path against TRL issue 6401); 0 = never.")
+        1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images, and "
+           "that the prompt ids vLLM returns are the trainer's (guards the vLLM path against TRL issues 6294/6401); "
+           "0 = never.")
+    vllm_max_num_batched_tokens: int | None = setting(
+        None, "Colocated vLLM: tokens per engine step (TRL 1.16 fixes 4096). None = derived by morelib.preflight: the "
+              "longest prompt, rounded up to 256, at least 4096, so that a prompt and both its images prefill in one step.")
+    attn_implementation: str = setting("auto", ATTN_HELP)
+    progress_lines: int = setting(50, PROGRESS_HELP)
     num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
     distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
@@ -301,6 +329,12 @@ class GRPOSettings(GRPOConfig):
                              f"rewards {self.reward_names}")
         if self.distributed not in LAUNCHERS:
             raise ValueError(f"distributed: {self.distributed!r} is not one of {LAUNCHERS}")
+        _check_attn(self.attn_implementation)
+        if self.progress_lines < 0:
+            raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
+        if self.vllm_max_num_batched_tokens is not None and self.vllm_max_num_batched_tokens < 1:
+            raise ValueError(f"vllm_max_num_batched_tokens: {self.vllm_max_num_batched_tokens} must be a positive "
+                             "number of tokens, or null (derived)")
         # The concatenated mix epochs are one pass, in order.
         self.num_train_epochs = 1
         self.shuffle_dataset = False

@@ -75,13 +75,22 @@ def conversation(sample, completion: str, template: str, blank_images: bool = Fa
     return {"prompt": student_prompt(sample, template), "completion": assistant_turn(completion), "images": images}
 
 
-def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, blank_images: bool = False):
-    """A ``datasets.Dataset`` of ids and completions whose conversations are made on access."""
+def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, blank_images: bool = False,
+                  lengths: list[int] | None = None):
+    """A ``datasets.Dataset`` of ids and completions whose conversations are made on access.
+
+    ``lengths`` (tokens per row, from the pre-flight count) become the ``length`` column that
+    transformers' length-grouped sampler reads instead of tokenizing every row itself."""
     from datasets import Dataset
 
-    dataset = Dataset.from_dict({"id": [i for i, _ in rows], "completion_text": [c for _, c in rows]})
+    columns = {"id": [i for i, _ in rows], "completion_text": [c for _, c in rows]}
+    if lengths is not None:
+        columns["length"] = list(lengths)
+    dataset = Dataset.from_dict(columns)
 
     def to_conversation(batch):
+        if "id" not in batch:  # a column read on its own (the sampler reads "length")
+            return batch
         made = [conversation(samples[i], c, template, blank_images) for i, c in zip(batch["id"], batch["completion_text"])]
         return {key: [row[key] for row in made] for key in ("prompt", "completion", "images")}
 
@@ -97,14 +106,17 @@ def build_trainer(settings: SFTSettings):
     from trl import SFTTrainer
 
     from morelib.data import load_split
-    from morelib.model import load_model
+    from morelib.model import load_model, resolve_attn_implementation, vision_without_grad
     from morelib.preflight import apply_overlong_policy, sft_row_lengths
     from morelib.prompts import prompt_template, student_prompt
-    from morelib.training import lora_for, resumable
+    from morelib.training import lora_for, progress_printer, resumable
 
     model, processor = load_model(settings.base_model, dtype="bfloat16" if settings.bf16 else "float32",
                                   device="cpu", lora=lora_for(settings), freeze_vision=True,
-                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                                  attn_implementation=resolve_attn_implementation(settings.attn_implementation, tag="sft"))
+    # The frozen tower is never back-propagated, even where TRL's LoRA + checkpointing set-up asks for it.
+    vision_without_grad(model)
     samples = {s.id: s for s in load_split(settings.data_dir, "train")}
     template = prompt_template(settings.prompt)
     rows = training_rows(settings, samples)
@@ -112,10 +124,13 @@ def build_trainer(settings: SFTSettings):
     lengths = sft_row_lengths(samples, rows, processor, prompt_fn=lambda sample: student_prompt(sample, template))
     fitted = apply_overlong_policy(lengths, settings.max_length, settings.overlong_policy)
     print(f"[sft] {settings.model_name}: {fitted.message()}", flush=True)
-    dataset = build_dataset(samples, fitted.kept, template, settings.blank_images)
+    length_of = {row: length for row, length in lengths}
+    dataset = build_dataset(samples, fitted.kept, template, settings.blank_images,
+                            lengths=[length_of[row] for row in fitted.kept])
     # TRL checks and masks the completion itself; every row is known to fit, so nothing is cut.
     trainer = resumable(SFTTrainer)(model=model, args=settings, train_dataset=dataset, processing_class=processor)
     trainer.dropped_overlong = [row_id for row_id, _ in fitted.dropped]
+    trainer.add_callback(progress_printer(f"sft {settings.model_name}", settings.progress_lines))
     return trainer
 
 
