@@ -229,6 +229,10 @@ def vision_without_grad(model) -> bool:
 
     @functools.wraps(forward)
     def forward_without_grad(*args, **kwargs):
+        # Checkpointing has nothing to save under no_grad; off, it does not warn every step either.
+        for module in visual.modules():
+            if getattr(module, "gradient_checkpointing", False):
+                module.gradient_checkpointing = False
         with torch.no_grad():
             return forward(*args, **kwargs)
 

@@ -48,6 +48,14 @@ def _check_attn(value: str) -> None:
         raise ValueError(f"attn_implementation: {value!r} is not one of {ATTN_IMPLEMENTATIONS}")
 
 
+def _check_choices(config, *names: str) -> None:
+    """transformers lists the choices of some fields but builds with any value; refuse others here."""
+    for f in fields(config):
+        choices = f.metadata.get("choices")
+        if f.name in names and choices and getattr(config, f.name) not in choices:
+            raise ValueError(f"{f.name}: {getattr(config, f.name)!r} is not one of {tuple(choices)}")
+
+
 @dataclass
 class CommonSettings:
     """``common:``: what every notebook shares."""
@@ -234,6 +242,7 @@ class SFTSettings(SFTConfig):
 
     def __post_init__(self):
         _check_attn(self.attn_implementation)
+        _check_choices(self, "train_sampling_strategy")
         if self.progress_lines < 0:
             raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
         if self.target not in ("reasoning", "label"):

@@ -75,22 +75,13 @@ def conversation(sample, completion: str, template: str, blank_images: bool = Fa
     return {"prompt": student_prompt(sample, template), "completion": assistant_turn(completion), "images": images}
 
 
-def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, blank_images: bool = False,
-                  lengths: list[int] | None = None):
-    """A ``datasets.Dataset`` of ids and completions whose conversations are made on access.
-
-    ``lengths`` (tokens per row, from the pre-flight count) become the ``length`` column that
-    transformers' length-grouped sampler reads instead of tokenizing every row itself."""
+def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, blank_images: bool = False):
+    """A ``datasets.Dataset`` of ids and completions whose conversations are made on access."""
     from datasets import Dataset
 
-    columns = {"id": [i for i, _ in rows], "completion_text": [c for _, c in rows]}
-    if lengths is not None:
-        columns["length"] = list(lengths)
-    dataset = Dataset.from_dict(columns)
+    dataset = Dataset.from_dict({"id": [i for i, _ in rows], "completion_text": [c for _, c in rows]})
 
     def to_conversation(batch):
-        if "id" not in batch:  # a column read on its own (the sampler reads "length")
-            return batch
         made = [conversation(samples[i], c, template, blank_images) for i, c in zip(batch["id"], batch["completion_text"])]
         return {key: [row[key] for row in made] for key in ("prompt", "completion", "images")}
 
@@ -99,6 +90,27 @@ def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, bla
 
 
 # ----------------------------------------------------------------------------- training
+
+
+def grouped_by_counted_length(trainer_cls, lengths: list[int]):
+    """A subclass of a transformers trainer class whose ``train_sampling_strategy: group_by_length``
+    groups rows by ``lengths`` (the pre-flight's token count of each row), so that a batch pads
+    less. transformers would otherwise read a ``length`` column, which on our datasets (rows built
+    on access) means loading every image once before the first step."""
+
+    class GroupedByCountedLength(trainer_cls):
+        row_lengths = list(lengths)
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=self.row_lengths)
+
+    GroupedByCountedLength.__name__ = GroupedByCountedLength.__qualname__ = trainer_cls.__name__
+    return GroupedByCountedLength
 
 
 def build_trainer(settings: SFTSettings):
@@ -124,11 +136,11 @@ def build_trainer(settings: SFTSettings):
     lengths = sft_row_lengths(samples, rows, processor, prompt_fn=lambda sample: student_prompt(sample, template))
     fitted = apply_overlong_policy(lengths, settings.max_length, settings.overlong_policy)
     print(f"[sft] {settings.model_name}: {fitted.message()}", flush=True)
-    length_of = {row: length for row, length in lengths}
-    dataset = build_dataset(samples, fitted.kept, template, settings.blank_images,
-                            lengths=[length_of[row] for row in fitted.kept])
+    dataset = build_dataset(samples, fitted.kept, template, settings.blank_images)
+    length_of = dict(lengths)
     # TRL checks and masks the completion itself; every row is known to fit, so nothing is cut.
-    trainer = resumable(SFTTrainer)(model=model, args=settings, train_dataset=dataset, processing_class=processor)
+    trainer_cls = grouped_by_counted_length(resumable(SFTTrainer), [length_of[row] for row in fitted.kept])
+    trainer = trainer_cls(model=model, args=settings, train_dataset=dataset, processing_class=processor)
     trainer.dropped_overlong = [row_id for row_id, _ in fitted.dropped]
     trainer.add_callback(progress_printer(f"sft {settings.model_name}", settings.progress_lines))
     return trainer

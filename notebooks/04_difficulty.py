@@ -78,7 +78,8 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "temper
 model = make_backend(model_dir, generation.backend, dtype=generation.dtype, base_url=generation.base_url,
                      served_model_name=generation.served_model_name, min_pixels=generation.min_pixels,
                      max_pixels=generation.max_pixels, max_model_len=generation.vllm_max_model_len,
-                     gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
+                     gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
+                     attn_implementation=generation.attn_implementation)
 rows = difficulty.split_pool(layout.root, settings.data_dir, model, generation)
 unparsable = sum(r["pred"] is None for r in rows)
 print(f"{len(rows)} pool samples split; {unparsable} answers could not be parsed (counted as hard)")

@@ -86,7 +86,8 @@ keys = list(settings.models) + evaluation.seed_runs(settings.run_dir, [k for k i
 per_model = {key: generation.for_model(key) for key in keys}
 backend_options = dict(min_pixels=generation.min_pixels, max_pixels=generation.max_pixels,
                        max_model_len=generation.vllm_max_model_len,
-                       gpu_memory_utilization=generation.vllm_gpu_memory_utilization)
+                       gpu_memory_utilization=generation.vllm_gpu_memory_utilization,
+                       attn_implementation=generation.attn_implementation)
 predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=keys, split=settings.split,
                                          backend=generation.backend, settings=generation,
                                          base_url=generation.base_url, settings_by_key=per_model,

@@ -176,7 +176,8 @@ else:
     final = evaluation.evaluate_models(
         [traced_sample], layout.root, base_model, keys=settings.models, split="trace", backend="transformers",
         settings=inference, settings_by_key={k: inference.for_model(k) for k in settings.models},
-        dtype=inference.dtype, backend_options=dict(min_pixels=inference.min_pixels, max_pixels=inference.max_pixels))
+        dtype=inference.dtype, backend_options=dict(min_pixels=inference.min_pixels, max_pixels=inference.max_pixels,
+                                                         attn_implementation=inference.attn_implementation))
     verdicts = []
     for key, (row,) in final.items():
         check = faithfulness.check(row, traced_sample, facts.get(traced.pool_id)) if key in reasoning else {}
