@@ -129,7 +129,9 @@ def generation_class(base=None):
                 return super()._init_vllm()
             import trl.generation.vllm_generation as trl_vllm
 
-            original = trl_vllm.LLM
+            original = getattr(trl_vllm, "LLM", None)
+            if original is None:  # vLLM is not installed: TRL says so
+                return super()._init_vllm()
             extra = dict(self.extra_engine_kwargs)
 
             def build(**kwargs):
