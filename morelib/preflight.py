@@ -620,7 +620,8 @@ def load_with_engine_lengths(profile: str = "toy", overrides: Sequence[str] = ()
     config = load_profile(profile, overrides, run_dir, default_section=section)
     inference, grpo = config.settings("inference"), config.settings("05_grpo")
     if not ((inference.backend == "vllm" and inference.vllm_max_model_len is None)
-            or (grpo.use_vllm and (grpo.vllm_max_model_length is None or grpo.vllm_max_num_batched_tokens is None))):
+            or (grpo.use_vllm and (grpo.vllm_max_model_length is None
+                                   or (grpo.vllm_mode == "colocate" and grpo.vllm_max_num_batched_tokens is None)))):
         return config
     return load_profile(profile, [*overrides, *derived_overrides(profile, overrides, run_dir)], run_dir,
                         default_section=section)
