@@ -31,8 +31,9 @@ from __future__ import annotations
 import contextlib
 from typing import Sequence
 
-# Our prompts hold two images (the full image and the object crop) and never a video.
-LIMIT_MM_PER_PROMPT = {"image": 2, "video": 0}
+# Two images per prompt and no video: the same limit as the package's other vLLM engines.
+from morelib.inference import LIMIT_MM_PER_PROMPT
+
 # TRL 1.16 fixes this value in its LLM(...) call; the pre-flight derives ours and never goes below it.
 TRL_MAX_NUM_BATCHED_TOKENS = 4096
 
