@@ -180,9 +180,8 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     from trl import GRPOTrainer
 
     from morelib.data import load_split
-    from morelib.model import load_model, load_processor
+    from morelib.model import load_model, load_processor, resolve_attn_implementation, vision_without_grad
     from morelib.prompts import prompt_template
-    from morelib.model import resolve_attn_implementation, vision_without_grad
     from morelib.rewards import get_reward_funcs
     from morelib.rollouts import engine_kwargs, with_vllm_rollouts
     from morelib.training import lora_for, progress_printer, resumable
