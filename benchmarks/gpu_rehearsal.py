@@ -194,7 +194,7 @@ def resize_for_prompt_length(data_dir: Path, processor, target: int) -> dict:
     return {"image_size": [width, height], "mean_prompt_tokens": round(mean_prompt(width, height), 1)}
 
 
-def random_7b(processor, device: str):
+def random_7b(processor, device: str, attn_implementation: str = "sdpa"):
     """Qwen2.5-VL-7B's architecture with random bf16 weights on ``device``, special ids set to the tokenizer's."""
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -211,21 +211,22 @@ def random_7b(processor, device: str):
     config = Qwen2_5_VLConfig(**values)
     torch.manual_seed(0)
     with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16)
+        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.bfloat16,
+                                                               attn_implementation=attn_implementation)
     model.generation_config.eos_token_id = [eos, pad]
     model.generation_config.pad_token_id = pad
     return model
 
 
-def load_rehearsal_model(model_dir: Path, processor, tiny: bool):
+def load_rehearsal_model(model_dir: Path, processor, tiny: bool, attn_implementation: str = "sdpa"):
     import torch
 
     from morelib.model import freeze_vision_tower, load_model
 
     if tiny:
-        model, _ = load_model(model_dir, dtype="bfloat16", device="cpu")
+        model, _ = load_model(model_dir, dtype="bfloat16", device="cpu", attn_implementation=attn_implementation)
     else:
-        model = random_7b(processor, "cuda")
+        model = random_7b(processor, "cuda", attn_implementation)
         freeze_vision_tower(model)
     tokenizer = processor.tokenizer
     stop = [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
@@ -319,7 +320,7 @@ def run_sft(model, processor, ctx: dict, lora: bool) -> dict:
     from morelib.model import apply_lora, freeze_vision_tower
     from morelib.preflight import sft_row_lengths
     from morelib.prompts import prompt_template
-    from morelib.sft import build_dataset
+    from morelib.sft import build_dataset, grouped_by_counted_length
     from morelib.training import lora_for
 
     sizes: Sizes = ctx["sizes"]
@@ -345,8 +346,9 @@ def run_sft(model, processor, ctx: dict, lora: bool) -> dict:
     if ctx.get("profile"):  # profiling slows the steps: their timings are then not the figures to report
         callbacks.append(StepProfiler(Path(ctx["root"]) / f"profile_sft_{'lora' if lora else 'full'}.txt").callback)
     reset_peak()
-    trainer = SFTTrainer(model=trained, args=settings, train_dataset=dataset, processing_class=processor,
-                         callbacks=callbacks)
+    # The profile's length grouping reads the pre-flight counts, as morelib.sft does.
+    trainer = grouped_by_counted_length(SFTTrainer, lengths)(model=trained, args=settings, train_dataset=dataset,
+                                                             processing_class=processor, callbacks=callbacks)
     trainer.train()
     steps, seconds = timer.timed()
     tokens = steps * sizes.sft_batch * mean_len
@@ -500,6 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, default=None)
     parser.add_argument("--grpo-steps", type=int, default=None)
     parser.add_argument("--peak-tflops", type=float, default=None, help="dense bf16 peak of the card, if not known")
+    parser.add_argument("--sft-speed", choices=("before", "after"), default="after",
+                        help="after (the package now): attn_implementation auto and the frozen vision tower without "
+                             "grad; before: sdpa and the tower back-propagated, as measured on 2026-11-27")
     args = parser.parse_args(argv)
 
     import torch
@@ -537,7 +542,14 @@ def main(argv: list[str] | None = None) -> int:
         report["prompts"] = resize_for_prompt_length(data_dir, processor, sizes.prompt_tokens)
     print(f"[rehearsal] {info['device']}, peak {info['peak_tflops']} TFLOP/s bf16; world in {root}", flush=True)
 
-    model = load_rehearsal_model(tiny_dir, processor, args.tiny)
+    from morelib.model import resolve_attn_implementation, vision_without_grad
+
+    attention = resolve_attn_implementation("auto", tag="rehearsal") if args.sft_speed == "after" else "sdpa"
+    model = load_rehearsal_model(tiny_dir, processor, args.tiny, attention)
+    if args.sft_speed == "after":
+        vision_without_grad(model)
+    report["sft_speed"] = {"setting": args.sft_speed, "attn_implementation": attention,
+                           "vision_tower_without_grad": args.sft_speed == "after"}
     flops = FlopModel.of(model)
     report["model"] = {"llm_matmul_params": flops.llm_params, "vision_params": flops.vision_params,
                        "layers": flops.layers, "hidden": flops.hidden}

@@ -180,10 +180,11 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     from trl import GRPOTrainer
 
     from morelib.data import load_split
-    from morelib.model import load_model, load_processor
+    from morelib.model import load_model, load_processor, resolve_attn_implementation, vision_without_grad
     from morelib.prompts import prompt_template
     from morelib.rewards import get_reward_funcs
-    from morelib.training import lora_for, resumable
+    from morelib.rollouts import engine_kwargs, with_vllm_rollouts
+    from morelib.training import lora_for, progress_printer, resumable
     from morelib.vision_tokens import ImageTokenGuard, processor_limits, with_image_token_guard
 
     stage1 = settings.stage1_dir
@@ -200,19 +201,26 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     dtype = settings.model_dtype or ("bfloat16" if settings.bf16 else "float32")
     # With LoRA, TRL's reference model is the same weights with the adapters disabled.
     model, processor = load_model(stage1, dtype=dtype, device="cpu", freeze_vision=True, lora=lora_for(settings),
-                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                                  attn_implementation=resolve_attn_implementation(settings.attn_implementation,
+                                                                                  tag="grpo"))
+    vision_without_grad(model)
     # TRL builds the reference model from this path: it must be the Stage 1 model itself.
     if Path(model.config._name_or_path).resolve() != stage1.resolve():
         raise RuntimeError(f"the reference model would load from {model.config._name_or_path}, "
                            f"not the Stage 1 model {stage1}")
     rewards = get_reward_funcs(settings)
-    trainer = with_image_token_guard(resumable(GRPOTrainer))(model=model, reward_funcs=rewards, args=settings,
-                                                             train_dataset=dataset, processing_class=processor)
+    # vLLM gets one image placeholder per image and our engine settings (morelib.rollouts, TRL issue 6294).
+    trainer_cls = with_vllm_rollouts(with_image_token_guard(resumable(GRPOTrainer)), engine_kwargs(settings),
+                                     check_every=settings.image_token_check_every)
+    trainer = trainer_cls(model=model, reward_funcs=rewards, args=settings, train_dataset=dataset,
+                          processing_class=processor)
     # TRL issue 6401: the prompt ids TRL builds must hold as many image tokens as the engine that
     # generates (vLLM) computes from the images, with the pixel limits saved in the Stage 1 model.
     trainer.image_token_guard = ImageTokenGuard.for_processor(
         processor, every=settings.image_token_check_every, limits=processor_limits(load_processor(stage1)))
     trainer.add_callback(step_logger(settings.work_dir / STEP_LOG, list(plan["end_step"])))
+    trainer.add_callback(progress_printer(f"grpo {settings.variant_run}", settings.progress_lines))
     return trainer
 
 

@@ -139,10 +139,14 @@ class TransformersBackend:
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str | None = None,
-                  min_pixels: int | None = None, max_pixels: int | None = None):
-        from morelib.model import load_model
+                  min_pixels: int | None = None, max_pixels: int | None = None, attn_implementation: str = "auto"):
+        from morelib.model import default_device, load_model, resolve_attn_implementation
 
-        model, processor = load_model(path, dtype=dtype, device=device, min_pixels=min_pixels, max_pixels=max_pixels)
+        device = device or default_device()
+        attention = resolve_attn_implementation(attn_implementation, tag="inference",
+                                                cuda=device.startswith("cuda"))
+        model, processor = load_model(path, dtype=dtype, device=device, min_pixels=min_pixels, max_pixels=max_pixels,
+                                      attn_implementation=attention)
         return cls(model.eval(), processor)
 
     def encode(self, samples: Sequence, template: str | None = None):
@@ -453,13 +457,15 @@ def make_backend(
     max_model_len: int | None = None,
     gpu_memory_utilization: float | None = None,
     in_subprocess: bool | None = None,
+    attn_implementation: str = "auto",
 ) -> Backend | SubprocessBackend:
     """A backend by name. For ``openai``, ``model`` is the served model's name unless given apart.
 
     ``vllm`` runs in a child process (:class:`SubprocessBackend`) unless ``in_subprocess=False``.
     Options that do not concern the chosen backend are ignored, so a profile's whole inference
     section can be passed: ``min_pixels``/``max_pixels`` go to the HF processor (transformers)
-    and to vLLM's ``mm_processor_kwargs``; ``max_model_len`` and ``gpu_memory_utilization`` to vLLM.
+    and to vLLM's ``mm_processor_kwargs``; ``max_model_len`` and ``gpu_memory_utilization`` to vLLM;
+    ``attn_implementation`` to the transformers model (``morelib.model.resolve_attn_implementation``).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend {backend!r}: expected one of {BACKENDS}")
@@ -471,7 +477,8 @@ def make_backend(
         return SubprocessBackend(str(model), backend, dtype=dtype, device=device, base_url=base_url,
                                  api_key_env=api_key_env, **pixels, **(engine if backend == "vllm" else {}))
     if backend == "transformers":
-        return TransformersBackend.from_path(model, dtype=dtype, device=device, **pixels)
+        return TransformersBackend.from_path(model, dtype=dtype, device=device, attn_implementation=attn_implementation,
+                                             **pixels)
     if backend == "vllm":
         return VLLMBackend(model, dtype=dtype, **pixels, **engine)
     if not base_url:
@@ -483,7 +490,8 @@ def backend_for(settings: GenerationSettings, model: str | Path, *, backend: str
                 device: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                 in_subprocess: bool | None = None) -> Backend | SubprocessBackend:
     """The backend that decodes ``model`` as the ``inference`` settings say (backend, dtype, server,
-    served name, pixel limits, vLLM context and memory share).
+    served name, pixel limits, vLLM context and memory share, the transformers attention kernel; the
+    openai backend reads its deadline, retries and dead-endpoint rule from the settings it decodes with).
 
     The one place that turns generation settings into a backend: notebooks 03 to 07, the
     evaluation, the benchmarks and the inference child call it. ``backend`` overrides
@@ -493,7 +501,8 @@ def backend_for(settings: GenerationSettings, model: str | Path, *, backend: str
                         base_url=settings.base_url, served_model_name=settings.served_model_name,
                         api_key_env=api_key_env, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                         max_model_len=settings.vllm_max_model_len,
-                        gpu_memory_utilization=settings.vllm_gpu_memory_utilization, in_subprocess=in_subprocess)
+                        gpu_memory_utilization=settings.vllm_gpu_memory_utilization, in_subprocess=in_subprocess,
+                        attn_implementation=settings.attn_implementation)
 
 
 def as_backend(model_or_backend) -> Backend:

@@ -207,6 +207,68 @@ def _read_chat_template(path: str) -> str | None:
     return None
 
 
+def resolve_attn_implementation(setting: str = "auto", tag: str = "model", cuda: bool | None = None,
+                                has_flash_attn: bool | None = None) -> str:
+    """The attention kernel for a setting (``morelib.settings.ATTN_IMPLEMENTATIONS``).
+
+    ``auto``: ``flash_attention_2`` on a GPU where the flash-attn package is installed; else
+    ``sdpa``, with one warning line on a GPU (printed by the first process only): under sdpa,
+    transformers 5.17 runs Qwen2.5-VL's vision window attention as one small call per window.
+    """
+    if setting != "auto":
+        return setting
+    import importlib.util
+    import os
+
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return "sdpa"
+    if has_flash_attn is None:
+        has_flash_attn = importlib.util.find_spec("flash_attn") is not None
+    if has_flash_attn:
+        return "flash_attention_2"
+    if os.environ.get("LOCAL_RANK", "0") == "0":
+        print(f"[{tag}] warning: flash-attn is not installed, so attention runs as sdpa (slower, above all in the "
+              "vision tower); install it as docs/gpu.md says, or set attn_implementation: sdpa", flush=True)
+    return "sdpa"
+
+
+def vision_without_grad(model) -> bool:
+    """Run a frozen vision tower (encoder and merger) under ``torch.no_grad``; returns whether it did.
+
+    With LoRA and gradient checkpointing, TRL calls ``enable_input_require_grads()``, which in
+    transformers 5.17 hooks every input embedding, the vision tower's ``patch_embed`` included: the
+    frozen tower's activations then require grad, so it is recomputed and back-propagated every
+    step for nothing. Its output takes no gradient anyway (no trainable parameter is below it), so
+    the loss and every gradient stay the same. A tower with a trainable parameter is left alone.
+    """
+    import functools
+
+    import torch
+
+    visual = vision_module(model)
+    if any(param.requires_grad for param in visual.parameters()):
+        return False
+    if getattr(visual, "_runs_without_grad", False):
+        return True
+    forward = visual.forward
+
+    @functools.wraps(forward)
+    def forward_without_grad(*args, **kwargs):
+        # Checkpointing has nothing to save under no_grad; off, it does not warn every step either.
+        for module in visual.modules():
+            if getattr(module, "gradient_checkpointing", False):
+                module.gradient_checkpointing = False
+        with torch.no_grad():
+            return forward(*args, **kwargs)
+
+    visual.forward = forward_without_grad
+    visual._runs_without_grad = True
+    return True
+
+
 def freeze_vision_tower(model) -> None:
     """Freeze the vision encoder and the projector (merger); both live under ``model.model.visual``."""
     for param in vision_module(model).parameters():

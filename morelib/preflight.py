@@ -17,6 +17,13 @@ set's texts, the label, or the stage's budget). It checks each stage against its
   (``vllm_max_model_length``; unset = derived here) or, without vLLM, the model's context;
 * ``inference``: prompt + ``inference.max_new_tokens`` against the engine's ``max_model_len``.
 
+For colocated vLLM rollouts it also derives ``05_grpo.vllm_max_num_batched_tokens`` when unset
+(the longest GRPO prompt, rounded up, at least TRL's 4096) and estimates what vLLM's start-up
+profiling needs inside the GRPO memory share (:func:`vllm_memory_estimate`): vLLM profiles its
+vision encoder on the largest image ``max_pixels`` allows, whatever the data holds. A share that
+cannot hold the estimate is a warning line, not a failure: the estimate is arithmetic, not a
+measurement.
+
 It prints each stage's distribution (max, p99) and the rows over the limit with their ids, and
 exits with status 1 when a stage would truncate (or an image cannot be processed at all). A
 training row is never cut silently: SFT drops over-long rows by name (:func:`apply_overlong_policy`).
@@ -302,6 +309,69 @@ class Limits:
     inference_backend: str = "vllm"        # inference.backend
     vllm_max_model_len: int | None = None  # inference.vllm_max_model_len
     model_context: int | None = None       # the model's max_position_embeddings
+    vllm_mode: str = "colocate"            # 05_grpo.vllm_mode
+    vllm_max_num_batched_tokens: int | None = None  # 05_grpo.vllm_max_num_batched_tokens
+    vllm_gpu_memory_utilization: float = 0.3   # 05_grpo.vllm_gpu_memory_utilization
+    gpu_memory_gb: float | None = None     # the card's memory (None: this machine's GPU, else DEFAULT_GPU_GB)
+    model_config: Any = None               # the model's transformers config, for the memory estimate
+
+
+# The paper's card (8 x A100 80GB): the memory the estimate assumes where no GPU is visible.
+DEFAULT_GPU_GB = 80.0
+GB = 1e9
+
+
+def vllm_memory_estimate(config, max_pixels: int, max_num_batched_tokens: int, max_model_len: int,
+                         bytes_per_value: int = 2) -> dict[str, float]:
+    """A rough estimate, in GB, of what a vLLM engine for ``config`` (a Qwen2.5-VL transformers
+    config) needs at start-up, before its KV cache is sized:
+
+    * ``weights``: every parameter in bf16 (counted from the config's sizes);
+    * ``encoder_profile``: the vision tower on the largest image ``max_pixels`` allows, which vLLM
+      profiles whatever the data holds: 4 patches per LLM token, each carrying one block's
+      hidden state, q/k/v and MLP activations at once (memory-efficient attention assumed);
+    * ``encoder_cache``: that image's embeddings, kept for the language model;
+    * ``prefill_profile``: one block of the language model on ``max_num_batched_tokens`` tokens;
+    * ``kv_one_sequence``: the KV cache of one ``max_model_len`` sequence, which vLLM refuses to
+      start without.
+
+    Order-of-magnitude arithmetic for a warning, not a measurement of vLLM.
+    """
+    text = getattr(config, "text_config", config)
+    vision = config.vision_config
+    hidden, inter, layers = text.hidden_size, text.intermediate_size, text.num_hidden_layers
+    heads, kv_heads = text.num_attention_heads, getattr(text, "num_key_value_heads", text.num_attention_heads)
+    head_dim = hidden // heads
+    kv_dim = kv_heads * head_dim
+    text_params = layers * (2 * hidden * hidden + 2 * hidden * kv_dim + 3 * hidden * inter)
+    text_params += text.vocab_size * hidden * (1 if getattr(config, "tie_word_embeddings", False) else 2)
+    v_hidden, v_inter, depth = vision.hidden_size, vision.intermediate_size, vision.depth
+    merge = getattr(vision, "spatial_merge_size", 2)
+    patch_in = vision.in_channels * getattr(vision, "temporal_patch_size", 2) * vision.patch_size ** 2
+    merged = v_hidden * merge * merge
+    vision_params = depth * (4 * v_hidden * v_hidden + 3 * v_hidden * v_inter) + patch_in * v_hidden
+    vision_params += merged * merged + merged * getattr(vision, "out_hidden_size", hidden)
+    tokens = max_tokens_per_image(max_pixels)
+    patches = tokens * merge * merge
+    per_patch = patch_in + 5 * v_hidden + 3 * v_inter
+    per_token = 5 * hidden + 3 * inter
+    return {
+        "weights": (text_params + vision_params) * bytes_per_value / GB,
+        "encoder_profile": patches * per_patch * bytes_per_value / GB,
+        "encoder_cache": tokens * hidden * bytes_per_value / GB,
+        "prefill_profile": max_num_batched_tokens * per_token * bytes_per_value / GB,
+        "kv_one_sequence": 2 * layers * kv_dim * max_model_len * bytes_per_value / GB,
+        "largest_image_tokens": tokens,
+    }
+
+
+def gpu_memory_gb() -> float | None:
+    """This machine's first GPU's memory in GB, or None without one."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / GB
 
 
 @dataclass
@@ -309,6 +379,7 @@ class Report:
     checks: list[StageCheck]
     limits: PixelLimits
     derived: dict[str, int]                # settings left unset, with the value derived here
+    notes: list[str] = field(default_factory=list)   # the vLLM memory estimate and its warning
 
     @property
     def failed(self) -> bool:
@@ -320,8 +391,10 @@ class Report:
                  f"(at most {per_image} tokens per image)"]
         lines += [check.summary() for check in self.checks]
         for name, value in self.derived.items():
-            lines.append(f"derived: {name} = {value} (the longest row, rounded up to a multiple of {ROUND_MODEL_LEN}; "
-                         "set it in the profile to fix it)")
+            how = ("the longest prompt, rounded up, at least TRL's 4096" if name.endswith("num_batched_tokens")
+                   else f"the longest row, rounded up to a multiple of {ROUND_MODEL_LEN}")
+            lines.append(f"derived: {name} = {value} ({how}; set it in the profile to fix it)")
+        lines += self.notes
         lines.append("preflight: FAILED, a stage would truncate or cannot process a row" if self.failed
                      else "preflight: ok")
         return "\n".join(lines)
@@ -389,6 +462,17 @@ def check_stages(splits: Mapping[str, Sequence], processor, pixel_limits: PixelL
                                           "05_grpo.vllm_max_model_length", grpo_need, limits.model_context, derived)
     checks.append(StageCheck("grpo", "prompt + max_completion_length", grpo_limit, grpo_name, grpo_counts,
                              budget=limits.max_completion_length))
+    notes: list[str] = []
+    if limits.use_vllm and limits.vllm_mode == "colocate":
+        from morelib.rollouts import TRL_MAX_NUM_BATCHED_TOKENS
+
+        batched = limits.vllm_max_num_batched_tokens
+        if batched is None:
+            longest_prompt = max((c.prompt_tokens for c in grpo_counts if c.error is None), default=0)
+            batched = max(TRL_MAX_NUM_BATCHED_TOKENS, round_up(longest_prompt))
+            derived["05_grpo.vllm_max_num_batched_tokens"] = batched
+        if limits.model_config is not None and grpo_limit:
+            notes += memory_notes(limits, pixel_limits, batched, grpo_limit)
 
     # Inference (04, 06, 07): every split, the longer of the two student prompts.
     rows = [s for name in ("train", "valid", "test") for s in splits.get(name, [])]
@@ -400,10 +484,42 @@ def check_stages(splits: Mapping[str, Sequence], processor, pixel_limits: PixelL
                                 "inference.vllm_max_model_len", need, limits.model_context, derived)
     checks.append(StageCheck("inference", "prompt + max_new_tokens", limit, name, longest,
                              budget=limits.max_new_tokens))
-    return Report(checks, pixel_limits, derived)
+    return Report(checks, pixel_limits, derived, notes)
+
+
+def memory_notes(limits: Limits, pixel_limits: PixelLimits, batched: int, max_model_len: int) -> list[str]:
+    """The colocated engine's estimate against its memory share, as report lines."""
+    estimate = vllm_memory_estimate(limits.model_config, pixel_limits.max_pixels, batched, max_model_len)
+    card = limits.gpu_memory_gb or DEFAULT_GPU_GB
+    where = "this machine's GPU" if limits.gpu_memory_gb else f"assumed: no GPU here, the paper's {DEFAULT_GPU_GB:.0f} GB card"
+    share = limits.vllm_gpu_memory_utilization * card
+    parts = ("weights", "encoder_profile", "encoder_cache", "prefill_profile", "kv_one_sequence")
+    need = sum(estimate[key] for key in parts)
+    lines = [f"vllm (05_grpo, colocate; rough estimate, not a measurement): weights {estimate['weights']:.1f} GB + "
+             f"vision profiling on the largest allowed image ({estimate['largest_image_tokens']} tokens at "
+             f"max_pixels={pixel_limits.max_pixels}) {estimate['encoder_profile'] + estimate['encoder_cache']:.1f} GB + "
+             f"prefill profiling of {batched} tokens {estimate['prefill_profile']:.1f} GB + one "
+             f"{max_model_len}-token sequence's KV cache {estimate['kv_one_sequence']:.2f} GB = {need:.1f} GB; "
+             f"share {limits.vllm_gpu_memory_utilization} x {card:.0f} GB ({where}) = {share:.1f} GB"]
+    room = share - need + estimate["kv_one_sequence"]
+    if room > 0:
+        per_token = estimate["kv_one_sequence"] / max_model_len
+        lines.append(f"vllm: that leaves about {room:.1f} GB for the KV cache, {int(room / per_token)} tokens "
+                     f"({room / estimate['kv_one_sequence']:.0f} sequences of {max_model_len})")
+    if need > share:
+        lines.append(f"warning: vLLM's colocated engine may not start or may have no room for its KV cache: about "
+                     f"{need:.1f} GB needed in a {share:.1f} GB share; raise 05_grpo.vllm_gpu_memory_utilization, lower "
+                     "common.max_pixels, or use vllm_mode: server (docs/gpu.md)")
+    return lines
 
 
 # ----------------------------------------------------------------------------- the command line
+
+
+def _model_config(model_path: str | Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(model_path))
 
 
 def model_context(model_path: str | Path) -> int | None:
@@ -436,6 +552,10 @@ def limits_from_profile(profile: str, overrides: Sequence[str] = (), run_dir: st
         max_new_tokens=max(caps),
         inference_backend=inference.backend,
         vllm_max_model_len=getattr(inference, "vllm_max_model_len", None),
+        vllm_mode=grpo.vllm_mode,
+        vllm_max_num_batched_tokens=getattr(grpo, "vllm_max_num_batched_tokens", None),
+        vllm_gpu_memory_utilization=grpo.vllm_gpu_memory_utilization,
+        gpu_memory_gb=gpu_memory_gb(),
     )
     return common, limits
 
@@ -470,6 +590,7 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     try:
         processor = load_processor(common.base_model, min_pixels=common.min_pixels, max_pixels=common.max_pixels)
         limits.model_context = model_context(common.base_model)
+        limits.model_config = _model_config(common.base_model)
     except OSError as error:  # FileNotFoundError included: no local copy and no hub access
         if local.is_dir():
             raise OSError(f"{local}: cannot load the model's processor or config "
@@ -508,7 +629,8 @@ def load_with_engine_lengths(profile: str = "toy", overrides: Sequence[str] = ()
     config = load_profile(profile, overrides, run_dir, default_section=section)
     inference, grpo = config.settings("inference"), config.settings("05_grpo")
     if not ((inference.backend == "vllm" and inference.vllm_max_model_len is None)
-            or (grpo.use_vllm and grpo.vllm_max_model_length is None)):
+            or (grpo.use_vllm and (grpo.vllm_max_model_length is None
+                                   or (grpo.vllm_mode == "colocate" and grpo.vllm_max_num_batched_tokens is None)))):
         return config
     return load_profile(profile, [*overrides, *derived_overrides(profile, overrides, run_dir)], run_dir,
                         default_section=section)

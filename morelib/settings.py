@@ -74,6 +74,28 @@ def _check_model_keys(name: str, keys) -> None:
             one_of(name, key, [*MODEL_KEYS, "grpo_<variant>_seed<N>"])
 
 
+# Attention kernels of transformers; "auto" is resolved by morelib.model.resolve_attn_implementation.
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_HELP = ("Attention kernel of the transformers model, one of " + ", ".join(ATTN_IMPLEMENTATIONS) + ": auto = "
+             "flash_attention_2 on a GPU where flash-attn is installed (under sdpa, transformers 5.17 runs the "
+             "vision tower's window attention as a Python loop of small calls), else sdpa, with one warning line "
+             "on a GPU. Not a hyperparameter of the paper: it changes speed, not the model.")
+PROGRESS_HELP = ("Progress lines the notebook shows per model while it trains (step/total, loss, s/step, time "
+                 "left), spread evenly over the run; 0 = none. Not learned.")
+
+
+def _check_attn(value: str) -> None:
+    one_of("attn_implementation", value, ATTN_IMPLEMENTATIONS)
+
+
+def _check_choices(config, *names: str) -> None:
+    """transformers lists the choices of some fields but builds with any value; refuse others here."""
+    for f in fields(config):
+        choices = f.metadata.get("choices")
+        if f.name in names and choices:
+            one_of(f.name, getattr(config, f.name), choices)
+
+
 @dataclass
 class CommonSettings:
     """``common:``: what every notebook shares."""
@@ -201,12 +223,14 @@ class GenerationSettings:
     dead_endpoint_timeout: float = setting(
         60.0, "backend openai: seconds without a usable reply, from the first request, after which the run stops "
               "(refused connections, timeouts, 5xx); what was predicted is kept.")
+    attn_implementation: str = setting("auto", "backend transformers: " + ATTN_HELP)
     served_model_name: str | None = setting(None, "backend openai: the name the server knows this model by "
                                                   "(set per model by for_model from served_model_names).")
 
     def __post_init__(self):
         one_of("backend", self.backend, BACKENDS)
         one_of("dtype", self.dtype, DTYPES)
+        _check_attn(self.attn_implementation)
 
     def for_model(self, key: str) -> "GenerationSettings":
         """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""
@@ -279,12 +303,18 @@ class SFTSettings(SFTConfig):
     num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
     distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+    attn_implementation: str = setting("auto", ATTN_HELP)
+    progress_lines: int = setting(50, PROGRESS_HELP)
 
     def __post_init__(self):
         one_of("target", self.target, ("reasoning", "label"))
         one_of("prompt", self.prompt, _prompts())
         one_of("overlong_policy", self.overlong_policy, ("drop", "error"))
         one_of("distributed", self.distributed, LAUNCHERS)
+        _check_attn(self.attn_implementation)
+        _check_choices(self, "train_sampling_strategy")
+        if self.progress_lines < 0:
+            raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
         self.output_dir = str(self.model_dir / "ckpt")
         # Rows are built on access (morelib.sft.build_dataset) from columns the model never sees.
         self.remove_unused_columns = False
@@ -349,8 +379,14 @@ class GRPOSettings(GRPOConfig):
                "the paper's answer reward, which compares labels): a bare label with no tags earns it.")
     prompt: str = setting("reasoning", "Student prompt template (reasoning).")
     image_token_check_every: int = setting(
-        1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images "
-           "(guards the vLLM path against TRL issue 6401); 0 = never.")
+        1, "Check every N-th batch that the prompt's image tokens match the processor's count for its images, and "
+           "that the prompt ids vLLM returns are the trainer's (guards the vLLM path against TRL issues 6294/6401); "
+           "0 = never.")
+    vllm_max_num_batched_tokens: int | None = setting(
+        None, "Colocated vLLM: tokens per engine step (TRL 1.16 fixes 4096). None = derived by morelib.preflight: the "
+              "longest prompt, rounded up to 256, at least 4096, so that a prompt and both its images prefill in one step.")
+    attn_implementation: str = setting("auto", ATTN_HELP)
+    progress_lines: int = setting(50, PROGRESS_HELP)
     num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
     distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
@@ -370,6 +406,12 @@ class GRPOSettings(GRPOConfig):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
                              f"rewards {self.reward_names}")
         one_of("distributed", self.distributed, LAUNCHERS)
+        _check_attn(self.attn_implementation)
+        if self.progress_lines < 0:
+            raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
+        if self.vllm_max_num_batched_tokens is not None and self.vllm_max_num_batched_tokens < 1:
+            raise ValueError(f"vllm_max_num_batched_tokens: {self.vllm_max_num_batched_tokens} must be a positive "
+                             "number of tokens, or null (derived)")
         # The concatenated mix epochs are one pass, in order.
         self.num_train_epochs = 1
         self.shuffle_dataset = False

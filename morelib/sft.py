@@ -92,19 +92,43 @@ def build_dataset(samples: dict, rows: list[tuple[str, str]], template: str, bla
 # ----------------------------------------------------------------------------- training
 
 
+def grouped_by_counted_length(trainer_cls, lengths: list[int]):
+    """A subclass of a transformers trainer class whose ``train_sampling_strategy: group_by_length``
+    groups rows by ``lengths`` (the pre-flight's token count of each row), so that a batch pads
+    less. transformers would otherwise read a ``length`` column, which on our datasets (rows built
+    on access) means loading every image once before the first step."""
+
+    class GroupedByCountedLength(trainer_cls):
+        row_lengths = list(lengths)
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                        lengths=self.row_lengths)
+
+    GroupedByCountedLength.__name__ = GroupedByCountedLength.__qualname__ = trainer_cls.__name__
+    return GroupedByCountedLength
+
+
 def build_trainer(settings: SFTSettings):
     """The model, processor, dataset and SFTTrainer of a run (no training yet)."""
     from trl import SFTTrainer
 
     from morelib.data import load_split
-    from morelib.model import load_model
+    from morelib.model import load_model, resolve_attn_implementation, vision_without_grad
     from morelib.preflight import apply_overlong_policy, sft_row_lengths
     from morelib.prompts import prompt_template, student_prompt
-    from morelib.training import lora_for, resumable
+    from morelib.training import lora_for, progress_printer, resumable
 
     model, processor = load_model(settings.base_model, dtype="bfloat16" if settings.bf16 else "float32",
                                   device="cpu", lora=lora_for(settings), freeze_vision=True,
-                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels)
+                                  min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
+                                  attn_implementation=resolve_attn_implementation(settings.attn_implementation, tag="sft"))
+    # The frozen tower is never back-propagated, even where TRL's LoRA + checkpointing set-up asks for it.
+    vision_without_grad(model)
     samples = {s.id: s for s in load_split(settings.data_dir, "train")}
     template = prompt_template(settings.prompt)
     rows = training_rows(settings, samples)
@@ -113,9 +137,12 @@ def build_trainer(settings: SFTSettings):
     fitted = apply_overlong_policy(lengths, settings.max_length, settings.overlong_policy)
     print(f"[sft] {settings.model_name}: {fitted.message()}", flush=True)
     dataset = build_dataset(samples, fitted.kept, template, settings.blank_images)
+    length_of = dict(lengths)
     # TRL checks and masks the completion itself; every row is known to fit, so nothing is cut.
-    trainer = resumable(SFTTrainer)(model=model, args=settings, train_dataset=dataset, processing_class=processor)
+    trainer_cls = grouped_by_counted_length(resumable(SFTTrainer), [length_of[row] for row in fitted.kept])
+    trainer = trainer_cls(model=model, args=settings, train_dataset=dataset, processing_class=processor)
     trainer.dropped_overlong = [row_id for row_id, _ in fitted.dropped]
+    trainer.add_callback(progress_printer(f"sft {settings.model_name}", settings.progress_lines))
     return trainer
 
 

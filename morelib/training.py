@@ -83,6 +83,70 @@ def lora_for(settings):
                         target_modules=LLM_LINEAR_REGEX if targets == ["all-linear"] else targets)
 
 
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``4m05s`` or ``12s``."""
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def progress_printer(tag: str, lines: int = 50):
+    """A TrainerCallback that prints about ``lines`` progress lines over a training run (main process
+    only): ``[tag] step 120/2000 (6%): loss 0.512, 3.4 s/step, 1h46m left``.
+
+    A line goes out with the first logged loss, then with the first log at or after every
+    ``ceil(max_steps / lines)``-th step, and once at the end; with tqdm off (as in executed
+    notebooks) these are the only signs of life of a run that takes hours. ``lines=0``: silent.
+    """
+    import math
+
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self):
+            self.started = time.time()
+            self.first_step = 0
+            self.every = 1
+            self.next_due = 1
+            self.printed = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.time()
+            self.first_step = state.global_step
+            self.every = max(1, math.ceil(state.max_steps / lines)) if lines else 0
+            self.next_due = self.first_step + 1
+
+        def line(self, state, loss=None) -> str:
+            step, total = state.global_step, state.max_steps
+            done = step - self.first_step
+            per_step = (time.time() - self.started) / done if done else float("nan")
+            left = format_duration(per_step * (total - step)) if done else "?"
+            loss_text = f"loss {loss:.4g}, " if isinstance(loss, (int, float)) else ""
+            return (f"[{tag}] step {step}/{total} ({100 * step / max(total, 1):.0f}%): {loss_text}"
+                    f"{per_step:.2f} s/step, {left} left")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not lines or not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            if state.global_step < self.next_due:
+                return
+            print(self.line(state, logs["loss"]), flush=True)
+            self.printed += 1
+            self.next_due = (state.global_step // self.every + 1) * self.every
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if lines and state.is_world_process_zero:
+                spent = time.time() - self.started
+                print(f"[{tag}] trained {state.global_step - self.first_step} steps in {format_duration(spent)}",
+                      flush=True)
+                self.printed += 1
+
+    return Progress()
+
+
 DONE_FILE = "done.json"
 LOG_FILE = "log.jsonl"
 
@@ -101,7 +165,8 @@ def read_summary(model_dir: str | Path) -> dict:
 NOT_LEARNED = frozenset({"variants", "extra_seeds", "logging_steps", "logging_first_step", "save_steps",
                          "save_total_limit", "report_to", "disable_tqdm", "log_completions",
                          "image_token_check_every", "dataloader_num_workers", "label_baselines",
-                         "blank_images_ablation"})
+                         "blank_images_ablation", "progress_lines", "attn_implementation",
+                         "vllm_max_num_batched_tokens"})
 
 
 def changed_settings(model_dir: str | Path, settings) -> list[str]:

@@ -263,8 +263,10 @@ def with_image_token_guard(trainer_cls):
     """A subclass of TRL 1.16's ``GRPOTrainer`` (or a subclass of it) that runs ``self.image_token_guard``
     on every batch of tokenized prompts, before generation (vLLM or transformers).
 
-    TRL tokenizes the prompts of a batch in ``_tokenize_prompts`` and hands the result, unchanged,
-    to vLLM; so the check sees exactly the ids and images vLLM gets. Set the guard after building::
+    TRL tokenizes the prompts of a batch in ``_tokenize_prompts`` and hands the result to
+    generation; so the check sees the ids the trainer scores and the images vLLM gets
+    (``morelib.rollouts`` then collapses each image run for colocated vLLM and checks the ids vLLM
+    returns). Set the guard after building::
 
         trainer = with_image_token_guard(GRPOTrainer)(model=..., args=..., processing_class=processor)
         trainer.image_token_guard = ImageTokenGuard.for_processor(vllm_side_processor, every=N)

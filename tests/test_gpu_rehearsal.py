@@ -56,6 +56,7 @@ def test_rehearsal_runs_every_phase_on_cpu(tmp_path, capsys):
         assert all(len(times) == sizes["inference_rounds"] for times in run["seconds_each_round"].values())
     assert report["pixel_limits"]["max_pixels"] > 0
     assert "[rehearsal] inference_batch_" in capsys.readouterr().out
+    assert report["sft_speed"] == {"setting": "after", "attn_implementation": "sdpa", "vision_tower_without_grad": True}
 
 
 def test_mfu_uses_model_flops():

@@ -168,6 +168,8 @@ def test_train_logs_resumes_and_skips(settings, capsys):
     grpo.train(longer)
     printed = capsys.readouterr().out
     assert "resuming from" in printed and "checkpoint-2" in printed
+    # The progress lines count from the resumed step (toy profile: progress_lines 5).
+    assert "[grpo progressive] step 3/4 (75%): loss " in printed and "[grpo progressive] trained 2 steps in " in printed
     assert (s.work_dir / grpo.MIX_FILE).read_text() == mix_before
     rows = read_jsonl(s.work_dir / grpo.STEP_LOG)
     assert [r["step"] for r in rows] == [1, 2, 3, 4] and not any(r.get("stale") for r in rows)

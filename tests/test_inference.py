@@ -300,6 +300,14 @@ def test_pixel_limits_reach_the_transformers_processor(world, samples):
     assert default.prompt_tokens - small.prompt_tokens == 16 - 4
 
 
+def test_the_attention_kernel_setting_reaches_the_transformers_model(world):
+    from morelib.inference import make_backend
+
+    assert make_backend(world[1], "transformers", device="cpu").model.config._attn_implementation == "sdpa"  # auto, CPU
+    eager = make_backend(world[1], "transformers", device="cpu", attn_implementation="eager")
+    assert eager.model.config._attn_implementation == "eager"
+
+
 # ----------------------------------------------------------------------------- vLLM (a fake module)
 
 FAKE_VLLM = '''

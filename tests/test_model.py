@@ -103,3 +103,80 @@ def test_a_truncated_weights_file_is_named(model_dir, tmp_path):
     with pytest.raises(OSError) as error:
         load_model(broken, device="cpu")
     assert str(error.value).startswith(f"{weights}: cannot read the weights") and "\n" not in str(error.value)
+
+
+def lora_batch(model_dir):
+    """A tiny model with LoRA on the LLM (no dropout, so two passes agree), set up as TRL's SFT sets it
+    up under LoRA and gradient checkpointing, and one two-image training row."""
+    from morelib.model import LoraSettings
+
+    model, processor = load_model(model_dir, device="cpu", dtype="float32", lora=LoraSettings(dropout=0.0))
+    model.enable_input_require_grads()  # what TRL's SFTTrainer calls for LoRA + gradient checkpointing
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.train()
+    images = [Image.new("RGB", (84, 56), (200, 30, 30)), Image.new("RGB", (56, 56), (20, 90, 200))]
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": "Which relation?"}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "/misc/misc/part_of"}]}]
+    text = processor.apply_chat_template(chat, tokenize=False)
+    batch = processor(text=[text], images=images, return_tensors="pt")
+    batch["labels"] = batch["input_ids"].clone()
+    return model, batch
+
+
+def loss_and_grads(model, batch):
+    from morelib.model import vision_module
+
+    seen = {}
+    visual = vision_module(model)
+    hooks = [visual.blocks[-1].register_forward_hook(lambda m, i, o: seen.__setitem__("block", o.requires_grad)),
+             visual.merger.register_forward_hook(lambda m, i, o: seen.__setitem__("merger", o.requires_grad))]
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).loss
+    loss.backward()
+    for hook in hooks:
+        hook.remove()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads, seen
+
+
+def test_the_frozen_vision_tower_runs_without_grad_and_the_loss_is_unchanged(model_dir):
+    import torch
+
+    from morelib.model import vision_module, vision_without_grad
+
+    torch.manual_seed(0)
+    model, batch = lora_batch(model_dir)
+    before_loss, before_grads, before = loss_and_grads(model, batch)
+    # transformers 5.17 hooks the tower's patch_embed too: its activations require grad today.
+    assert before == {"block": True, "merger": True}
+    assert vision_without_grad(model) and vision_without_grad(model)  # idempotent
+    after_loss, after_grads, after = loss_and_grads(model, batch)
+    assert after == {"block": False, "merger": False}
+    assert after_loss == pytest.approx(before_loss, abs=1e-6)
+    assert before_grads.keys() == after_grads.keys() and before_grads and all("lora_" in n for n in after_grads)
+    for name, grad in after_grads.items():
+        assert torch.allclose(grad, before_grads[name], atol=1e-6), name
+    assert not any(p.requires_grad or p.grad is not None for p in vision_module(model).parameters())
+
+
+def test_a_trainable_vision_tower_keeps_its_gradients(model_dir):
+    from morelib.model import vision_without_grad
+
+    model, _ = load_model(model_dir, device="cpu", freeze_vision=False)
+    assert not vision_without_grad(model)
+
+
+def test_attention_kernel_auto_picks_flash_attention_on_a_gpu_that_has_it(capsys, monkeypatch):
+    from morelib.model import resolve_attn_implementation
+
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_attn_implementation("auto", cuda=False) == "sdpa"
+    assert resolve_attn_implementation("auto", cuda=True, has_flash_attn=True) == "flash_attention_2"
+    assert capsys.readouterr().out == ""
+    assert resolve_attn_implementation("auto", tag="sft", cuda=True, has_flash_attn=False) == "sdpa"
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("[sft] warning: flash-attn is not installed")
+    monkeypatch.setenv("LOCAL_RANK", "3")  # the other processes of a launch stay quiet
+    resolve_attn_implementation("auto", cuda=True, has_flash_attn=False)
+    assert capsys.readouterr().out == ""
+    assert resolve_attn_implementation("eager", cuda=True) == "eager"

@@ -4,6 +4,7 @@ limit fails with counts and ids, and the over-long SFT policy drops or refuses b
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,8 @@ from morelib.preflight import (
 )
 from morelib.prompts import assistant_turn, student_prompt
 from morelib.vision_tokens import PixelLimits, processor_limits
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +212,48 @@ def test_a_corrupt_local_model_config_is_an_error_not_a_skip(run_dir, tmp_path, 
     captured = capsys.readouterr()
     assert "skipped" not in captured.out
     assert captured.err.startswith(f"error: {model / 'config.json'}:1: not valid JSON") and captured.err.count("\n") == 1
+
+
+def test_colocated_vllm_gets_a_derived_step_budget_and_a_memory_estimate(run_dir):
+    with_vllm = ["05_grpo.use_vllm=true", "05_grpo.vllm_mode=colocate"]
+    _, report = build_report("toy", with_vllm, str(run_dir))
+    grpo = next(check for check in report.checks if check.name == "grpo")
+    longest_prompt = max(count.prompt_tokens for count in grpo.counts)
+    assert report.derived["05_grpo.vllm_max_num_batched_tokens"] == max(4096, -(-longest_prompt // 256) * 256)
+    text = report.text()
+    assert "derived: 05_grpo.vllm_max_num_batched_tokens" in text and "rough estimate, not a measurement" in text
+    config = load_with_engine_lengths_for(with_vllm, run_dir)
+    assert config.settings("05_grpo").vllm_max_num_batched_tokens == report.derived["05_grpo.vllm_max_num_batched_tokens"]
+    # A share too small for the estimate is one warning line; the pre-flight does not fail for it.
+    _, tight = build_report("toy", [*with_vllm, "05_grpo.vllm_gpu_memory_utilization=0.0000001"], str(run_dir))
+    warnings = [line for line in tight.text().splitlines() if line.startswith("warning: vLLM's colocated engine")]
+    assert len(warnings) == 1 and not tight.failed
+    # Server mode: nothing of this (the server is sized by its own command line).
+    _, server = build_report("toy", ["05_grpo.use_vllm=true", "05_grpo.vllm_mode=server"], str(run_dir))
+    assert "05_grpo.vllm_max_num_batched_tokens" not in server.derived and not server.notes
+
+
+def load_with_engine_lengths_for(overrides, run_dir):
+    from morelib.preflight import load_with_engine_lengths
+
+    return load_with_engine_lengths("toy", overrides, str(run_dir), section="05_grpo")
+
+
+def test_the_memory_estimate_of_the_7b_architecture():
+    """Arithmetic on Qwen2.5-VL-7B's config: the weights are its 8.29B parameters in bf16, and the
+    largest image max_pixels allows sets the vision part (16,384 tokens at ms-swift's default)."""
+    import json
+
+    from transformers import Qwen2_5_VLConfig
+
+    from morelib.preflight import vllm_memory_estimate
+
+    values = json.loads((REPO / "configs/models/qwen2_5_vl_7b_config.json").read_text())
+    config = Qwen2_5_VLConfig.from_dict({k: v for k, v in values.items() if k != "_comment"})
+    paper = vllm_memory_estimate(config, 12845056, 4096, 4352)
+    capped = vllm_memory_estimate(config, 1003520, 4096, 4352)
+    assert 16.4 < paper["weights"] < 16.8
+    assert paper["largest_image_tokens"] == 16384 and capped["largest_image_tokens"] == 1280
+    assert paper["encoder_profile"] > 10 * capped["encoder_profile"]
+    # 28 layers x 2 (k, v) x 4 heads x 128 x 2 bytes per token.
+    assert paper["kv_one_sequence"] == pytest.approx(2 * 28 * 512 * 4352 * 2 / 1e9)

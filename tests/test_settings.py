@@ -294,3 +294,28 @@ def test_a_string_for_a_bool_in_a_profile_file_names_the_file(tmp_path):
 def test_model_keys_of_extra_seed_runs_are_accepted():
     settings = load_settings("06_evaluation", "toy", ["06_evaluation.models=[stage1, grpo_raw_seed2]"])
     assert settings.models == ["stage1", "grpo_raw_seed2"]
+
+
+@pytest.mark.parametrize("override,key", [
+    ("03_sft.attn_implementation=flash", "attn_implementation"),
+    ("05_grpo.attn_implementation=fa2", "attn_implementation"),
+    ("inference.attn_implementation=fast", "attn_implementation"),
+    ("03_sft.train_sampling_strategy=by_length", "train_sampling_strategy"),
+    ("05_grpo.vllm_max_num_batched_tokens=0", "vllm_max_num_batched_tokens"),
+    ("03_sft.progress_lines=-1", "progress_lines"),
+])
+def test_a_bad_speed_setting_is_one_error_naming_its_key(override, key):
+    section = override.split(".")[0]
+    with pytest.raises(ConfigError) as error:
+        load_profile("paper", overrides=[override]).settings(section)
+    assert str(error.value).startswith(f"--set '{override}': section '{section}': {key}: ")
+    assert "\n" not in str(error.value)
+
+
+def test_the_paper_profile_sets_the_speed_settings():
+    profile = load_profile("paper")
+    sft, grpo = profile.settings("03_sft"), profile.settings("05_grpo")
+    assert sft.attn_implementation == grpo.attn_implementation == profile.settings("inference").attn_implementation == "auto"
+    assert sft.train_sampling_strategy == "group_by_length" and sft.dataloader_num_workers == 4
+    assert sft.progress_lines == grpo.progress_lines == 50
+    assert grpo.vllm_max_num_batched_tokens is None  # derived by the pre-flight

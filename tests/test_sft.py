@@ -77,6 +77,7 @@ def test_no_gradient_reaches_the_vision_tower_and_llm_weights_change(world):
     model = trainer.model
     visual = dict(model.model.visual.named_parameters())
     assert visual and not any(p.requires_grad for p in visual.values())
+    assert model.model.visual._runs_without_grad  # morelib.model.vision_without_grad
 
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
     model(**batch).loss.backward()
@@ -90,6 +91,28 @@ def test_no_gradient_reaches_the_vision_tower_and_llm_weights_change(world):
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert not any(n.startswith("model.visual") for n in changed)
     assert any("language_model.layers" in n for n in changed)
+
+
+def test_length_grouping_reads_the_preflight_counts(with_long_rows, capsys):
+    """train_sampling_strategy: group_by_length batches rows of similar length, from the token counts
+    the pre-flight makes: the sampler never tokenizes a row or loads an image."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from morelib.preflight import sft_row_lengths
+
+    s = settings(with_long_rows, "grouped", train_sampling_strategy="group_by_length", max_length=4096)
+    trainer = sft.build_trainer(s)
+    counted = dict(sft_row_lengths(by_id(with_long_rows), sft.training_rows(s, by_id(with_long_rows)),
+                                   trainer.processing_class))
+    assert max(counted.values()) > 2 * min(counted.values())  # LONG_ROWS are about 3x the others
+    sampler = trainer._get_train_sampler()
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == list(counted.values())
+    order = list(sampler)
+    assert sorted(order) == list(range(12))
+    # The longest rows come first (transformers puts the longest batch first, to fail early on memory).
+    assert counted[list(counted)[order[0]]] == max(counted.values())
+    plain = sft.build_trainer(settings(with_long_rows, "plain", max_length=4096))
+    assert not isinstance(plain._get_train_sampler(), LengthGroupedSampler)
 
 
 @pytest.fixture

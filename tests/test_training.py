@@ -148,3 +148,34 @@ def test_loss_curves_of_finished_models_only(tmp_path):
     assert [line.get_label() for line in lines] == ["stage1"]
     assert list(lines[0].get_xdata()) == [1 / 3, 2 / 3, 1.0]
     json.dumps(read_summary(tmp_path / "stage1"))  # plain JSON, for the notebook's table
+
+
+@pytest.mark.parametrize("max_steps,lines,logging_steps", [(1000, 50, 1), (2000, 50, 10), (7, 50, 1), (300, 0, 1)])
+def test_progress_lines_are_few_and_say_step_loss_speed_and_time_left(capsys, monkeypatch, max_steps, lines, logging_steps):
+    import morelib.training as training
+    from morelib.training import progress_printer
+
+    clock = iter(range(0, 10 * (max_steps + 2), 2))  # 2 s per step
+    monkeypatch.setattr(training.time, "time", lambda: next(clock))
+    callback = progress_printer("sft stage1", lines)
+    state = SimpleNamespace(global_step=0, max_steps=max_steps, is_world_process_zero=True)
+    callback.on_train_begin(None, state, None)
+    for step in range(1, max_steps + 1):
+        state.global_step = step
+        if step % logging_steps == 0 or step == 1:
+            callback.on_log(None, state, None, logs={"loss": 1.0 / step, "learning_rate": 1e-4})
+    callback.on_train_end(None, state, None)
+    out = capsys.readouterr().out.splitlines()
+    if lines == 0:
+        assert out == []
+        return
+    assert len(out) <= lines + 2 and len(out) >= min(max_steps, lines) // 2
+    assert out[0] == f"[sft stage1] step 1/{max_steps} ({100 / max_steps:.0f}%): loss 1, 2.00 s/step, {training.format_duration(2 * (max_steps - 1))} left"
+    assert out[-1].startswith(f"[sft stage1] trained {max_steps} steps in ")
+    assert all(" s/step, " in line and line.endswith(" left") for line in out[:-1])
+
+
+def test_durations_read_as_hours_minutes_seconds():
+    from morelib.training import format_duration
+
+    assert [format_duration(s) for s in (12, 245, 3720, 90061)] == ["12s", "4m05s", "1h02m", "25h01m"]
