@@ -153,7 +153,8 @@ def launch(
     """Run ``module`` with ``--settings settings_path`` under a launcher; log its output.
 
     Each output line, and the command itself, is appended to ``log_path``; only the stage's own
-    progress lines (``[<module's last name>] ...``, e.g. ``[sft]``) are also printed, and with
+    progress lines (``[<module's last name>] ...`` or ``[<last name> <model>] ...``, e.g. ``[sft]``,
+    ``[sft stage1]``) are also printed, and with
     ``echo`` every line is.
     Without ``log_path`` the command and every line are printed.
     Returns ``log_path``. Raises :class:`LaunchError` with the last ``tail_lines`` lines when
@@ -172,9 +173,11 @@ def launch(
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(log_path, "a", encoding="utf-8")
     tail: deque[str] = deque(maxlen=tail_lines)
-    # The stage's own lines carry its tag ("[sft] ...", "[grpo] ..."); libraries' lines may start
-    # with "[" too ("[transformers] The tokenizer has new PAD/BOS/EOS tokens ..."): those stay in the log.
-    own_tag = f"[{module.rsplit('.', 1)[-1]}]"
+    # The stage's own lines carry its tag ("[sft] ...", "[grpo] ...", progress lines "[sft stage1] step
+    # 12/300 ..."); libraries' lines may start with "[" too ("[transformers] The tokenizer has new
+    # PAD/BOS/EOS tokens ..."): those stay in the log.
+    stage = module.rsplit('.', 1)[-1]
+    own_tags = (f"[{stage}]", f"[{stage} ")
     try:
         if log_file:  # the command goes to the log, where a reader rerunning it by hand looks
             log_file.write("$ " + " ".join(command) + "\n")
@@ -186,7 +189,7 @@ def launch(
         ) as process:
             assert process.stdout is not None
             for line in process.stdout:
-                if echo or line.startswith(own_tag) or log_file is None:
+                if echo or line.startswith(own_tags) or log_file is None:
                     print(line, end="", flush=True)
                 tail.append(line.rstrip("\n"))
                 if log_file:

@@ -25,6 +25,8 @@ if world != "1":
 print("a trainer's chatter that only the log file keeps", flush=True)
 print("[transformers] The tokenizer has new PAD/BOS/EOS tokens (a library's warning)", flush=True)
 print(f"[toytrain] rank {rank} of {world} writes to {os.path.basename(s['output_dir'])}", flush=True)
+print("[toytrain stage1] step 1/2 (50%): loss 0.5, 0.10 s/step, 0s left", flush=True)
+print("[toytrainer] another module's line", flush=True)
 if s.get("fail"):
     print("about to fail", file=sys.stderr, flush=True)
     sys.exit(3)
@@ -93,6 +95,8 @@ def test_launch_shows_progress_lines_and_logs_everything(tmp_path, module, capfd
     log = launch("toytrain", settings, log_path=tmp_path / "logs" / "train.log", distributed="none", env=module)
     shown = capfd.readouterr().out
     assert "[toytrain] rank 0 of 1 writes to ckpt" in shown and "chatter" not in shown
+    assert "[toytrain stage1] step 1/2" in shown  # a model's progress line (morelib.training.progress_printer)
+    assert "[toytrainer]" not in shown
     assert "$ " not in shown and "toytrain --settings" not in shown  # the command is in the log, not on screen
     assert "[transformers]" not in shown and "[transformers]" in log.read_text()  # a library's line, not the stage's
     assert "rank 0 of 1 writes to ckpt" in log.read_text() and "chatter" in log.read_text()
