@@ -130,8 +130,12 @@ def test_lookup_by_name_keeps_order_and_names_trl_logs():
     names = ["format", "length", "answer"]
     assert [f.__name__ for f in get_reward_funcs(grpo(names, length_threshold=10))] == ["format_reward", "length_reward", "answer_reward"]
     assert set(REWARDS) == {"format", "length", "answer", "consistency", "quotes", "entity", "grounded_answer"}
+    # A profile's typo is refused when its settings are built (issue 22), naming the field ...
+    with pytest.raises(ValueError, match=r"reward_names: 'lenght' is not one of .*\(did you mean 'length'\?\)"):
+        grpo(["format", "lenght"])
+    # ... and names asked for apart from the settings are checked by the door itself.
     with pytest.raises(ValueError, match=r"unknown reward name\(s\) \['lenght'\]"):
-        get_reward_funcs(grpo(["format", "lenght"]))
+        get_reward_funcs(grpo(["format"]), names=["format", "lenght"])
 
 
 def test_the_length_threshold_has_no_default():
