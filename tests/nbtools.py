@@ -65,7 +65,8 @@ def figures_not_rendered(notebook) -> list[str]:
             problems.append(f"cell {index}: a figure cell without an image output")
     for index, cell in enumerate(notebook.cells):
         for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            # A rendered figure carries its text form beside the PNG; only the text alone is wrong.
             text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
-            if "<Figure size" in text:
+            if "<Figure size" in text and "image/png" not in out.get("data", {}):
                 problems.append(f"cell {index}: a figure shown as text")
     return problems

@@ -69,6 +69,10 @@ def test_figure_cells_are_found_in_every_notebook_that_draws():
     assert len(figures_not_rendered(notebook)) == 2
     cell.outputs = [as_image]
     assert figures_not_rendered(notebook) == []
+    # plt.show() in the inline backend: the PNG with the figure's text form beside it renders.
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        "image/png": "iVBORw0KGgo=", "text/plain": "<Figure size 640x360 with 8 Axes>"})]
+    assert figures_not_rendered(notebook) == []
 
 
 @pytest.mark.chain
