@@ -98,7 +98,7 @@ def _cue(name, ent_type, words, misc="", **labels):
 # Further wordings of each cue (``ToyConfig.cue_wordings`` says how many a world uses). A headline
 # draws one at random, so with several of them the expert's 25% sees some wordings of a relation
 # once or never, while the Stage 2 pool, three times larger, holds them all: a label decision
-# that the answer reward can teach. The pretraining corpus has them all, without their meaning.
+# that the answer reward can teach. The pretraining corpus uses the same wordings, without their meaning.
 WORDINGS = {
     "rival": ["takes on", "battles", "clashes with"],
     "partner": ["joins forces with", "partners with", "works alongside"],

@@ -53,6 +53,7 @@ def test_cache_key_follows_every_input():
     assert key != pretrain.cache_key(TINY_SIZES, pretrain.PretrainSettings(**{**SMALL, "facts": 61}), 0)
     assert key != pretrain.cache_key(TINY_SIZES, base, 1)
     assert key != pretrain.cache_key({**TINY_SIZES, "hidden_size": 32}, base, 0)
+    assert key == pretrain.cache_key(TINY_SIZES, base, 0, cue_wordings=1) != pretrain.cache_key(TINY_SIZES, base, 0, 4)
 
 
 def test_build_records_loss_and_probe_and_is_reused(built, monkeypatch):
