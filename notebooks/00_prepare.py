@@ -151,7 +151,9 @@ if settings.build_toy:
 report = data.validate(data_dir)
 print(data.format_report(report))
 if not report.ok:
-    raise SystemExit(f"{len(report.problems)} problem(s) in {data_dir}; see the list above")
+    # The console shows only this line (the list is in the executed notebook): name the first problem.
+    hint = "; a half-written toy world is rebuilt with --set 00_prepare.overwrite=true" if settings.build_toy else ""
+    raise SystemExit(f"{len(report.problems)} problem(s) in {data_dir}, the first: {report.problems[0]}{hint}")
 
 # %% [markdown]
 # ## 4 · The base model
