@@ -195,7 +195,7 @@ def build(out_dir: str | Path, tiny: dict, settings: PretrainSettings, seed: int
 
     from morelib import tiny as tiny_model
     from morelib.data import load_split
-    from morelib.training import train_to_done
+    from morelib.training import read_log, read_summary, train_to_done
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
@@ -221,8 +221,6 @@ def build(out_dir: str | Path, tiny: dict, settings: PretrainSettings, seed: int
     before = probe(init_dir, data_dir, settings, limit=24) if settings.epochs > 0 else None
     samples = {s.id: s for s in load_split(data_dir, "train")}
     examples = _one_per_task(rows, samples)
-    from morelib.training import read_log, read_summary
-
     log = read_log(model_dir) if (model_dir / "log.jsonl").is_file() else []
     write_json(out_dir / DONE_FILE, {
         "key": out_dir.name, "tiny": tiny, "pretrain": asdict(settings), "seed": seed, "cue_wordings": cue_wordings,
