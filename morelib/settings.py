@@ -138,6 +138,11 @@ class PrepareSettings:
     overwrite: bool = setting(False, "Rebuild the toy data and model even when they exist.")
     n_show: int = setting(4, "Samples drawn in the notebook.")
 
+    def __post_init__(self):
+        from morelib.toy import CUES
+
+        one_of("toy_cue_wordings", self.toy_cue_wordings, range(1, 1 + min(len(cue.wordings) for cue in CUES)))
+
 
 @dataclass
 class AnnotationSettings:

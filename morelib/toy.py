@@ -185,6 +185,11 @@ class ToyConfig:
         "help": "wordings per cue a headline draws from (1 to 4): more make the label a judgement that Stage 1's "
                 "25% sees too rarely and the Stage 2 pool teaches"})
 
+    def __post_init__(self):
+        most = min(len(cue.wordings) for cue in CUES)
+        if not 1 <= self.cue_wordings <= most:
+            raise ValueError(f"cue_wordings={self.cue_wordings}: expected 1 to {most} (morelib.toy.WORDINGS)")
+
 
 # ----------------------------------------------------------------------------- names
 

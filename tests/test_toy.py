@@ -141,3 +141,16 @@ def test_micro_metric_helper():
     s = toy._micro_scores(["none", "a", "b", "none"], ["a", "a", "none", "none"])
     assert s == {"acc": 0.5, "precision": 0.5, "recall": 0.5, "f1": 0.5}
     assert toy._micro_scores(["none"], ["none"]) == {"acc": 1.0, "precision": 0.0, "recall": 0.0, "f1": 0.0}
+
+
+def test_cue_wordings_vary_the_headline_and_are_bounded(tmp_path):
+    data_dir = toy.generate(tmp_path / "w4", toy.ToyConfig(seed=1, train=300, valid=20, test=20, cue_wordings=4))
+    rows = [m for rows in toy.read_meta(data_dir).values() for m in rows]
+    by_cue = {}
+    for m in rows:
+        cue = toy.CUE_BY_NAME[m["cue"]]
+        assert tuple(m["cue_words"].split()) in cue.wordings  # one of the cue's own wordings
+        by_cue.setdefault(m["cue"], set()).add(m["cue_words"])
+    assert max(len(w) for w in by_cue.values()) > 1  # several wordings of one cue in one world
+    with pytest.raises(ValueError, match="cue_wordings=5"):
+        toy.ToyConfig(cue_wordings=5)
