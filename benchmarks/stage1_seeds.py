@@ -8,7 +8,12 @@ set are links into the run; the run's own seed is the run's Stage 1 model. Predi
 (a rerun scores again without generating), and the table goes to
 ``<run>/experiments/stage1_seeds.csv`` with the columns ``seed, split, f1`` (F1 in points).
 
+To try other Stage 1 settings (on valid), name the experiment and give the changes: every seed,
+the run's own included, then trains into ``<run>/experiments/<name>_seed<N>/`` and the table goes
+to ``<run>/experiments/<name>.csv``.
+
     python benchmarks/stage1_seeds.py --profile toy --seeds 0 1 2
+    python benchmarks/stage1_seeds.py --profile toy --name lr3e-4 --set 03_sft.learning_rate=3e-4 --splits valid
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
 
 
-def seed_run(run: RunLayout, seed: int) -> RunLayout:
-    """``<run>/experiments/stage1_seed<N>/`` with links to the run's data, base model and Stage 1 set."""
-    exp = RunLayout(run.experiment(f"stage1_seed{seed}"))
+def seed_run(run: RunLayout, seed: int, name: str = "stage1") -> RunLayout:
+    """``<run>/experiments/<name>_seed<N>/`` with links to the run's data, base model and Stage 1 set."""
+    exp = RunLayout(run.experiment(f"{name}_seed{seed}"))
     for source, link in ((run.root / "data", exp.root / "data"), (run.root / "models", exp.root / "models"),
                          (run.stage1_set.parent, exp.stage1_set.parent)):
         if not link.exists():
@@ -45,7 +50,12 @@ def main() -> int:
     parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--splits", nargs="+", default=["valid", "test"])
+    parser.add_argument("--name", default="stage1", help="the experiment's name (with --set: every seed retrains)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a changed Stage 1 setting (03_sft.KEY=VALUE)")
     args = parser.parse_args()
+    if args.overrides and args.name == "stage1":
+        parser.error("--set needs a --name of its own, so the run's Stage 1 results are not overwritten")
     profile = load_profile(args.profile, [], args.run_dir)
     run = profile.layout
     own_seed = profile.settings("03_sft").seed
@@ -55,9 +65,10 @@ def main() -> int:
     generation = profile.settings("inference")
     rows = []
     for seed in args.seeds:
-        where = run if seed == own_seed else seed_run(run, seed)
-        if seed != own_seed:
-            settings = load_profile(args.profile, [], where.root).settings("03_sft", seed=seed)
+        retrain = seed != own_seed or bool(args.overrides)
+        where = seed_run(run, seed, args.name) if retrain else run
+        if retrain:
+            settings = load_profile(args.profile, args.overrides, where.root).settings("03_sft", seed=seed)
             train_in_subprocess("morelib.sft", settings, settings.model_dir / "settings.json",
                                 settings.model_dir / "train.log")
         backend = backend_for(generation, where.checkpoint("stage1"), backend="transformers")
@@ -70,7 +81,7 @@ def main() -> int:
             f1 = 100 * metrics.score(gold, [by_id[s.id] for s in samples])["f1"]
             rows.append({"seed": seed, "split": split, "f1": round(f1, 2)})
             print(f"seed {seed} {split}: F1 {f1:.1f}", flush=True)
-    out_csv = run.root / "experiments" / "stage1_seeds.csv"
+    out_csv = run.root / "experiments" / ("stage1_seeds.csv" if args.name == "stage1" else f"{args.name}.csv")
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["seed", "split", "f1"])

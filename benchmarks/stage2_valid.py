@@ -14,7 +14,9 @@ here: settings are chosen on valid.
 
 One JSON line: valid F1 of both models, the gain with its 95% interval, the steps and seconds,
 and the share of zero-variance groups, the entropy and the answer reward early and late in
-training (``grpo/<variant>/log.jsonl``).
+training (``grpo/<variant>/log.jsonl``), and how sure each model is of its valid labels
+(``morelib.label_entropy``: the entropy at the label's first token and over its tokens, and the
+share of labels given with under 90% probability).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from morelib import data, grpo, metrics, report  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import write_json  # noqa: E402
-from morelib.inference import backend_for, predict_to_file  # noqa: E402
+from morelib.inference import TransformersBackend, backend_for, predict_to_file, read_predictions  # noqa: E402
+from morelib.label_entropy import label_entropies, summary  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
 from morelib.rewards import answer_log_key  # noqa: E402
@@ -94,6 +97,14 @@ def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, g
             "changed_predictions": sum(a != b for a, b in zip(stage1, tuned))}
 
 
+def label_certainty(model_dir: Path, predictions: Path, valid: list, gen) -> dict:
+    """How sure the model is of the labels it gave on valid (``morelib.label_entropy.summary``)."""
+    backend = TransformersBackend.from_path(model_dir, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+    texts = {r["id"]: r["text"] for r in read_predictions(predictions)}
+    return summary(label_entropies(backend.model, backend.processor, valid, [texts[s.id] for s in valid],
+                                   prompt_template("reasoning")))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy-full")
@@ -126,6 +137,10 @@ def main() -> int:
                        (answer_log_key(generated.columns), "answer")):
         for end, rows in (("early", generated.head(window)), ("late", generated.tail(window))):
             result[f"{short}_{end}"] = round(float(rows[key].mean()), 3) if key in rows else None
+    gen = profile.settings("inference")
+    for key, path, model in (("stage1", run.predictions("stage1", "valid"), run.checkpoint("stage1")),
+                             ("tuned", exp.predictions(f"grpo_{args.variant}", "valid"), model_dir)):
+        result[f"label_entropy_{key}"] = label_certainty(model, path, valid, gen)
     write_json(exp.root / "result.json", result, indent=1)
     print(json.dumps(result), flush=True)
     return 0
