@@ -7,7 +7,8 @@ rows answer that, both on the pool Stage 1 did not train on:
 - ``--rows own``: the model's own right answers, the simplest way to learn from the answer
   reward (rejection sampling, as in STaR or expert iteration): its greedy output for each easy
   fact, and each distinct right output among ``--samples`` sampled ones for each hard fact, drawn
-  with Stage 2's temperature, top-p and top-k. ``--grounded`` keeps only the hard-fact outputs
+  with Stage 2's temperature, top-p and top-k. It also prints the room GRPO has on the pool:
+  pass@1 (greedy) against pass@G, the hard facts where some sample is right. ``--grounded`` keeps only the hard-fact outputs
   whose quoted phrases are all in the news text, which drops most lucky answers.
 - ``--rows expert`` (toy only): the offline expert's reasoning, without mistakes, for every pool
   fact. That is what the pool would give if it were annotated like Stage 1's 25%: an upper bound
@@ -82,6 +83,17 @@ def own_rows(pool_predictions: list[dict], hard_samples: list[dict], texts: dict
     return rows
 
 
+def room_for_rl(pool: list[dict], hard_samples: list[dict]) -> dict:
+    """pass@1 (greedy) against pass@G (any of the G sampled outputs, or greedy) on the pool: the
+    facts GRPO can learn from are the hard ones where some sample is right."""
+    right = {r["id"] for r in hard_samples if r["label"] == r["gold"]}
+    hard = [r["id"] for r in pool if r["difficulty"] == HARD]
+    rescued = sum(i in right for i in hard)
+    return {"pool_facts": len(pool), "hard_facts": len(hard), "hard_right_in_samples": rescued,
+            "pool_pass1": round(1 - len(hard) / len(pool), 4),
+            "pool_passG": round(1 - (len(hard) - rescued) / len(pool), 4)}
+
+
 def expert_rows(pool: list[dict], meta: dict[str, dict]) -> list[dict]:
     """The offline expert's reasoning (no mistakes) for every pool fact."""
     from morelib.expert_server import compose, reasoning_steps
@@ -134,6 +146,10 @@ def main() -> int:
         hard_samples = sample_hard(run, exp, hard, gen, args.samples)
         rows = own_rows(pool_predictions, hard_samples,
                         {i: s.text for i, s in train.items()}, args.grounded)
+        room = room_for_rl(pool, hard_samples)
+        print(f"room for RL: greedy right on {room['pool_pass1']:.1%} of the pool; some of {args.samples} samples "
+              f"right on {room['hard_right_in_samples']} of its {room['hard_facts']} hard facts "
+              f"(pass@{args.samples} {room['pool_passG']:.1%})", flush=True)
     if args.with_stage1_set:
         rows += [{"id": r["id"], "label": r["label"], "completion": r["completion"]} for r in read_jsonl(run.stage1_set)]
     # The experiment is a run directory of its own: the set its SFT trains on is its "Stage 1 set".
@@ -150,7 +166,8 @@ def main() -> int:
     scores = score_on_valid(run, exp, "self_trained", model_dir, profile.settings("inference"), valid)
     steps = json.loads(exp.model_done("self_trained").read_text())["global_step"]
     result = {"name": args.name, "variant": f"self-training ({args.rows})", "overrides": recipe + args.overrides,
-              "training_rows": len(rows), "steps": steps, "train_s": round(train_s), **scores}
+              "training_rows": len(rows), "steps": steps, "train_s": round(train_s), **scores,
+              **({"room_for_rl": room} if args.rows == "own" else {})}
     write_json(exp.root / "result.json", result, indent=1)
     print(json.dumps(result), flush=True)
     return 0

@@ -175,6 +175,9 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     result = json.loads((run_dir / "experiments" / "tiny" / "result.json").read_text())
     assert result["valid_facts"] == 12 and result["steps"] == 2
     assert result["ci95"][0] <= result["gain"] <= result["ci95"][1]
+    for model in ("stage1", "tuned"):  # how sure each model is of its labels, over the outputs that have one
+        certainty = result[f"label_entropy_{model}"]
+        assert 0 < certainty["outputs"] <= 12 and certainty["first_token"] >= 0 and 0 <= certainty["unsure_share"] <= 1
     assert json.loads(done.stdout.strip().splitlines()[-1]) == result
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
@@ -192,6 +195,12 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert len(rows) == own["training_rows"] > 0
     assert all(parse_label(r["completion"]) == r["label"] for r in rows)
     assert {r["id"] for r in rows} <= set(split["stage2_pool"])
+    room = own["room_for_rl"]  # pass@1 against pass@G on the pool, from the one sample per hard fact
+    sampled = [json.loads(line) for line in (run_dir / "experiments" / "own" / "predictions" /
+                                             "stage1__pool_hard_x1.jsonl").open()]
+    assert room["hard_facts"] == len(sampled) and room["hard_right_in_samples"] == sum(
+        r["label"] == r["gold"] for r in sampled)
+    assert room["pool_pass1"] <= room["pool_passG"] <= 1
     # --rows expert-hard: the same right answers on easy facts, the expert's reasoning on every hard one.
     command[command.index("--name") + 1], command[command.index("--rows") + 1] = "expert", "expert-hard"
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
