@@ -576,13 +576,14 @@ def _predict_batch(backend: Backend, batch: Sequence, settings: GenerationSettin
 PREDICTION_FIELDS = ("id",)
 
 
-def read_predictions(path: str | Path) -> list[dict]:
-    """Rows of a prediction file (``[]`` when there is none yet).
+def read_predictions(path: str | Path, required: Sequence[str] = PREDICTION_FIELDS) -> list[dict]:
+    """Rows of a prediction file (``RunLayout.predictions``; ``[]`` when there is none yet), each
+    with the ``required`` fields (``evaluation.load_predictions`` asks for what it scores).
 
     A torn last line (a run killed mid-write) is left out with a warning and cut at the next
     resume; any other broken line is an error naming the file and the line.
     """
-    return JsonlStore(path, required=PREDICTION_FIELDS).rows()
+    return JsonlStore(path, required=tuple(required)).rows()
 
 
 def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,

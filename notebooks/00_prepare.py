@@ -186,7 +186,7 @@ pretrain_settings = pretrain.PretrainSettings(**settings.pretrain)
 if settings.build_toy:
     if settings.overwrite or not (base_model_path / "config.json").is_file():
         cached = pretrain.cached_base(settings.tiny_model, pretrain_settings, settings.seed, settings.toy_cue_wordings,
-                                      settings.pretrain_cache, log_path=layout.root / "logs" / "pretrain.log")
+                                      settings.pretrain_cache, log_path=layout.log("pretrain"))
         pretrain.install_base(cached, base_model_path)
         print("installed the pretrained base in", base_model_path)
     else:
