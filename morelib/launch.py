@@ -68,7 +68,7 @@ def read_request(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
 
     data = read_json(path)
     if not isinstance(data, dict) or not {"section", "values"} <= set(data) <= {"section", "values", "request"}:
-        raise FileFormatError(f"{path}: expected an object with 'section', 'values' and optionally 'request'")
+        raise FileFormatError(f"{path}: expected an object with 'section' and 'values' (and optionally 'request')")
     request = data.get("request", {})
     if not isinstance(request, dict):
         raise FileFormatError(f"{path}: field 'request': expected an object")
