@@ -72,7 +72,7 @@ def display_name(key: str) -> str:
     return model.name if model else key
 
 
-def seed_runs(run_dir: str | Path, keys: Sequence[str]) -> list[str]:
+def seed_runs(run_dir: RunLayout | str | Path, keys: Sequence[str]) -> list[str]:
     """Finished extra-seed runs of the given Stage 2 keys (``checkpoints/grpo_<variant>_seed<N>``),
     by key and then seed."""
     layout = RunLayout(run_dir)
@@ -87,7 +87,7 @@ def seed_runs(run_dir: str | Path, keys: Sequence[str]) -> list[str]:
 
 
 
-def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str | Path | None:
+def model_location(run_dir: RunLayout | str | Path, key: str, base_model: str | Path) -> str | Path | None:
     """Where a model is, or None when it is missing.
 
     Zero-shot is the base model: a local directory, or a hub id (``org/name``, paper profile).
@@ -127,7 +127,7 @@ def load_predictions(path: str | Path) -> list[dict]:
 
 def evaluate_models(
     samples: Sequence,
-    run_dir: str | Path,
+    run_dir: RunLayout | str | Path,
     base_model: str | Path,
     keys: Sequence[str] = MODEL_KEYS,
     split: str = "test",

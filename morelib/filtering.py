@@ -115,7 +115,7 @@ def rejected_path(stage1_set: str | Path) -> Path:
     return RunLayout(Path(stage1_set).parent.parent).stage1_rejected
 
 
-def build_stage1(run_dir: str | Path, data_dir: str | Path, split: str = "train", model: str | None = None,
+def build_stage1(run_dir: RunLayout | str | Path, data_dir: str | Path, split: str = "train", model: str | None = None,
                  ) -> list[FilterResult]:
     """Filter the Stage 1 sample's expert responses; write the Stage 1 set and the rejects.
 

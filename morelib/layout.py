@@ -143,8 +143,9 @@ class RunLayout:
 
     root: Path
 
-    def __init__(self, root: str | os.PathLike):
-        object.__setattr__(self, "root", resolve_path(root))
+    def __init__(self, root: "str | os.PathLike | RunLayout"):
+        # A stage takes the notebook's RunLayout; a path (a command line's --run-dir) is made one here.
+        object.__setattr__(self, "root", root.root if isinstance(root, RunLayout) else resolve_path(root))
 
     # --- the runner's own files ---
     @property

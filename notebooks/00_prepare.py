@@ -354,7 +354,7 @@ annotation = config.settings("01_annotation")
 annotated_split = train if annotation.split == "train" else data.load_split(data_dir, annotation.split)
 stage1_ids, pool_ids = annotate.stratified_split(annotated_split, annotation.fraction, annotation.seed)
 traced = trace.choose(annotated_split, stage1_ids, pool_ids, settings.trace_id)
-trace.write(run_dir, traced)
+trace.write(layout, traced)
 facts_by_id = toy.meta_by_id(data_dir) if toy.meta_path(data_dir).is_file() else {}
 pair = trace.load_samples(data_dir, traced.ids)
 print(f"chosen by {traced.how}; written to {layout.trace}\n")

@@ -196,7 +196,7 @@ if settings.blank_images_ablation:
 # `FLAG` line names what fails.
 
 # %%
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 if traced is None or not is_done(layout.checkpoint("stage1")):
     print("nothing to show: no trace.json (notebook 00) or no finished Stage 1 model")
 else:

@@ -170,7 +170,7 @@ else:
 # pushed up or down in proportion to A_i.
 
 # %%
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 group = None
 if traced is None or not is_done(settings.stage1_dir):
     print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
@@ -192,7 +192,7 @@ else:
               f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "
               "are the per-group ones of the paper's GRPO")
     print(trace.describe(traced_sample))
-    row = trace.difficulty_row(layout.root, traced.pool_id)
+    row = trace.difficulty_row(layout, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
           f"temperature {settings.temperature}")
     facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data

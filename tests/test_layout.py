@@ -78,3 +78,14 @@ def test_the_scan_finds_a_spelled_name(tmp_path):
     source.write_text('x = 1\nmarker = model_dir / "done.json"\nckpt = run.root / "checkpoints" / name\n'
                       'meta = data_dir / "toy_meta.jsonl"\n')
     assert literal_names(source, "stage.py") == ["stage.py:2: done.json", "stage.py:3: checkpoints/"]
+
+
+def test_a_stage_takes_the_notebooks_layout_or_a_path(tmp_path):
+    """RunLayout(layout) is the layout itself, so a stage given the notebook's RunLayout finds the same files."""
+    from morelib import trace
+    from morelib.layout import RunLayout
+
+    layout = RunLayout(tmp_path / "run")
+    assert RunLayout(layout) == layout and RunLayout(layout).trace == layout.trace
+    written = trace.write(layout, trace.Trace("train-1", "train-2", "first"))
+    assert written == layout.trace and trace.load(layout) == trace.load(tmp_path / "run")
