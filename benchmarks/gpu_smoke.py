@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         gradient_accumulation_steps=2, learning_rate=1e-3, bf16=True, gradient_checkpointing=True,
                         use_lora=True, save_strategy="no", report_to="none", num_processes=1, deepspeed_config=None)
     started = time.time()
-    stage1 = layout.model("stage1")
+    stage1 = ModelFolder(sft.model_dir)
     launch("morelib.sft", write_settings(sft, stage1.settings), num_processes=1,
            mixed_precision="bf16", log_path=stage1.train_log)
     figures["sft_seconds"] = round(time.time() - started, 1)
