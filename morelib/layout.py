@@ -29,8 +29,8 @@ path                                           written by   read by       what i
 ``predictions/<model>__<split>.jsonl``         04, 06       04-07         ``{"id", "gold", "text", "label", ...}``
 ``difficulty/split.jsonl``                     04           05            ``{"id", "label", "pred", "difficulty"}``
 ``grpo/<variant>[_seed<N>]/``                  05           05, 06        one GRPO run's files (:class:`GrpoRunFolder`)
-``grpo/<variant>/mix.json``                    child        child, 05     the per-epoch mixes, built once (resume reuses them)
-``grpo/<variant>/plan.csv``                    child        people        easy and hard samples and end step of each mix epoch
+``grpo/<variant>/mix.json``                    05, child    05, child     the per-epoch mixes, built once (resume reuses them)
+``grpo/<variant>/plan.csv``                    05, child    people        easy and hard samples and end step of each mix epoch
 ``grpo/<variant>/log.jsonl``                   child        05, 06        one row per optimizer step (rewards, KL, memory)
 ``experiments/<name>/``                        benchmark    05            a Stage 2 settings experiment, a run directory itself
 ``experiments/<name>/result.json``             benchmark    05            its valid scores, written last
