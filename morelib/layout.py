@@ -150,10 +150,12 @@ class RunLayout:
     # --- the runner's own files ---
     @property
     def run_info(self) -> Path:
+        """Written by ``config.write_run_info``; for people."""
         return self.root / "run_info.json"
 
     @property
     def timings(self) -> Path:
+        """Written and read (merged) by ``run._update_timings``, read by ``benchmarks/bench_chain.py``."""
         return self.root / "timings.json"
 
     @property
@@ -183,6 +185,7 @@ class RunLayout:
 
     @property
     def trace(self) -> Path:
+        """Written by ``trace.write`` (notebook 00), read by ``trace.load``."""
         return self.root / "trace.json"
 
     # --- 01, 02: Stage 1 data ---
@@ -202,6 +205,7 @@ class RunLayout:
 
     @property
     def annotation_report(self) -> Path:
+        """Written by ``annotate.save_report``; for people."""
         return self.annotation / "report.json"
 
     @property
