@@ -69,7 +69,7 @@ def main() -> int:
             f1 = 100 * metrics.score(gold, [by_id[s.id] for s in samples])["f1"]
             rows.append({"seed": seed, "split": split, "f1": round(f1, 2)})
             print(f"seed {seed} {split}: F1 {f1:.1f}", flush=True)
-    out_csv = run.stage1_seeds
+    out_csv = run.stage1_seeds()
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["seed", "split", "f1"])

@@ -34,7 +34,7 @@ path                                           written by   read by       what i
 ``grpo/<variant>/log.jsonl``                   child        05, 06        one row per optimizer step (rewards, KL, memory)
 ``experiments/<name>/``                        benchmark    05            a Stage 2 settings experiment, a run directory itself
 ``experiments/<name>/result.json``             benchmark    05            its valid scores, written last
-``experiments/stage1_seeds.csv``               benchmark    people        Stage 1 trained with several seeds
+``experiments/stage1_seeds.csv``               benchmark    people        Stage 1 trained with several seeds (or ``<name>.csv``)
 ``metrics/*.csv``                              05-07        people        scores, paired gains, faithfulness
 ``figures/*``                                  03-07        people        Table 1, Figures 3 and 4 (``make figures`` copies them to ``figures/``)
 =============================================  ===========  ============  ==================================
@@ -272,10 +272,10 @@ class RunLayout:
         ran it (``benchmarks/stage2_valid.py``, ``self_training_valid.py``), read by ``report.stage2_experiments``."""
         return self.root / "result.json"
 
-    @property
-    def stage1_seeds(self) -> Path:
-        """``experiments/stage1_seeds.csv``: written by ``benchmarks/stage1_seeds.py``; for people."""
-        return self.experiments / "stage1_seeds.csv"
+    def stage1_seeds(self, name: str = "stage1") -> Path:
+        """``experiments/stage1_seeds.csv`` (``<name>.csv`` for Stage 1 settings tried under another
+        name): written by ``benchmarks/stage1_seeds.py``; for people."""
+        return self.experiments / ("stage1_seeds.csv" if name == "stage1" else f"{name}.csv")
 
     # --- 06, 07: results ---
     @property
