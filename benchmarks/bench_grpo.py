@@ -57,7 +57,8 @@ def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generation
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from morelib.config import load_settings
     from morelib.files import read_jsonl
-    from morelib.grpo import STEP_LOG, build_trainer
+    from morelib.grpo import build_trainer
+    from morelib.layout import GrpoRunFolder
     from morelib.training import peak_rss_mb
 
     # The toy profile's GRPO settings, with this configuration's completion length and group size.
@@ -68,7 +69,7 @@ def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generation
                              max_steps=steps, save_steps=10_000)
     trainer = build_trainer(settings)
     trainer.train()
-    rows = read_jsonl(settings.work_dir / STEP_LOG)
+    rows = read_jsonl(GrpoRunFolder(settings.work_dir).step_log)
     # Seconds of each step after the first (which pays for warm-up), from the log's clock.
     timed = [(b["time_s"] - a["time_s"], b["generated"]) for a, b in zip(rows, rows[1:])]
     gen = [s for s, generated in timed if generated]

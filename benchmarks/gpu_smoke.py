@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     from morelib.config import load_settings
     from morelib.files import write_jsonl
     from morelib.launch import launch, write_settings
-    from morelib.layout import RunLayout
+    from morelib.layout import GrpoRunFolder, ModelFolder, RunLayout
     from morelib.model import load_model
     from morelib.tiny import build_tiny_model
+    from morelib.training import read_summary
 
     if not args.cpu and not torch.cuda.is_available():
         parser.error("this check needs a GPU (or --cpu to check the code path)")
@@ -60,10 +61,11 @@ def main(argv: list[str] | None = None) -> int:
                         gradient_accumulation_steps=2, learning_rate=1e-3, bf16=True, gradient_checkpointing=True,
                         use_lora=True, save_strategy="no", report_to="none", num_processes=1, deepspeed_config=None)
     started = time.time()
-    launch("morelib.sft", write_settings(sft, sft.model_dir / "settings.json"), num_processes=1,
-           mixed_precision="bf16", log_path=sft.model_dir / "train.log")
+    stage1 = ModelFolder(sft.model_dir)
+    launch("morelib.sft", write_settings(sft, stage1.settings), num_processes=1,
+           mixed_precision="bf16", log_path=stage1.train_log)
     figures["sft_seconds"] = round(time.time() - started, 1)
-    done = json.loads((sft.model_dir / "done.json").read_text())
+    done = read_summary(sft.model_dir)
     figures["sft_steps"] = done.get("global_step")
     before, _ = load_model(base, dtype="float32", device="cpu")
     after, _ = load_model(sft.model_dir, dtype="float32", device="cpu")
@@ -83,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
                          length_threshold=40, learning_rate=1e-5, bf16=True, gradient_checkpointing=True,
                          save_steps=1000, use_vllm=False, report_to="none", num_processes=1, deepspeed_config=None)
     started = time.time()
-    launch("morelib.grpo", write_settings(grpo, grpo.work_dir / "settings.json"), num_processes=1,
-           mixed_precision="bf16", log_path=grpo.work_dir / "train.log")
+    grpo_model = ModelFolder(grpo.model_dir)
+    launch("morelib.grpo", write_settings(grpo, grpo_model.settings), num_processes=1,
+           mixed_precision="bf16", log_path=grpo_model.train_log)
     figures["grpo_seconds"] = round(time.time() - started, 1)
-    log = grpo.work_dir / "log.jsonl"
+    log = GrpoRunFolder(grpo.work_dir).step_log
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
     figures["grpo_logged_steps"] = len(rows)
     figures["grpo_cuda_peak_mb"] = max((r.get("cuda_peak_mb") or 0 for r in rows), default=None)

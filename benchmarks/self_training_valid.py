@@ -42,10 +42,12 @@ from morelib.answer import parse_label  # noqa: E402
 from morelib.config import load_profile  # noqa: E402
 from morelib.difficulty import HARD, read_split  # noqa: E402
 from morelib.faithfulness import quotes_in_text  # noqa: E402
-from morelib.files import read_jsonl, write_json, write_jsonl  # noqa: E402
-from morelib.inference import backend_for  # noqa: E402
+from morelib.files import write_json, write_jsonl  # noqa: E402
+from morelib.filtering import read_stage1  # noqa: E402
+from morelib.inference import backend_for, read_predictions  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
+from morelib.training import read_summary  # noqa: E402
 
 DEFAULTS = {"learning_rate": 1e-4, "num_train_epochs": 1}  # a short, gentle continuation of Stage 1
 
@@ -54,7 +56,7 @@ def sample_hard(run: RunLayout, exp: RunLayout, hard: list, gen, samples: int) -
     """``samples`` outputs of the Stage 1 model per hard fact (cached in the experiment: paid work)."""
     path = exp.predictions("stage1", f"pool_hard_x{samples}")
     if path.is_file():
-        return read_jsonl(path)
+        return read_predictions(path)
     backend = backend_for(gen, run.checkpoint("stage1"), backend="transformers")
     rows = []
     for draw in range(samples):
@@ -123,21 +125,21 @@ def main() -> int:
         return 2
     exp = experiment_dir(run, args.name)
     profile = load_profile(args.profile, args.overrides, exp.root)
-    train = {s.id: s for s in data.load_split(str(exp.root / "data"), "train")}
+    train = {s.id: s for s in data.load_split(str(exp.toy_data), "train")}
     pool = read_split(run.difficulty_split)
 
-    pool_predictions = read_jsonl(run.predictions("stage1", "stage2_pool"))
+    pool_predictions = read_predictions(run.predictions("stage1", "stage2_pool"))
     if args.rows != "own":
         from morelib.toy import meta_by_id, meta_path
 
-        if not meta_path(exp.root / "data").is_file():
-            print(f"{meta_path(exp.root / 'data')}: --rows {args.rows} needs the toy's facts (toy data only)", file=sys.stderr)
+        if not meta_path(exp.toy_data).is_file():
+            print(f"{meta_path(exp.toy_data)}: --rows {args.rows} needs the toy's facts (toy data only)", file=sys.stderr)
             return 2
         if args.rows == "expert":
-            rows = expert_rows(pool, meta_by_id(exp.root / "data"))
+            rows = expert_rows(pool, meta_by_id(exp.toy_data))
         else:
             hard = [r for r in pool if r["difficulty"] == HARD]
-            rows = own_rows(pool_predictions, [], {}, grounded=False) + expert_rows(hard, meta_by_id(exp.root / "data"))
+            rows = own_rows(pool_predictions, [], {}, grounded=False) + expert_rows(hard, meta_by_id(exp.toy_data))
     else:
         stage2 = profile.settings("05_grpo")
         gen = replace(profile.settings("inference").for_model("stage1"), temperature=stage2.temperature,
@@ -151,7 +153,7 @@ def main() -> int:
               f"right on {room['hard_right_in_samples']} of its {room['hard_facts']} hard facts "
               f"(pass@{args.samples} {room['pool_passG']:.1%})", flush=True)
     if args.with_stage1_set:
-        rows += [{"id": r["id"], "label": r["label"], "completion": r["completion"]} for r in read_jsonl(run.stage1_set)]
+        rows += [{"id": r["id"], "label": r["label"], "completion": r["completion"]} for r in read_stage1(run.stage1_set)]
     # The experiment is a run directory of its own: the set its SFT trains on is its "Stage 1 set".
     write_jsonl(exp.stage1_set, rows)
 
@@ -164,11 +166,11 @@ def main() -> int:
 
     valid = data.load_split(settings.data_dir, "valid")[: args.limit]
     scores = score_on_valid(run, exp, "self_trained", model_dir, profile.settings("inference"), valid)
-    steps = json.loads(exp.model_done("self_trained").read_text())["global_step"]
+    steps = read_summary(exp.checkpoint("self_trained"))["global_step"]
     result = {"name": args.name, "variant": f"self-training ({args.rows})", "overrides": recipe + args.overrides,
               "training_rows": len(rows), "steps": steps, "train_s": round(train_s), **scores,
               **({"room_for_rl": room} if args.rows == "own" else {})}
-    write_json(exp.root / "result.json", result, indent=1)
+    write_json(exp.result, result, indent=1)
     print(json.dumps(result), flush=True)
     return 0
 

@@ -36,7 +36,7 @@ from morelib.prompts import prompt_template  # noqa: E402
 def seed_run(run: RunLayout, seed: int, name: str = "stage1") -> RunLayout:
     """``<run>/experiments/<name>_seed<N>/`` with links to the run's data, base model and Stage 1 set."""
     exp = RunLayout(run.experiment(f"{name}_seed{seed}"))
-    for source, link in ((run.root / "data", exp.root / "data"), (run.root / "models", exp.root / "models"),
+    for source, link in ((run.toy_data, exp.toy_data), (run.toy_base_model.parent, exp.toy_base_model.parent),
                          (run.stage1_set.parent, exp.stage1_set.parent)):
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -69,11 +69,10 @@ def main() -> int:
         where = seed_run(run, seed, args.name) if retrain else run
         if retrain:
             settings = load_profile(args.profile, args.overrides, where.root).settings("03_sft", seed=seed)
-            train_in_subprocess("morelib.sft", settings, settings.model_dir / "settings.json",
-                                settings.model_dir / "train.log")
+            train_in_subprocess("morelib.sft", settings)
         backend = backend_for(generation, where.checkpoint("stage1"), backend="transformers")
         for split in args.splits:
-            samples = data.load_split(run.root / "data", split)
+            samples = data.load_split(run.toy_data, split)
             out = predict_to_file(backend, samples, where.predictions("stage1", split), generation.for_model("stage1"),
                                   template=prompt_template("reasoning"), progress=False)
             by_id = {r["id"]: r["label"] for r in out}
@@ -81,7 +80,7 @@ def main() -> int:
             f1 = 100 * metrics.score(gold, [by_id[s.id] for s in samples])["f1"]
             rows.append({"seed": seed, "split": split, "f1": round(f1, 2)})
             print(f"seed {seed} {split}: F1 {f1:.1f}", flush=True)
-    out_csv = run.root / "experiments" / ("stage1_seeds.csv" if args.name == "stage1" else f"{args.name}.csv")
+    out_csv = run.stage1_seeds(args.name)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(out_csv, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["seed", "split", "f1"])

@@ -44,7 +44,7 @@ def experiment_dir(run: RunLayout, name: str) -> RunLayout:
     """``<run>/experiments/<name>/`` with links to the run's inputs (data, models, Stage 1, split)."""
     exp = RunLayout(run.experiment(name))
     exp.root.mkdir(parents=True, exist_ok=True)
-    links = {run.root / "data": exp.root / "data", run.root / "models": exp.root / "models",
+    links = {run.toy_data: exp.toy_data, run.toy_base_model.parent: exp.toy_base_model.parent,
              run.checkpoint("stage1"): exp.checkpoint("stage1")}
     for source, link in links.items():
         if source.exists() and not link.exists():
@@ -68,7 +68,7 @@ def finished_run(profile: str, overrides: list[str], run_dir: str | None, name: 
         raise ExperimentError(str(error)) from None
     if not (run.model_done("stage1").is_file() and run.difficulty_split.is_file()):
         raise ExperimentError(f"{run.root}: needs a finished Stage 1 model and difficulty split (notebooks 00-04)")
-    earlier = run.experiment(name) / "result.json"
+    earlier = RunLayout(run.experiment(name)).result
     if earlier.is_file() and json.loads(earlier.read_text())["overrides"] != recorded:
         # A rerun resumes or reuses the trained model, so the same name must mean the same settings.
         raise ExperimentError(f"{earlier}: experiment {name!r} ran with other settings; choose another --name")
@@ -141,7 +141,7 @@ def main() -> int:
     for key, path, model in (("stage1", run.predictions("stage1", "valid"), run.checkpoint("stage1")),
                              ("tuned", exp.predictions(f"grpo_{args.variant}", "valid"), model_dir)):
         result[f"label_entropy_{key}"] = label_certainty(model, path, valid, gen)
-    write_json(exp.root / "result.json", result, indent=1)
+    write_json(exp.result, result, indent=1)
     print(json.dumps(result), flush=True)
     return 0
 

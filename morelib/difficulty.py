@@ -124,7 +124,7 @@ def label_table(rows: Sequence[dict], relations: Sequence[str] = RELATIONS):
     return table[table["total"] > 0]
 
 
-def pool_ids(run_dir: str | Path) -> list[str]:
+def pool_ids(run_dir: RunLayout | str | Path) -> list[str]:
     """The Stage 2 pool's sample ids, from the run's split ids (``RunLayout.split_ids``)."""
     from morelib.annotate import read_split_ids
 
@@ -141,7 +141,7 @@ def pool_samples(data_dir: str | Path, ids: Sequence[str]) -> list:
     return select(samples, ids)
 
 
-def split_pool(run_dir: str | Path, data_dir: str | Path, model_or_backend, settings=None) -> list[dict]:
+def split_pool(run_dir: RunLayout | str | Path, data_dir: str | Path, model_or_backend, settings=None) -> list[dict]:
     """Predict the Stage 2 pool with the Stage 1 model (resumable) and write the difficulty split.
 
     ``model_or_backend`` is anything ``morelib.inference.predict_to_file`` accepts (a backend,

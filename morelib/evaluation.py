@@ -19,7 +19,6 @@ import pandas as pd
 
 from morelib import metrics
 from morelib.answer import parse_label
-from morelib.files import read_jsonl
 from morelib.layout import RunLayout
 from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
@@ -73,7 +72,7 @@ def display_name(key: str) -> str:
     return model.name if model else key
 
 
-def seed_runs(run_dir: str | Path, keys: Sequence[str]) -> list[str]:
+def seed_runs(run_dir: RunLayout | str | Path, keys: Sequence[str]) -> list[str]:
     """Finished extra-seed runs of the given Stage 2 keys (``checkpoints/grpo_<variant>_seed<N>``),
     by key and then seed."""
     layout = RunLayout(run_dir)
@@ -88,7 +87,7 @@ def seed_runs(run_dir: str | Path, keys: Sequence[str]) -> list[str]:
 
 
 
-def model_location(run_dir: str | Path, key: str, base_model: str | Path) -> str | Path | None:
+def model_location(run_dir: RunLayout | str | Path, key: str, base_model: str | Path) -> str | Path | None:
     """Where a model is, or None when it is missing.
 
     Zero-shot is the base model: a local directory, or a hub id (``org/name``, paper profile).
@@ -110,11 +109,16 @@ REQUIRED_FIELDS = ("id", "gold", "text")
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """Rows of a predictions file, checked; ``label`` is re-derived with ``parse_label`` when absent.
+    """Rows of a predictions file (``inference.read_predictions``) with the fields scoring needs;
+    ``label`` is re-derived with ``parse_label`` when absent. A missing file is an error.
 
     A torn last line (a prediction run killed mid-write) is left out; it is predicted again.
     """
-    rows = read_jsonl(path, required=REQUIRED_FIELDS, torn_tail_ok=True)
+    from morelib.inference import read_predictions
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    rows = read_predictions(path, required=REQUIRED_FIELDS)
     for row in rows:
         if "label" not in row:
             row["label"] = parse_label(row["text"])
@@ -123,7 +127,7 @@ def load_predictions(path: str | Path) -> list[dict]:
 
 def evaluate_models(
     samples: Sequence,
-    run_dir: str | Path,
+    run_dir: RunLayout | str | Path,
     base_model: str | Path,
     keys: Sequence[str] = MODEL_KEYS,
     split: str = "test",

@@ -111,11 +111,11 @@ def filter_records(samples, records: dict[str, dict], relations: tuple[str, ...]
 
 
 def rejected_path(stage1_set: str | Path) -> Path:
-    """Where the rejected responses go: beside the Stage 1 set, for inspection."""
-    return Path(stage1_set).with_name("stage1_rejected.jsonl")
+    """Where the rejected responses go: beside the Stage 1 set (``sft/stage1.jsonl``), for inspection."""
+    return RunLayout(Path(stage1_set).parent.parent).stage1_rejected
 
 
-def build_stage1(run_dir: str | Path, data_dir: str | Path, split: str = "train", model: str | None = None,
+def build_stage1(run_dir: RunLayout | str | Path, data_dir: str | Path, split: str = "train", model: str | None = None,
                  ) -> list[FilterResult]:
     """Filter the Stage 1 sample's expert responses; write the Stage 1 set and the rejects.
 
@@ -137,7 +137,7 @@ def build_stage1(run_dir: str | Path, data_dir: str | Path, split: str = "train"
     results = filter_records(samples, records)
     write_jsonl(layout.stage1_set, ({"id": r.id, "label": r.label, "completion": r.completion}
                                     for r in results if r.kept))
-    write_jsonl(rejected_path(layout.stage1_set),
+    write_jsonl(layout.stage1_rejected,
                 ({"id": r.id, "label": r.label, "reason": r.reason, "response": r.response}
                  for r in results if not r.kept))
     return results
@@ -146,15 +146,15 @@ def build_stage1(run_dir: str | Path, data_dir: str | Path, split: str = "train"
 STAGE1_FIELDS = ("id", "label", "completion")
 
 
-def _check_stage1_row(row: dict) -> None:
-    for name in STAGE1_FIELDS:
-        if not isinstance(row[name], str):
-            raise ValueError(f"field {name!r}: expected a string, got {row[name]!r}")
+def read_stage1(path: str | Path, required: tuple[str, ...] = STAGE1_FIELDS) -> list[dict]:
+    """The rows of a Stage 1 set file (``RunLayout.stage1_set``), each of the ``required`` fields a
+    string; SFT asks for ``id`` and ``completion`` only."""
+    def check(row: dict) -> None:
+        for name in required:
+            if not isinstance(row[name], str):
+                raise ValueError(f"field {name!r}: expected a string, got {row[name]!r}")
 
-
-def read_stage1(path: str | Path) -> list[dict]:
-    """The rows of a Stage 1 set file (``RunLayout.stage1_set``), checked for the fields SFT needs."""
-    return read_jsonl(path, required=STAGE1_FIELDS, check=_check_stage1_row)
+    return read_jsonl(path, required=required, check=check)
 
 
 def reason_counts(results: list[FilterResult]) -> Counter:

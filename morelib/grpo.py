@@ -27,11 +27,11 @@ import os
 import time
 from pathlib import Path
 
+from morelib.layout import GrpoRunFolder
 from morelib.settings import GRPOSettings
 
-PLAN_FILE = "plan.csv"
-MIX_FILE = "mix.json"
-STEP_LOG = "log.jsonl"
+# The names inside grpo/<variant>/, for callers that join them to a path themselves.
+PLAN_FILE, MIX_FILE, STEP_LOG = GrpoRunFolder.PLAN, GrpoRunFolder.MIX, GrpoRunFolder.STEP_LOG
 
 
 # ----------------------------------------------------------------------------- 1. the mix
@@ -76,7 +76,7 @@ def prepare_mix(settings: GRPOSettings, num_processes: int = 1, train_samples=No
     split = read_split(RunLayout(settings.run_dir).difficulty_split)
     none_ratio = settings.none_ratio if settings.none_ratio is not None else mixing.none_share([s.label for s in train])
     mixes, hard_used = mixing.load_or_build_mix(
-        settings.work_dir / MIX_FILE, split, variant=settings.variant, epochs=settings.mix_epochs,
+        GrpoRunFolder(settings.work_dir).mix, split, variant=settings.variant, epochs=settings.mix_epochs,
         gamma=settings.gamma, none_ratio=none_ratio, seed=settings.seed,
         max_hard=settings.max_hard_samples, max_easy=settings.max_easy_samples, write=write)
     labels = {row["id"]: row["label"] for row in split}
@@ -86,7 +86,7 @@ def prepare_mix(settings: GRPOSettings, num_processes: int = 1, train_samples=No
     if write:
         from morelib.files import write_text
 
-        write_text(settings.work_dir / PLAN_FILE, plan.to_csv())
+        write_text(GrpoRunFolder(settings.work_dir).plan, plan.to_csv())
         print("[grpo] " + mixing.format_plan(plan, settings.variant_run), flush=True)
         dropped = int(plan["total"].sum()) % prompts_per_generation(settings, num_processes)
         if dropped:
@@ -219,7 +219,7 @@ def build_trainer(settings: GRPOSettings, num_processes: int | None = None):
     # generates (vLLM) computes from the images, with the pixel limits saved in the Stage 1 model.
     trainer.image_token_guard = ImageTokenGuard.for_processor(
         processor, every=settings.image_token_check_every, limits=processor_limits(load_processor(stage1)))
-    trainer.add_callback(step_logger(settings.work_dir / STEP_LOG, list(plan["end_step"])))
+    trainer.add_callback(step_logger(GrpoRunFolder(settings.work_dir).step_log, list(plan["end_step"])))
     trainer.add_callback(progress_printer(f"grpo {settings.variant_run}", settings.progress_lines))
     return trainer
 

@@ -15,8 +15,9 @@ so a difficulty split or a Table 1 does not depend on the backend chosen. Greedy
 
 ``predict_to_file`` writes a prediction JSONL (``RunLayout.predictions``) and resumes: ids
 already in the file are skipped and each row is appended as it comes. With vLLM it runs the
-engine in a child process (``python -m morelib.inference predict ...``), one per model, so the
-GPU memory of one model is given back before the next one loads.
+engine in a child process (``python -m morelib.inference --settings FILE``, launched by
+``morelib.launch`` with the settings and the request in one JSON file, as training is), one per
+model, so the GPU memory of one model is given back before the next one loads.
 
     python -m morelib.inference predict --model PATH --data DATA_DIR --split test --out FILE
 """
@@ -25,13 +26,10 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import logging
 import os
-import subprocess
 import sys
 import tempfile
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -367,11 +365,13 @@ def image_data_url(image) -> str:
 
 @dataclass(frozen=True)
 class SubprocessBackend:
-    """A model whose predictions are made by ``python -m morelib.inference predict`` in a child process.
+    """A model whose predictions are made by ``python -m morelib.inference`` in a child process.
 
     vLLM keeps GPU memory until its process ends, so each evaluated model gets a process of its
     own: when :func:`predict_to_file` returns, the memory is free for the next model. Only
     :func:`predict_to_file` can use it (the child writes the prediction file; this process reads it).
+    The child is launched as training is (``morelib.launch``): its settings and its request (model,
+    samples, output file) travel in one JSON file, ``launch.write_settings``.
     """
 
     model: str
@@ -385,63 +385,51 @@ class SubprocessBackend:
     max_pixels: int | None = None
     gpu_memory_utilization: float | None = None
 
-    def command(self, data_dir: str | Path, split: str, out_path: str | Path, ids_file: str | Path,
-                settings: GenerationSettings, template_file: str | Path | None = None) -> list[str]:
-        """The child's command line (useful to print, or to run by hand on a server)."""
-        decoding = {k: v for k, v in asdict(settings).items() if not isinstance(v, dict)}  # per-model maps stay here
-        decoding.update(backend=self.backend, dtype=self.dtype, base_url=self.base_url, min_pixels=self.min_pixels,
-                        max_pixels=self.max_pixels, vllm_max_model_len=self.max_model_len)
-        if self.gpu_memory_utilization is not None:
-            decoding["vllm_gpu_memory_utilization"] = self.gpu_memory_utilization
-        options = {
-            "model": self.model, "data": str(data_dir), "split": split, "out": str(out_path),
-            "ids_file": str(ids_file), "device": self.device, "api_key_env": self.api_key_env,
-            "template_file": str(template_file) if template_file else None, **decoding,
-        }
-        argv = [sys.executable, "-m", "morelib.inference", "predict"]
-        for name, value in options.items():
-            if value is not None:
-                argv += [f"--{name}", str(value)]
-        return argv
+    def child_settings(self, settings: GenerationSettings) -> GenerationSettings:
+        """``settings`` with this backend's engine options: what the child decodes with."""
+        from morelib.config import build_settings
 
-    def predict_to_file(self, samples: Sequence, out_path: str | Path, settings: GenerationSettings,
-                        template: str | None = None, tail_lines: int = 30) -> None:
-        """Run the child on ``samples`` (one split of one data directory); it resumes ``out_path``."""
+        values = asdict(settings)
+        values.update(backend=self.backend, dtype=self.dtype, base_url=self.base_url, min_pixels=self.min_pixels,
+                      max_pixels=self.max_pixels, vllm_max_model_len=self.max_model_len)
+        if self.gpu_memory_utilization is not None:
+            values["vllm_gpu_memory_utilization"] = self.gpu_memory_utilization
+        return build_settings("inference", values)
+
+    def write_request(self, path: str | Path, samples: Sequence, out_path: str | Path, settings: GenerationSettings,
+                      template: str | None = None) -> Path:
+        """The child's settings and request file (``morelib.launch.write_settings``); paths are absolute,
+        because the child runs in the repository root."""
+        from morelib.launch import write_settings
+
         places = {(str(s.data_dir), s.split) for s in samples}
         if len(places) != 1:
             raise ValueError(f"a child process predicts one split of one data directory; got {sorted(places)}")
         [(data_dir, split)] = places
+        model = os.path.abspath(self.model) if Path(self.model).exists() else self.model  # else a hub id or served name
+        request = {"model": model, "data": os.path.abspath(data_dir), "split": split,
+                   "out": os.path.abspath(out_path), "ids": [s.id for s in samples], "device": self.device,
+                   "api_key_env": self.api_key_env, "template": template}
+        return write_settings(self.child_settings(settings), path, request=request)
+
+    def predict_to_file(self, samples: Sequence, out_path: str | Path, settings: GenerationSettings,
+                        template: str | None = None, tail_lines: int = 30) -> None:
+        """Run the child on ``samples`` (one split of one data directory); it resumes ``out_path``."""
+        from morelib.launch import LaunchError, launch, launch_command
+
         with tempfile.TemporaryDirectory(prefix="morelib-predict-") as tmp:
-            ids_file = Path(tmp, "ids.json")
-            ids_file.write_text(json.dumps([s.id for s in samples]))
-            template_file = None
-            if template is not None:
-                template_file = Path(tmp, "template.txt")
-                template_file.write_text(template)
-            command = self.command(data_dir, split, Path(out_path).resolve(), ids_file, settings, template_file)
-            _run_streamed(command, f"{self.backend} inference of {self.model}", tail_lines)
+            request = self.write_request(Path(tmp, "request.json"), samples, out_path, settings, template)
+            try:
+                launch(CHILD_MODULE, request, distributed="none", echo=True, tail_lines=tail_lines)
+            except LaunchError as failure:
+                errors = [line for line in failure.tail if line.startswith("error: ")]
+                raise RuntimeError(
+                    f"{self.backend} inference of {self.model} failed in its child process (exit code "
+                    f"{failure.returncode}): " + (errors[-1][len("error: "):] if errors else "\n".join(failure.tail))
+                    + "\ncommand: " + " ".join(launch_command(CHILD_MODULE, request, distributed="none"))) from None
 
 
-def _run_streamed(command: list[str], what: str, tail_lines: int) -> None:
-    """Run ``command``, printing its output as it comes (so a notebook shows it); fail with its last lines."""
-    from morelib.layout import repo_root
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    # The child must import morelib even where the package is not installed.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo_root()), env.get("PYTHONPATH")]))
-    tail: deque[str] = deque(maxlen=tail_lines)
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                          env=env, errors="replace") as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            print(line, end="", flush=True)
-            tail.append(line.rstrip("\n"))
-        code = process.wait()
-    if code != 0:
-        errors = [line for line in tail if line.startswith("error: ")]
-        raise RuntimeError(f"{what} failed in its child process (exit code {code}): "
-                           + (errors[-1][len("error: "):] if errors else "\n".join(tail))
-                           + "\ncommand: " + " ".join(command))
+CHILD_MODULE = "morelib.inference"
 
 
 def make_backend(
@@ -576,13 +564,14 @@ def _predict_batch(backend: Backend, batch: Sequence, settings: GenerationSettin
 PREDICTION_FIELDS = ("id",)
 
 
-def read_predictions(path: str | Path) -> list[dict]:
-    """Rows of a prediction file (``[]`` when there is none yet).
+def read_predictions(path: str | Path, required: Sequence[str] = PREDICTION_FIELDS) -> list[dict]:
+    """Rows of a prediction file (``RunLayout.predictions``; ``[]`` when there is none yet), each
+    with the ``required`` fields (``evaluation.load_predictions`` asks for what it scores).
 
     A torn last line (a run killed mid-write) is left out with a warning and cut at the next
     resume; any other broken line is an error naming the file and the line.
     """
-    return JsonlStore(path, required=PREDICTION_FIELDS).rows()
+    return JsonlStore(path, required=tuple(required)).rows()
 
 
 def predict_to_file(model_or_backend, samples: Sequence, out_path: str | Path,
@@ -678,34 +667,72 @@ class PredictArgs:
         "help": "task description template (default: the package's student template)"})
 
 
+def predict_split(model: str, data: str | Path, split: str, out: str | Path, settings: GenerationSettings,
+                  ids: Sequence[str] | None = None, device: str | None = None,
+                  api_key_env: str = "OPENAI_API_KEY", template: str | None = None) -> list[dict]:
+    """Predict ``split`` of ``data`` (or its ``ids``) into ``out`` in this process: what the command line
+    and the child process of :class:`SubprocessBackend` run."""
+    from morelib.model import check_model_path
+
+    if settings.backend != "openai":
+        check_model_path(model)  # a missing local directory is named as such, not as a bad hub id
+    data_dir = Path(data).expanduser()
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir}: no such data directory")
+    samples = load_split(data_dir, split)
+    if ids is not None:
+        samples = select(samples, ids)
+    backend = backend_for(settings, model, device=device, api_key_env=api_key_env, in_subprocess=False)
+    rows = predict_to_file(backend, samples, out, settings, template)
+    unparsable = sum(r["label"] is None for r in rows)
+    correct = sum(r["label"] == r["gold"] for r in rows)
+    print(f"{len(rows)} predictions in {out}: {correct} correct, {unparsable} unparsable")
+    return rows
+
+
+REQUEST_FIELDS = ("model", "data", "split", "out", "ids", "device", "api_key_env", "template")
+
+
+def _predict_request(path: Path) -> int:
+    """The child of :class:`SubprocessBackend`: settings and request from the file its parent wrote."""
+    from morelib.files import FileFormatError
+    from morelib.launch import read_request
+
+    settings, request = read_request(path)
+    for name in set(request) ^ set(REQUEST_FIELDS):
+        raise FileFormatError(f"{path}: field 'request.{name}': {'unknown' if name in request else 'missing'}")
+    predict_split(settings=settings, **request)
+    return 0
+
+
 def _predict_command(args) -> int:
     from morelib import cli
-    from morelib.model import check_model_path
 
     options = cli.settings(args, PredictArgs)
     settings = cli.settings(args, GenerationSettings)
-    if settings.backend != "openai":
-        check_model_path(options.model)  # a missing local directory is named as such, not as a bad hub id
-    data_dir = Path(options.data).expanduser()
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir}: no such data directory")
-    samples = load_split(data_dir, options.split)
-    if options.ids_file:
-        samples = select(samples, read_ids(options.ids_file, options.ids_key))
+    ids = read_ids(options.ids_file, options.ids_key) if options.ids_file else None
     template = Path(options.template_file).read_text() if options.template_file else None
-    backend = backend_for(settings, options.model, device=options.device, api_key_env=options.api_key_env,
-                          in_subprocess=False)
-    rows = predict_to_file(backend, samples, options.out, settings, template)
-    unparsable = sum(r["label"] is None for r in rows)
-    correct = sum(r["label"] == r["gold"] for r in rows)
-    print(f"{len(rows)} predictions in {options.out}: {correct} correct, {unparsable} unparsable")
+    predict_split(options.model, options.data, options.split, options.out, settings, ids=ids, device=options.device,
+                  api_key_env=options.api_key_env, template=template)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m morelib.inference predict ...``: predict labels for a split into a resumable JSONL file."""
+    """``python -m morelib.inference predict ...``: predict labels for a split into a resumable JSONL file.
+
+    ``python -m morelib.inference --settings FILE`` is the child process of :class:`SubprocessBackend`.
+    """
     from morelib import cli
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--settings"]:
+        from morelib.launch import settings_path_from_argv
+
+        cli.hide_secrets_in_logs()
+        try:
+            return _predict_request(settings_path_from_argv(argv))
+        except Exception as error:  # one line, which the parent shows
+            return cli.fail(error)
     parser = cli.make_parser("python -m morelib.inference", "Batched inference into resumable prediction files.")
     commands = cli.add_commands(parser)
     cli.add_command(commands, "predict", "predict labels for a split (or some of its ids) into a JSONL file",

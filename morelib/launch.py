@@ -1,7 +1,9 @@
-"""Launch training as a subprocess (``accelerate launch`` or ``torchrun``) with streamed logs.
+"""Launch a child process (training under ``accelerate launch`` or ``torchrun``, inference) with streamed logs.
 
-A notebook writes its training settings to JSON (:func:`write_settings`), then calls
-:func:`launch`, which runs ``python -m <module> --settings <file>`` under the chosen launcher.
+One protocol for every child: the parent writes a settings object, and what else the child needs
+to know (the request), to one JSON file (:func:`write_settings`), then calls :func:`launch`,
+which runs ``python -m <module> --settings <file>`` under the chosen launcher; the child reads the
+file back with :func:`settings_from_argv` (or :func:`read_request`).
 Every line the processes print goes to a log file in the run directory; the notebook shows only
 the command, and the lines that start with ``[`` (the stages' own short progress lines) unless
 ``echo`` asks for everything. A failure raises :class:`LaunchError` with the log's last lines.
@@ -15,7 +17,8 @@ Launchers (``distributed``):
 * ``"multi_gpu"``: ``accelerate launch --multi_gpu`` always.
 * ``"torchrun"``: ``torchrun --standalone --nproc_per_node N``.
 
-A training module reads its settings with :func:`settings_from_argv`.
+A training module reads its settings with :func:`settings_from_argv`; the inference child
+(``morelib.inference``) reads its settings and its request with :func:`read_request`.
 """
 
 from __future__ import annotations
@@ -32,44 +35,67 @@ MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
 class LaunchError(RuntimeError):
-    """The launched training exited non-zero; the message carries the log's tail."""
+    """The launched process exited non-zero; the message carries the log's tail."""
+
+    def __init__(self, message: str, returncode: int | None = None, tail: Sequence[str] = ()):
+        super().__init__(message)
+        self.returncode = returncode
+        self.tail = list(tail)
 
 
-def write_settings(settings: Any, path: str | os.PathLike) -> Path:
-    """Write the values a settings object was built from (``morelib.config``) as JSON.
+def write_settings(settings: Any, path: str | os.PathLike, request: dict[str, Any] | None = None) -> Path:
+    """Write the values a settings object was built from (``morelib.config``) as JSON, and the request.
 
     The launched process rebuilds the same object from them, so the profile is read once, by the
-    notebook, and the run directory records exactly what each training run was given.
+    notebook, and the run directory records exactly what each training run was given. ``request``
+    (plain JSON values) is what a child needs besides its settings, e.g. which samples to predict.
     """
     from morelib.config import settings_values
     from morelib.files import write_json
 
     section, values = settings_values(settings)
-    return write_json(path, {"section": section, "values": values})
+    data = {"section": section, "values": values}
+    if request is not None:
+        data["request"] = request
+    return write_json(path, data)
 
 
-def read_settings(path: str | os.PathLike):
-    """The settings object written by :func:`write_settings`; errors name the file and the field."""
+def read_request(path: str | os.PathLike) -> tuple[Any, dict[str, Any]]:
+    """The settings object and the request written by :func:`write_settings` (``{}`` without one);
+    errors name the file and the field."""
     from morelib.config import ConfigError, build_settings
     from morelib.files import FileFormatError, read_json
 
     data = read_json(path)
-    if not isinstance(data, dict) or set(data) != {"section", "values"}:
-        raise FileFormatError(f"{path}: expected an object with 'section' and 'values'")
+    if not isinstance(data, dict) or not {"section", "values"} <= set(data) <= {"section", "values", "request"}:
+        raise FileFormatError(f"{path}: expected an object with 'section' and 'values' (and optionally 'request')")
+    request = data.get("request", {})
+    if not isinstance(request, dict):
+        raise FileFormatError(f"{path}: field 'request': expected an object")
     try:
-        return build_settings(data["section"], data["values"])
+        return build_settings(data["section"], data["values"]), request
     except ConfigError as error:
         raise FileFormatError(f"{path}: {error}") from None
 
 
-def settings_from_argv(argv: Sequence[str] | None = None):
-    """In a launched training module: parse ``--settings FILE`` and rebuild the settings from it."""
+def read_settings(path: str | os.PathLike):
+    """The settings object written by :func:`write_settings`; errors name the file and the field."""
+    return read_request(path)[0]
+
+
+def settings_path_from_argv(argv: Sequence[str] | None = None) -> Path:
+    """In a launched module: the ``--settings FILE`` its parent passed."""
     import argparse
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--settings", required=True, type=Path, help="JSON written by write_settings")
     args, _ = parser.parse_known_args(argv)
-    return read_settings(args.settings)
+    return args.settings
+
+
+def settings_from_argv(argv: Sequence[str] | None = None):
+    """In a launched training module: parse ``--settings FILE`` and rebuild the settings from it."""
+    return read_settings(settings_path_from_argv(argv))
 
 
 def _has_cuda() -> bool:
@@ -202,23 +228,29 @@ def launch(
     if returncode != 0:
         where = f"; full log: {log_path}" if log_path else ""
         raise LaunchError(
-            f"{module} exited with code {returncode}{where}\nlast {len(tail)} lines:\n" + "\n".join(tail)
-        )
+            f"{module} exited with code {returncode}{where}\nlast {len(tail)} lines:\n" + "\n".join(tail),
+            returncode, tail)
     return log_path
 
 
-def train_in_subprocess(module: str, settings, settings_path: str | os.PathLike, log_path: str | os.PathLike) -> bool:
+def train_in_subprocess(module: str, settings, settings_path: str | os.PathLike | None = None,
+                        log_path: str | os.PathLike | None = None) -> bool:
     """Train one model with ``module`` under the launcher its settings name, unless it is finished.
 
-    ``settings`` is an ``SFTSettings`` or ``GRPOSettings``: its ``model_dir`` (skipped when it holds
-    ``done.json``), ``num_processes``, ``distributed``, ``deepspeed_config`` and ``bf16`` choose the run.
+    ``settings`` is an ``SFTSettings`` or ``GRPOSettings``: its ``model_dir`` (skipped when finished,
+    with a warning when it was trained with other settings: ``training.skip_finished``),
+    ``num_processes``, ``distributed``, ``deepspeed_config`` and ``bf16`` choose the run. The settings
+    file and the log go into the model's folder (``layout.ModelFolder``) unless given.
     Returns whether a training process ran.
     """
-    from morelib.training import is_done
+    from morelib.layout import ModelFolder
+    from morelib.training import skip_finished
 
-    if is_done(settings.model_dir):
-        print(f"{settings.model_dir}: finished model; skipping (delete it to retrain)")
+    if skip_finished(settings.model_dir, settings, tag=module.rsplit(".", 1)[-1]):
         return False
+    folder = ModelFolder(settings.model_dir)
+    settings_path = folder.settings if settings_path is None else settings_path
+    log_path = folder.train_log if log_path is None else log_path
     launch(module, write_settings(settings, settings_path), num_processes=settings.num_processes,
            mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
            log_path=log_path, distributed=settings.distributed)

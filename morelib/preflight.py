@@ -572,7 +572,7 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     (``05_grpo.vllm_max_model_length``, ``inference.vllm_max_model_len``): what to pass to vLLM.
     """
     from morelib.data import SPLITS, load_split
-    from morelib.files import read_jsonl
+    from morelib.filtering import read_stage1
     from morelib.layout import RunLayout
     from morelib.model import load_processor
 
@@ -602,7 +602,7 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     stage1_file = RunLayout(common.run_dir).stage1_set
     stage1_rows = None
     if stage1_file.is_file():
-        stage1_rows = [(row["id"], row["completion"]) for row in read_jsonl(stage1_file, required=("id", "completion"))]
+        stage1_rows = [(row["id"], row["completion"]) for row in read_stage1(stage1_file, required=("id", "completion"))]
     header = (f"preflight: profile {profile}, model {common.base_model}, data {data_dir}"
               + (f", Stage 1 set {stage1_file}" if stage1_rows is not None else ""))
     return header, check_stages(splits, processor, processor_limits(processor), limits, stage1_rows, strict)

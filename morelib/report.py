@@ -641,8 +641,9 @@ def reward_curve(log: pd.DataFrame, name: str) -> pd.Series:
 def grpo_log(grpo_dir: str | Path) -> pd.DataFrame:
     """A GRPO variant's step log (``grpo/<variant>/log.jsonl``) as a DataFrame indexed by step."""
     from morelib.files import read_jsonl
+    from morelib.layout import GrpoRunFolder
 
-    return pd.DataFrame(read_jsonl(Path(grpo_dir) / "log.jsonl")).set_index("step")
+    return pd.DataFrame(read_jsonl(GrpoRunFolder(grpo_dir).step_log)).set_index("step")
 
 
 def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.DataFrame:
@@ -698,7 +699,11 @@ def stage2_experiments(experiments_dir: str | Path) -> pd.DataFrame | None:
     valid gain first; None when there are none."""
     import json
 
-    rows = [json.loads(path.read_text()) for path in sorted(Path(experiments_dir).glob("*/result.json"))]
+    from morelib.layout import RunLayout
+
+    folders = [d for d in Path(experiments_dir).iterdir() if d.is_dir()] if Path(experiments_dir).is_dir() else []
+    results = sorted(RunLayout(d).result for d in folders)  # each experiment is a run directory
+    rows = [json.loads(path.read_text()) for path in results if path.is_file()]
     if not rows:
         return None
     frame = pd.DataFrame(rows).set_index("name")

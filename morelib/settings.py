@@ -21,7 +21,7 @@ from typing import Any
 
 from trl import GRPOConfig, SFTConfig
 
-from morelib.layout import RunLayout
+from morelib.layout import ModelFolder, RunLayout
 
 
 def setting(default: Any, help: str) -> Any:
@@ -320,7 +320,7 @@ class SFTSettings(SFTConfig):
         _check_choices(self, "train_sampling_strategy")
         if self.progress_lines < 0:
             raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
-        self.output_dir = str(self.model_dir / "ckpt")
+        self.output_dir = str(ModelFolder(self.model_dir).checkpoints)
         # Rows are built on access (morelib.sft.build_dataset) from columns the model never sees.
         self.remove_unused_columns = False
         _cpu_without_gpu(self)
@@ -422,7 +422,7 @@ class GRPOSettings(GRPOConfig):
         self.shuffle_dataset = False
         # Rows are built on access; the "label" column must reach the reward functions.
         self.remove_unused_columns = False
-        self.output_dir = str(self.model_dir / "ckpt")
+        self.output_dir = str(ModelFolder(self.model_dir).checkpoints)
         _cpu_without_gpu(self)
         super().__post_init__()
 
@@ -438,7 +438,7 @@ class GRPOSettings(GRPOConfig):
 
     @property
     def work_dir(self):
-        """``grpo/<variant_run>``: plan, mix, step log and training log."""
+        """``grpo/<variant_run>``: plan, mix and step log (``layout.GrpoRunFolder``)."""
         return RunLayout(self.run_dir).grpo_dir(self.variant_run)
 
     @property

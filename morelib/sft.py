@@ -33,12 +33,14 @@ from morelib.settings import SFTSettings
 
 def training_rows(settings: SFTSettings, samples: dict) -> list[tuple[str, str]]:
     """(sample id, completion text) pairs for the run's target."""
-    from morelib.files import FileFormatError, read_json, read_jsonl
+    from morelib.annotate import read_split_ids
+    from morelib.files import FileFormatError
+    from morelib.filtering import read_stage1
 
     layout = RunLayout(settings.run_dir)
     if settings.target == "reasoning":
         path = layout.stage1_set
-        rows = read_jsonl(path, required=("id", "completion"))
+        rows = read_stage1(path, required=("id", "completion"))
         if not rows:
             raise FileFormatError(f"{path}: no training rows")
         missing = [r["id"] for r in rows if r["id"] not in samples]
@@ -48,7 +50,7 @@ def training_rows(settings: SFTSettings, samples: dict) -> list[tuple[str, str]]
         return [(r["id"], r["completion"]) for r in rows]
     ids = list(samples)
     if settings.ids_key:
-        split_ids = read_json(layout.split_ids)
+        split_ids = read_split_ids(layout.root)
         if settings.ids_key not in split_ids:
             raise FileFormatError(f"{layout.split_ids}: field {settings.ids_key!r}: missing (has {sorted(split_ids)})")
         ids = list(split_ids[settings.ids_key])

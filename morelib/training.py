@@ -3,11 +3,14 @@
 A training stage (``morelib.sft``, ``morelib.grpo``) builds its TRL trainer and hands it to
 :func:`train_to_done`, which
 
-1. skips the run when ``checkpoints/<model>/done.json`` exists (delete the folder to retrain);
-2. resumes from the newest ``ckpt/checkpoint-N`` of a killed run, with the saved weights
+1. skips a finished model (:func:`skip_finished`, delete the folder to retrain), with a warning
+   when it was trained with other settings;
+2. resumes from the newest ``checkpoint-N`` of a killed run, with the saved weights
    (:func:`resumable` fixes how transformers 5 reloads full-model checkpoints);
-3. saves the final model, writes the trainer's log history to ``log.jsonl`` and, last, the
-   summary ``done.json``: its presence means the model is complete.
+3. saves the final model, writes the trainer's log history and, last, the summary: its presence
+   means the model is complete.
+
+The files are those of ``morelib.layout.ModelFolder``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import time
 from pathlib import Path
 from typing import Any, Callable
+
+from morelib.layout import ModelFolder
 
 
 def resumable(trainer_cls):
@@ -147,18 +152,18 @@ def progress_printer(tag: str, lines: int = 50):
     return Progress()
 
 
-DONE_FILE = "done.json"
-LOG_FILE = "log.jsonl"
+# The names inside a model folder, for callers that join them to a path themselves.
+DONE_FILE, LOG_FILE = ModelFolder.DONE, ModelFolder.LOG
 
 
 def is_done(model_dir: str | Path) -> bool:
-    return (Path(model_dir) / DONE_FILE).exists()
+    return ModelFolder(model_dir).finished
 
 
 def read_summary(model_dir: str | Path) -> dict:
     from morelib.files import read_json
 
-    return read_json(Path(model_dir) / DONE_FILE)
+    return read_json(ModelFolder(model_dir).done)
 
 
 # Settings that choose what a notebook runs or how it logs, not what a model learns.
@@ -195,7 +200,25 @@ def read_log(model_dir: str | Path) -> list[dict]:
     """The trainer's log history of a finished model (one entry per line)."""
     from morelib.files import read_jsonl
 
-    return read_jsonl(Path(model_dir) / LOG_FILE)
+    return read_jsonl(ModelFolder(model_dir).log)
+
+
+def skip_finished(model_dir: str | Path, settings=None, tag: str = "train") -> bool:
+    """Whether ``model_dir`` holds a finished model, which is then kept as it is.
+
+    The one place that decides to skip a model, for the notebook (``launch.train_in_subprocess``,
+    before any process starts) and the training process alike: it says so and, when ``settings``
+    are given, warns about each learned setting that differs from the saved ones (``changed_settings``).
+    """
+    folder = ModelFolder(model_dir)
+    if not folder.finished:
+        return False
+    print(f"[{tag}] {folder.root} already holds a finished model; skipping (delete it to retrain)", flush=True)
+    changes = changed_settings(folder.root, settings) if settings is not None else []
+    if changes:
+        print(f"[{tag}] warning: {folder.done} was trained with other settings, kept as it is: "
+              + "; ".join(changes), flush=True)
+    return True
 
 
 def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
@@ -203,7 +226,7 @@ def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
                   tag: str = "train", settings=None) -> Path:
     """Train (or resume, or skip when finished) into ``model_dir``; returns it.
 
-    ``build_trainer()`` makes the trainer (its ``args.output_dir`` is ``model_dir/ckpt``);
+    ``build_trainer()`` makes the trainer (its ``args.output_dir`` is ``ModelFolder(model_dir).checkpoints``);
     ``save_final(trainer, model_dir)`` writes the final model; ``summary(trainer)`` adds to ``done.json``.
     ``settings`` (the run's settings object, whose values ``summary`` saves) are compared with a
     finished model's, so that a changed setting is not skipped in silence.
@@ -211,12 +234,7 @@ def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
     from morelib.files import write_json, write_jsonl
 
     model_dir = Path(model_dir)
-    if is_done(model_dir):
-        print(f"[{tag}] {model_dir} already holds a finished model; skipping (delete it to retrain)", flush=True)
-        changes = changed_settings(model_dir, settings) if settings is not None else []
-        if changes:
-            print(f"[{tag}] warning: {model_dir / DONE_FILE} was trained with other settings, kept as it is: "
-                  + "; ".join(changes), flush=True)
+    if skip_finished(model_dir, settings, tag):
         return model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     trainer = build_trainer()
@@ -232,8 +250,9 @@ def train_to_done(model_dir: str | Path, build_trainer: Callable[[], Any],
     save_final(trainer, model_dir)
     if trainer.is_world_process_zero():
         trainer.processing_class.save_pretrained(str(model_dir))
-        write_jsonl(model_dir / LOG_FILE, trainer.state.log_history)
-        write_json(model_dir / DONE_FILE, {
+        folder = ModelFolder(model_dir)
+        write_jsonl(folder.log, trainer.state.log_history)
+        write_json(folder.done, {
             "world_size": accelerator.num_processes, "global_step": trainer.state.global_step,
             "rows": len(trainer.train_dataset), "train_seconds": round(seconds, 1), "peak_rss_mb": peak_rss_mb(),
             **(summary(trainer) if summary else {}),

@@ -186,7 +186,7 @@ pretrain_settings = pretrain.PretrainSettings(**settings.pretrain)
 if settings.build_toy:
     if settings.overwrite or not (base_model_path / "config.json").is_file():
         cached = pretrain.cached_base(settings.tiny_model, pretrain_settings, settings.seed, settings.toy_cue_wordings,
-                                      settings.pretrain_cache, log_path=layout.root / "logs" / "pretrain.log")
+                                      settings.pretrain_cache, log_path=layout.log("pretrain"))
         pretrain.install_base(cached, base_model_path)
         print("installed the pretrained base in", base_model_path)
     else:
@@ -354,7 +354,7 @@ annotation = config.settings("01_annotation")
 annotated_split = train if annotation.split == "train" else data.load_split(data_dir, annotation.split)
 stage1_ids, pool_ids = annotate.stratified_split(annotated_split, annotation.fraction, annotation.seed)
 traced = trace.choose(annotated_split, stage1_ids, pool_ids, settings.trace_id)
-trace.write(run_dir, traced)
+trace.write(layout, traced)
 facts_by_id = toy.meta_by_id(data_dir) if toy.meta_path(data_dir).is_file() else {}
 pair = trace.load_samples(data_dir, traced.ids)
 print(f"chosen by {traced.how}; written to {layout.trace}\n")

@@ -70,7 +70,7 @@ display(describe(cfg, ["fraction", "model", "offline_expert", "image_detail", "c
 
 # %%
 stage1, pool = annotate.stratified_split(train, cfg.fraction, cfg.seed)
-print(annotate.write_split_ids(layout.root, stage1, pool))
+print(annotate.write_split_ids(layout, stage1, pool))
 chosen = set(stage1)
 counts = pd.DataFrame({
     "train": Counter(s.label for s in train),
@@ -99,7 +99,7 @@ counts
 # %%
 requests = annotate.plan_requests([s for s in train if s.id in chosen], cfg)
 requests_by_id = {r.sample_id: r for r in requests}
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 if traced is None:
     print("no trace.json in this run (notebook 00 writes it): showing the first relation fact instead")
 elif traced.stage1_id not in requests_by_id:
@@ -126,7 +126,7 @@ display(trace.side_by_side(f"student prompt ({example.sample_id})", student_text
 # counted: they will not be sent again.
 
 # %%
-store = annotate.ResponseStore.for_run(layout.root)
+store = annotate.ResponseStore.for_run(layout)
 todo = annotate.pending(requests, store, cfg.model)
 estimate = annotate.estimate_cost(todo, cfg)
 print(f"{len(requests) - len(todo)} of {len(requests)} already answered")
@@ -154,7 +154,7 @@ with annotate.expert_endpoint(cfg) as endpoint:
     print("expert endpoint:", endpoint.base_url)
     report = annotate.annotate(endpoint)
 print(report.summary())
-print(annotate.save_report(layout.root, report, cfg))
+print(annotate.save_report(layout, report, cfg))
 
 # %% [markdown]
 # ## 5. What came back
@@ -168,7 +168,7 @@ print(annotate.save_report(layout.root, report, cfg))
 records = store.records()
 print(f"{len(records)} records in {store.path}")
 print("actual cost of all records:", cost.tally(records, cost.Prices.from_settings(cfg)))
-record = trace.expert_reply(layout.root, example.sample_id, cfg.model)
+record = trace.expert_reply(layout, example.sample_id, cfg.model)
 if record is None:
     print(f"{example.sample_id}: no record stored")
 else:

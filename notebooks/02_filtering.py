@@ -44,13 +44,12 @@ config = load_profile(profile, overrides, run_dir, default_section="02_filtering
 settings = config.settings("02_filtering")
 layout = RunLayout(settings.run_dir)
 data_dir = resolve_path(settings.data_dir)
-run_dir = layout.root
 
 import pandas as pd
 
 from morelib import filtering, trace
 
-results = filtering.build_stage1(run_dir, data_dir, model=settings.model)
+results = filtering.build_stage1(layout, data_dir, model=settings.model)
 counts = filtering.reason_counts(results)
 print(f"sent {len(results)}, kept {counts['kept']}, rejected {len(results) - counts['kept']}")
 pd.Series(counts, name="count").sort_values(ascending=False).to_frame()
@@ -62,7 +61,7 @@ pd.Series(counts, name="count").sort_values(ascending=False).to_frame()
 # A kept reply becomes one row of the Stage 1 set, with the answer in canonical form.
 
 # %%
-traced = trace.load(run_dir)
+traced = trace.load(layout)
 traced_result = next((r for r in results if traced and r.id == traced.stage1_id), None)
 if traced_result is None:
     print("no traced Stage 1 fact in this run (notebook 00 writes trace.json)")

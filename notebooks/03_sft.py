@@ -36,7 +36,8 @@
 #
 # Training runs as a subprocess under `accelerate launch` (`morelib.sft`): one process on the
 # toy, N GPUs with DeepSpeed on the paper profile. Its log goes to `checkpoints/<model>/train.log`. Checkpoints go to
-# `checkpoints/<model>/ckpt` and a rerun resumes from the last one; a finished model is skipped.
+# `checkpoints/<model>/ckpt` and a rerun resumes from the last one; a finished model is skipped (with a
+# warning when a setting that changes what it learns differs from the one it was trained with).
 #
 # The same code trains the paper's **label-only baselines** (Table 1): the completion is the bare
 # label, on the whole training set (Qwen2.5-VL-SFT) and on the same 25% (Qwen2.5-VL-SFT(25%)).
@@ -55,9 +56,8 @@ import pandas as pd
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import evaluation, faithfulness, report, sft, trace
+from morelib import evaluation, faithfulness, filtering, report, sft, trace
 from morelib.config import describe, load_profile, seed_everything, with_changes
-from morelib.files import read_jsonl
 from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
 from morelib.training import is_done, read_log, read_summary
@@ -73,9 +73,8 @@ display(describe(settings, ["base_model", "num_train_epochs", "per_device_train_
 
 
 def train(run_settings):
-    """Train one model in a subprocess; its log goes to checkpoints/<name>/train.log."""
-    train_in_subprocess("morelib.sft", run_settings, run_settings.model_dir / "settings.json",
-                        run_settings.model_dir / "train.log")
+    """Train one model in a subprocess; its settings and log go to checkpoints/<name>/ (layout.model)."""
+    train_in_subprocess("morelib.sft", run_settings)
 
 
 # %% [markdown]
@@ -86,7 +85,7 @@ def train(run_settings):
 # SFT file stays small and the images are decoded batch by batch, not all up front.
 
 # %%
-rows = read_jsonl(layout.stage1_set)
+rows = filtering.read_stage1(layout.stage1_set)
 print(f"{len(rows)} Stage 1 rows in {layout.stage1_set}")
 display(pd.DataFrame(rows[:3]))
 
@@ -197,7 +196,7 @@ if settings.blank_images_ablation:
 # `FLAG` line names what fails.
 
 # %%
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 if traced is None or not is_done(layout.checkpoint("stage1")):
     print("nothing to show: no trace.json (notebook 00) or no finished Stage 1 model")
 else:

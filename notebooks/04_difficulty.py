@@ -55,7 +55,7 @@ seed_everything(generation.seed)
 layout = RunLayout(settings.run_dir)
 hf_logging.disable_progress_bar()  # "Loading weights" bars
 model_dir = resolve_path(settings.model) if settings.model else layout.checkpoint("stage1")
-pool = difficulty.pool_ids(layout.root)
+pool = difficulty.pool_ids(layout)
 print("Stage 1 model:", model_dir)
 print("Stage 2 pool:", len(pool), "samples, e.g.", pool[:3])
 display(describe(generation, ["backend", "batch_size", "max_new_tokens", "temperature", "max_pixels"]))
@@ -76,7 +76,7 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "temper
 
 # %%
 model = backend_for(generation, model_dir)
-rows = difficulty.split_pool(layout.root, settings.data_dir, model, generation)
+rows = difficulty.split_pool(layout, settings.data_dir, model, generation)
 unparsable = sum(r["pred"] is None for r in rows)
 print(f"{len(rows)} pool samples split; {unparsable} answers could not be parsed (counted as hard)")
 print("written:", layout.difficulty_split)
@@ -89,8 +89,8 @@ print("written:", layout.difficulty_split)
 # Stage 1 trained on it.
 
 # %%
-traced = trace.load(layout.root)
-traced_row = trace.difficulty_row(layout.root, traced.pool_id) if traced else None
+traced = trace.load(layout)
+traced_row = trace.difficulty_row(layout, traced.pool_id) if traced else None
 if traced_row is None:
     print("no traced pool fact in this run (notebook 00 writes trace.json)")
 else:

@@ -138,10 +138,10 @@ display(table)
 # %%
 pool_predictions = layout.predictions(*difficulty.POOL_PREDICTIONS)
 if pool_predictions.exists():
-    from morelib.files import read_jsonl
+    from morelib.inference import read_predictions
 
     (length_reward,) = get_reward_funcs(settings, ["length"])  # as this run's settings configure it
-    by_group = report.length_reward_by_group(read_jsonl(pool_predictions), length_reward)
+    by_group = report.length_reward_by_group(read_predictions(pool_predictions), length_reward)
     display(by_group.round(3))
     spread = by_group["length_reward_rate"].max() - by_group["length_reward_rate"].min()
     if spread > 0.1:
@@ -170,7 +170,7 @@ else:
 # pushed up or down in proportion to A_i.
 
 # %%
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 group = None
 if traced is None or not is_done(settings.stage1_dir):
     print("nothing to sample: no trace.json (notebook 00) or no finished Stage 1 model")
@@ -192,7 +192,7 @@ else:
               f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "
               "are the per-group ones of the paper's GRPO")
     print(trace.describe(traced_sample))
-    row = trace.difficulty_row(layout.root, traced.pool_id)
+    row = trace.difficulty_row(layout, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
           f"temperature {settings.temperature}")
     facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
@@ -280,7 +280,7 @@ display(ratios)
 # (loss type `dapo`, bf16 and gradient checkpointing on). The toy generates rollouts with
 # transformers; the paper profile uses vLLM (`use_vllm`, colocated with training or as a server).
 # Checkpoints go to `checkpoints/grpo_<variant>/ckpt`, and a rerun resumes from the last one; a
-# finished variant is skipped. The trainer's own output goes to `grpo/<variant>/train.log`; here,
+# finished variant is skipped. The trainer's own output goes to `checkpoints/grpo_<variant>/train.log`; here,
 # only the lines the trainer marks for the notebook.
 #
 # One run per variant says little about the variants: GRPO samples, and a tiny model moves a lot
@@ -289,8 +289,7 @@ display(ratios)
 
 # %%
 for name, run_settings in all_settings.items():
-    train_in_subprocess("morelib.grpo", run_settings, run_settings.work_dir / "settings.json",
-                        run_settings.work_dir / "train.log")
+    train_in_subprocess("morelib.grpo", run_settings)
 
 # %% [markdown]
 # ## 5 · Reward curves
@@ -346,7 +345,7 @@ display(summary.round(3))
 # what each gave.
 
 # %%
-experiments = report.stage2_experiments(layout.root / "experiments")
+experiments = report.stage2_experiments(layout.experiments)
 if experiments is None:
     print("No Stage 2 experiments in this run yet: python benchmarks/stage2_valid.py --help")
 else:

@@ -89,9 +89,9 @@ display(describe(generation, ["backend", "batch_size", "max_new_tokens", "max_ne
 
 # %%
 # Stage 2 variants trained again with notebook 05's extra_seeds (checkpoints/grpo_<variant>_seed<N>)
-keys = list(settings.models) + evaluation.seed_runs(settings.run_dir, [k for k in settings.models if k.startswith("grpo_")])
+keys = list(settings.models) + evaluation.seed_runs(layout, [k for k in settings.models if k.startswith("grpo_")])
 per_model = {key: generation.for_model(key) for key in keys}
-predictions = evaluation.evaluate_models(samples, layout.root, base_model, keys=keys, split=settings.split,
+predictions = evaluation.evaluate_models(samples, layout, base_model, keys=keys, split=settings.split,
                                          settings=generation, settings_by_key=per_model)
 if not predictions:
     raise SystemExit("no model and no cached predictions in this run: run notebooks 03 and 05 first")
@@ -178,7 +178,7 @@ if len(paired):
 # larger than the spread of each. The numbers are in `figure3_gains.csv`.
 
 # %%
-seed_keys = {variant: [k for k in [key, *evaluation.seed_runs(settings.run_dir, [key])] if k in predictions]
+seed_keys = {variant: [k for k in [key, *evaluation.seed_runs(layout, [key])] if k in predictions]
              for variant, key in report.VARIANT_KEYS.items() if key in predictions}
 seed_scores = {variant: [scores[k] for k in keys] for variant, keys in seed_keys.items()}
 if seed_keys and "stage1" in predictions:

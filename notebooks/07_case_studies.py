@@ -46,7 +46,6 @@ config = load_profile(profile, overrides, run_dir, default_section="07_case_stud
 settings = config.settings("07_case_studies")
 layout = RunLayout(settings.run_dir)
 data_dir = resolve_path(settings.data_dir)
-run_dir = layout.root
 hf_logging.disable_progress_bar()  # "Loading weights" bars
 
 seed_everything(settings.seed)
@@ -175,7 +174,7 @@ for pattern, mask in report.teaching_patterns(table, available).items():
 # transformers: for one fact, loading a model is quicker than starting an inference engine.
 
 # %%
-traced = trace.load(layout.root)
+traced = trace.load(layout)
 if traced is None:
     print("no trace.json in this run (notebook 00 writes it)")
 else:
@@ -184,7 +183,7 @@ else:
     traced_sample = trace.load_samples(data_dir, [traced.pool_id])[traced.pool_id]
     base_model = resolve_path(common.base_model) if resolve_path(common.base_model).exists() else common.base_model
     final = evaluation.evaluate_models(
-        [traced_sample], layout.root, base_model, keys=settings.models, split="trace", backend="transformers",
+        [traced_sample], layout, base_model, keys=settings.models, split="trace", backend="transformers",
         settings=inference, settings_by_key={k: inference.for_model(k) for k in settings.models})
     verdicts = []
     for key, (row,) in final.items():

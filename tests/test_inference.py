@@ -439,6 +439,30 @@ def test_a_failing_child_process_is_one_error_naming_the_model(world, tmp_path, 
         predict_to_file(backend, samples[:2], tmp_path / "p.jsonl", progress=False)
 
 
+def test_the_child_reads_its_settings_and_request_from_one_file(world, tmp_path, samples, capsys):
+    """The vLLM child gets what training children get: one JSON file (launch.write_settings), read back
+    whole; a request with a missing field is a one-line error naming the file and the field."""
+    import os
+
+    from morelib.files import read_json, write_json
+    from morelib.inference import make_backend
+    from morelib.launch import read_request
+
+    backend = make_backend(world[1], "vllm", max_model_len=2048, max_pixels=12544)
+    path = backend.write_request(tmp_path / "request.json", samples[:2], tmp_path / "p.jsonl",
+                                 GenerationSettings(max_new_tokens=9, temperature=0.5), template="T")
+    settings, request = read_request(path)
+    assert (settings.backend, settings.max_new_tokens, settings.temperature, settings.vllm_max_model_len,
+            settings.max_pixels) == ("vllm", 9, 0.5, 2048, 12544)
+    assert request["ids"] == [s.id for s in samples[:2]] and request["template"] == "T"
+    assert request["out"] == str(tmp_path / "p.jsonl") and request["model"] == os.path.abspath(world[1])
+    data = read_json(path)
+    del data["request"]["ids"]
+    write_json(path, data)
+    assert main(["--settings", str(path)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {path}: field 'request.ids': missing"
+
+
 # ----------------------------------------------------------------------------- command line
 
 

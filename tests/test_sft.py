@@ -259,6 +259,29 @@ def test_two_process_distributed_run_on_cpu(world):
     assert read_log(run.model_dir)[-1]["epoch"] == pytest.approx(8 / 12, abs=0.01)
 
 
+def test_the_notebook_path_warns_about_a_changed_setting_and_retrains_nothing(world, capsys):
+    """Notebook 03 trains through launch.train_in_subprocess; a finished model trained with other
+    settings is kept as it is, with the warning, and no training process starts."""
+    from morelib.launch import train_in_subprocess
+    from morelib.layout import ModelFolder
+
+    def train(**changes):
+        return train_in_subprocess("morelib.sft", settings(world, "notebook_path", max_steps=1, distributed="none",
+                                                           **changes))
+
+    assert train()
+    folder = ModelFolder(RunLayout(world["run_dir"]).checkpoint("notebook_path"))
+    assert folder.finished and folder.settings.is_file() and folder.train_log.is_file()  # all in the model's folder
+    done, log = folder.done.read_text(), folder.train_log.read_text()
+    capsys.readouterr()
+    assert not train()  # the same settings: skipped in silence
+    assert "skipping" in (out := capsys.readouterr().out) and "warning" not in out
+    assert not train(learning_rate=5e-4)
+    out = capsys.readouterr().out
+    assert f"[sft] warning: {folder.done} was trained with other settings, kept as it is: learning_rate: 0.001 -> 0.0005" in out
+    assert folder.done.read_text() == done and folder.train_log.read_text() == log  # nothing ran again
+
+
 def test_blank_image_samples_for_the_ablation_check(world, tmp_path):
     from morelib.data import load_images
 
