@@ -67,7 +67,7 @@ def _prompts():
 
 
 def _check_model_keys(name: str, keys) -> None:
-    from morelib.evaluation import MODEL_KEYS, run_model
+    from morelib.run_models import MODEL_KEYS, run_model
 
     for key in keys:
         if run_model(key) is None:

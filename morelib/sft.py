@@ -33,7 +33,8 @@ from morelib.settings import SFTSettings
 
 def training_rows(settings: SFTSettings, samples: dict) -> list[tuple[str, str]]:
     """(sample id, completion text) pairs for the run's target."""
-    from morelib.files import FileFormatError, read_json, read_jsonl
+    from morelib.files import FileFormatError, read_jsonl
+    from morelib.splits import read_split_ids
 
     layout = RunLayout(settings.run_dir)
     if settings.target == "reasoning":
@@ -48,7 +49,7 @@ def training_rows(settings: SFTSettings, samples: dict) -> list[tuple[str, str]]
         return [(r["id"], r["completion"]) for r in rows]
     ids = list(samples)
     if settings.ids_key:
-        split_ids = read_json(layout.split_ids)
+        split_ids = read_split_ids(layout.root)
         if settings.ids_key not in split_ids:
             raise FileFormatError(f"{layout.split_ids}: field {settings.ids_key!r}: missing (has {sorted(split_ids)})")
         ids = list(split_ids[settings.ids_key])
@@ -119,7 +120,7 @@ def build_trainer(settings: SFTSettings):
 
     from morelib.data import load_split
     from morelib.model import load_model, resolve_attn_implementation, vision_without_grad
-    from morelib.preflight import apply_overlong_policy, sft_row_lengths
+    from morelib.overlong import apply_overlong_policy, sft_row_lengths
     from morelib.prompts import prompt_template, student_prompt
     from morelib.training import lora_for, progress_printer, resumable
 

@@ -14,8 +14,8 @@ from morelib.config import (
     repo_root,
     resolve_run_dir,
     seed_everything,
-    write_run_info,
 )
+from morelib.provenance import write_run_info
 
 
 def write_profile(path: Path, data: dict) -> Path:
