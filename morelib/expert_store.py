@@ -65,5 +65,6 @@ def latest_records(store: ResponseStore, ids, model: str | None = None) -> dict[
 
 
 def pending(requests: list[ExpertRequest], store: ResponseStore, model: str) -> list[ExpertRequest]:
+    """The requests without a successful record of ``model`` for their exact prompt (what a rerun sends)."""
     done = store.completed(model)
     return [r for r in requests if (r.sample_id, r.prompt_hash) not in done]
