@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from morelib import annotate, cost  # noqa: E402
+from morelib import annotate, cost, expert_requests  # noqa: E402
 from morelib.expert_server import ExpertConfig, ExpertServer, Faults  # noqa: E402
 from morelib.settings import AnnotationSettings  # noqa: E402
 
@@ -69,7 +69,7 @@ def dead_endpoint(data_dir: Path) -> None:
 def paper_estimate(expected_output_tokens: int) -> None:
     n = round(PAPER_TRAIN_FACTS * 0.25)
     sample = SimpleNamespace(text=PAPER_HEADLINE, entity="Miami Heat", label="/per/org/opposed_to")
-    prompt = annotate.expert_prompt_text(sample)
+    prompt = expert_requests.expert_prompt_text(sample)
     print(f"\npaper profile: {PAPER_TRAIN_FACTS:,} training facts x 25% = ~{n:,} requests; "
           f"expert prompt ~{len(prompt):,} characters (~{cost.text_tokens(prompt)} tokens), images "
           f"{PAPER_FULL_SIZE[0]}x{PAPER_FULL_SIZE[1]} + {PAPER_CROP_SIZE[0]}x{PAPER_CROP_SIZE[1]}, "

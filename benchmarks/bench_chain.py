@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from morelib.config import hardware, resolve_run_dir  # noqa: E402
+from morelib.config import resolve_run_dir  # noqa: E402
+from morelib.provenance import hardware  # noqa: E402
 
 
 def main() -> int:

@@ -174,7 +174,7 @@ def resize_for_prompt_length(data_dir: Path, processor, target: int) -> dict:
     from PIL import Image
 
     from morelib.data import load_split
-    from morelib.preflight import count_tokens
+    from morelib.token_counts import count_tokens
     from morelib.vision_tokens import crop_size, processor_limits
 
     limits = processor_limits(processor)
@@ -318,7 +318,7 @@ def run_sft(model, processor, ctx: dict, lora: bool) -> dict:
     from morelib.config import load_settings
     from morelib.data import load_split
     from morelib.model import apply_lora, freeze_vision_tower
-    from morelib.preflight import sft_row_lengths
+    from morelib.overlong import sft_row_lengths
     from morelib.prompts import prompt_template
     from morelib.sft import build_dataset, grouped_by_counted_length
     from morelib.training import lora_for

@@ -72,18 +72,18 @@ def check_sft(profile: str, overrides: list[str], run_dir: str) -> str:
 
 def check_grpo(profile: str, overrides: list[str], run_dir: str) -> str:
     from morelib import grpo
-    from morelib.config import load_settings, with_changes
+    from morelib.config import load_profile, load_settings, with_changes
     from morelib.data import load_split
     from morelib.difficulty import write_split
     from morelib.layout import RunLayout
-    from morelib.preflight import load_with_engine_lengths
+    from morelib.preflight import engine_lengths
 
     common = load_settings("common", profile, overrides, run_dir)
     train = load_split(common.data_dir, "train")[:64]
     write_split([{"id": s.id, "label": s.label, "pred": s.label if k % 2 else "none",
                   "difficulty": "easy" if k % 2 else "hard"} for k, s in enumerate(train)],
                 RunLayout(run_dir).difficulty_split)
-    config = load_with_engine_lengths(profile, [*overrides, *VLLM_ROLLOUTS], run_dir, section="05_grpo")
+    config = load_profile(profile, [*overrides, *VLLM_ROLLOUTS], run_dir, default_section="05_grpo", derive=engine_lengths)
     settings = with_changes(config.settings("05_grpo"), stage1_model=local_model(common.base_model), max_steps=1,
                             num_processes=1, deepspeed_config=None, save_steps=1000, report_to="none",
                             max_hard_samples=16, max_easy_samples=16, variants=["progressive"], extra_seeds=[])
@@ -99,10 +99,12 @@ def check_grpo(profile: str, overrides: list[str], run_dir: str) -> str:
 
 def check_inference(profile: str, overrides: list[str], run_dir: str) -> str:
     from morelib.data import load_split
+    from morelib.config import load_profile
     from morelib.inference import backend_for
-    from morelib.preflight import load_with_engine_lengths
+    from morelib.preflight import engine_lengths
 
-    config = load_with_engine_lengths(profile, [*overrides, "inference.backend=vllm"], run_dir, section="06_evaluation")
+    config = load_profile(profile, [*overrides, "inference.backend=vllm"], run_dir, default_section="06_evaluation",
+                          derive=engine_lengths)
     gen, common = config.settings("inference"), config.settings("common")
     samples = load_split(common.data_dir, "test")[:8]
     backend = backend_for(gen, local_model(common.base_model), backend="vllm", in_subprocess=False)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from morelib import data, grpo, metrics, report  # noqa: E402
+from morelib import data, grpo, metrics, training_logs  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import write_json  # noqa: E402
 from morelib.inference import TransformersBackend, backend_for, predict_to_file, read_predictions  # noqa: E402
@@ -128,7 +128,7 @@ def main() -> int:
 
     valid = data.load_split(settings.data_dir, "valid")[: args.limit]
     scores = score_on_valid(run, exp, f"grpo_{args.variant}", model_dir, profile.settings("inference"), valid)
-    frame = report.grpo_log(settings.work_dir)
+    frame = training_logs.grpo_log(settings.work_dir)
     generated = frame[frame["generated"]]
     window = max(1, len(generated) // 5)  # the first and last fifth of the generation steps
     result = {"name": args.name, "variant": args.variant, "overrides": args.overrides,

@@ -18,27 +18,21 @@ Overrides are ``KEY=VALUE`` or ``SECTION.KEY=VALUE`` with a YAML value; a bare k
 from __future__ import annotations
 
 import difflib
-import importlib.metadata
 import json
 import os
-import platform
 import random
-import subprocess
-import sys
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
 from morelib.layout import RunLayout, repo_root, resolve_path
 
 COMMON = "common"
-LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "papermill", "openai")
 
 __all__ = ["ConfigError", "Profile", "load_profile", "load_settings", "build_settings", "with_changes",
-           "repo_root", "resolve_path", "seed_everything", "write_run_info"]
+           "repo_root", "resolve_path", "seed_everything"]
 
 
 class ConfigError(ValueError):
@@ -194,6 +188,20 @@ class Profile:
         """The resolved profile as plain data (what ``run_info.json`` records)."""
         return json.loads(json.dumps(self.sections, default=str))
 
+    def with_values(self, values: Mapping[str, Any], origin: str) -> "Profile":
+        """A copy with ``{"SECTION.KEY": value}`` set as they are (no YAML text in between), each key
+        checked as a ``--set``'s is; errors name ``origin``."""
+        sections = {name: dict(section_values) for name, section_values in self.sections.items()}
+        origins = dict(self.origins)
+        for dotted, value in values.items():
+            section, _, key = dotted.rpartition(".")
+            if section not in sections:
+                raise ConfigError(f"{origin}: {dotted!r}: unknown section {section!r}")
+            _check_key(origin, section, key)
+            sections[section][key] = value
+            origins[(section, key)] = origin
+        return replace(self, sections=sections, origins=origins)
+
     def validate(self) -> None:
         """Build every section's settings: fail fast, before any notebook runs."""
         for section in _sections():
@@ -249,12 +257,15 @@ def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, d
 
 
 def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = (),
-                 run_dir: str | os.PathLike | None = None, default_section: str | None = None) -> Profile:
+                 run_dir: str | os.PathLike | None = None, default_section: str | None = None,
+                 derive: Callable[[Profile], Mapping[str, Any]] | None = None) -> Profile:
     """Load a profile, apply overrides and ``run_dir``, resolve placeholders and check every key.
 
     A profile may start from another (``extends: toy``) and hold only what differs.
     ``default_section`` is where a bare override key goes when ``common`` has no such field (a
-    notebook passes its own section).
+    notebook passes its own section). ``derive`` computes values the profile leaves to the code
+    from the loaded profile (``{"SECTION.KEY": value}``); they are set as they are: notebooks 04 to
+    06 pass ``morelib.preflight.engine_lengths``, which derives the vLLM context lengths.
     """
     sections_spec = _sections()
     path = profile_path(profile)
@@ -280,7 +291,10 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
     substitutions = {"{run_dir}": resolved_run_dir, "{repo_root}": str(repo_root())}
     sections = {name: _substitute(values, substitutions) for name, values in sections.items()}
     sections[COMMON]["run_dir"] = resolved_run_dir
-    return Profile(name=str(sections[COMMON]["profile"]), path=path, sections=sections, origins=origins)
+    loaded = Profile(name=str(sections[COMMON]["profile"]), path=path, sections=sections, origins=origins)
+    if derive is not None:
+        loaded = loaded.with_values(derive(loaded), f"derived by {derive.__module__}.{derive.__qualname__}")
+    return loaded
 
 
 def build_settings(section: str, values: dict[str, Any]):
@@ -461,84 +475,3 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def library_versions(names: Iterable[str] = LIBRARIES) -> dict[str, str | None]:
-    versions = {}
-    for name in names:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def hardware() -> dict[str, Any]:
-    """CPU count, RAM and the visible GPUs."""
-    info: dict[str, Any] = {
-        "cpu_count": os.cpu_count(),
-        "ram_gb": None,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "gpus": [],
-    }
-    try:
-        info["ram_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    import torch
-
-    if torch.cuda.is_available():
-        for index in range(torch.cuda.device_count()):
-            props = torch.cuda.get_device_properties(index)
-            info["gpus"].append({"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
-    return info
-
-
-def git_commit() -> dict[str, Any]:
-    """The checked-out commit and whether the tree has uncommitted changes (None outside git)."""
-
-    def git(*args: str) -> str | None:
-        try:
-            done = subprocess.run(
-                ["git", *args], cwd=repo_root(), capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout.strip() if done.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": None if status is None else bool(status)}
-
-
-def write_run_info(run_dir: str | os.PathLike, profile: Profile, config: dict[str, Any] | None = None,
-                   extra: dict[str, Any] | None = None, notebooks: Iterable[str] = (),
-                   overrides: Iterable[str] = ()) -> Path:
-    """Write ``run_dir/run_info.json``: resolved config, versions, seed, hardware, git commit.
-
-    The top level describes the latest invocation. ``notebooks`` maps each notebook ever run
-    into this directory to the record of the invocation that ran it last (config, overrides,
-    commit, versions), so a chain resumed with other settings keeps what each step ran with.
-    """
-    from morelib.files import FileFormatError, read_json, write_json
-
-    layout = RunLayout(run_dir)
-    layout.root.mkdir(parents=True, exist_ok=True)
-    record = {
-        "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "profile": profile.name,
-        "profile_file": str(profile.path),
-        "overrides": list(overrides),
-        "seed": profile.common.get("seed"),
-        "config": config if config is not None else profile.as_dict(),
-        "versions": {"python": sys.version.split()[0], **library_versions()},
-        "hardware": hardware(),
-        "git": git_commit(),
-    }
-    try:
-        previous = read_json(layout.run_info) if layout.run_info.is_file() else {}
-    except FileFormatError:
-        previous = {}  # a broken record is replaced, not a reason to stop a run
-    kept = previous.get("notebooks") if isinstance(previous, dict) else None
-    by_notebook = dict(kept) if isinstance(kept, dict) else {}
-    for stem in notebooks:
-        by_notebook[stem] = record
-    return write_json(layout.run_info, {**record, **(extra or {}), "notebooks": dict(sorted(by_notebook.items()))})

@@ -8,6 +8,9 @@ rule for GPT-4o:
 - ``low`` detail: a flat 85 tokens;
 - ``high`` (and ``auto``, counted as high to stay on the safe side): scale the image to fit
   2048 x 2048, then so that its short side is at most 768 px, then 85 + 170 per 512-px tile.
+
+The gate (:func:`check_budget`) stops a run whose estimate is above ``cost_threshold`` before it
+spends anything, unless ``confirm_cost`` is set.
 """
 
 from __future__ import annotations
@@ -98,3 +101,35 @@ def tally(records, prices: Prices) -> dict:
         prompt, completion = prompt + p, completion + c
         usd += prices.cost(p, c, batch=record.get("mode") == "batch")
     return {"records": len(records), "prompt_tokens": prompt, "completion_tokens": completion, "usd": usd}
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+class CostConfirmationRequired(RuntimeError):
+    """The estimated cost is above ``cost_threshold`` and ``confirm_cost`` is not set."""
+
+
+def image_sizes(sample) -> list[tuple[int, int]]:
+    """(full, crop) sizes in pixels without decoding the image: the header and the box suffice."""
+    from PIL import Image
+
+    with Image.open(sample.image_path) as im:
+        width, height = im.size
+    _, _, w, h = sample.box
+    return [(width, height), (max(1, round(w * width)), max(1, round(h * height)))]
+
+
+def estimate_cost(requests, cfg) -> CostEstimate:
+    """The estimate of expert requests (``morelib.expert_requests.ExpertRequest``) under the
+    ``01_annotation`` settings ``cfg``."""
+    tokens = [request_tokens(r.prompt_text, image_sizes(r.sample), cfg.image_detail) for r in requests]
+    return estimate(tokens, cfg.expected_output_tokens, Prices.from_settings(cfg))
+
+
+def check_budget(estimated: CostEstimate, cfg, batch: bool = False) -> None:
+    usd = estimated.batch_usd if batch else estimated.usd
+    if usd > cfg.cost_threshold and not cfg.confirm_cost:
+        raise CostConfirmationRequired(
+            f"estimated cost ${usd:,.2f} is above cost_threshold ${cfg.cost_threshold:,.2f}: "
+            f"{estimated.summary()}. Set confirm_cost=True (--confirm-cost) to spend it.")

@@ -126,7 +126,7 @@ def label_table(rows: Sequence[dict], relations: Sequence[str] = RELATIONS):
 
 def pool_ids(run_dir: RunLayout | str | Path) -> list[str]:
     """The Stage 2 pool's sample ids, from the run's split ids (``RunLayout.split_ids``)."""
-    from morelib.annotate import read_split_ids
+    from morelib.splits import read_split_ids
 
     return list(read_split_ids(run_dir)[POOL_KEY])
 

@@ -1,4 +1,4 @@
-"""The run's models, their cached predictions on a split, and their scores.
+"""The run's models (``morelib.run_models``): where each is, its cached predictions on a split, and its scores.
 
 Every model the chain produces is evaluated with the shared inference function
 (``morelib.inference.predict_to_file``, greedy) into ``RunLayout.predictions(key, split)``.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -20,56 +19,9 @@ import pandas as pd
 from morelib import metrics
 from morelib.answer import parse_label
 from morelib.layout import RunLayout
-from morelib.mixing import MIXING_VARIANTS
-from morelib.reported import GENERATION_NO_REASONING as GEN_PLAIN
-from morelib.reported import GENERATION_REASONING as GEN_REASON
+from morelib.run_models import MODEL_KEYS, SEED_RUN, display_name, run_model
 
-
-@dataclass(frozen=True)
-class RunModel:
-    """A model the chain produces: its file stem, its display name, its Table 1 group."""
-
-    key: str                 # checkpoints/<key>/ and predictions/<key>__<split>.jsonl
-    name: str                # shown in tables and figures
-    group: str               # the Table 1 group
-    paper_row: str | None    # the reported row it reproduces, if any
-    in_table1: bool = True   # the Stage 2 ablation variants go to Figure 3 instead
-    prompt: str = "reasoning"  # student prompt (morelib.prompts): "label" for the paper's direct-answer baselines
-
-
-RUN_MODELS: tuple[RunModel, ...] = (
-    RunModel("zero_shot", "zero-shot (base model)", GEN_PLAIN, "Qwen2.5-VL-7B(-zs)", prompt="label"),
-    RunModel("sft_label_full", "label-only SFT", GEN_PLAIN, "Qwen2.5-VL-SFT", prompt="label"),
-    RunModel("sft_label_25", "label-only SFT (25%)", GEN_PLAIN, "Qwen2.5-VL-SFT(25%)", prompt="label"),
-    RunModel("stage1", "MORE-R1 (Stage 1)", GEN_REASON, "MORE-R1(Stage 1)"),
-    # The Stage 2 variants (morelib.mixing's registry): the paper's rows in Table 1, then the ablations.
-    *(RunModel(v.model_key, v.paper_row or f"Stage 2 variant: {v.label}", GEN_REASON, v.paper_row,
-               in_table1=v.paper_row is not None)
-      for v in sorted(MIXING_VARIANTS.values(), key=lambda v: v.paper_row is None)),
-)
-MODELS_BY_KEY: dict[str, RunModel] = {m.key: m for m in RUN_MODELS}
-MODEL_KEYS: tuple[str, ...] = tuple(MODELS_BY_KEY)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
-
-
-_SEED_RUN = re.compile(r"(?P<base>grpo_\w+?)_seed(?P<seed>\d+)")
-
-
-def run_model(key: str) -> RunModel | None:
-    """The model a key names: one of ``RUN_MODELS``, or a Stage 2 variant trained again with an
-    extra seed (``grpo_<variant>_seed<N>``, notebook 05's ``extra_seeds``), which stays out of Table 1."""
-    if key in MODELS_BY_KEY:
-        return MODELS_BY_KEY[key]
-    m = _SEED_RUN.fullmatch(key)
-    if m and m["base"] in MODELS_BY_KEY:
-        base = MODELS_BY_KEY[m["base"]]
-        return RunModel(key, f"{base.name} (seed {m['seed']})", base.group, None, in_table1=False, prompt=base.prompt)
-    return None
-
-
-def display_name(key: str) -> str:
-    model = run_model(key)
-    return model.name if model else key
 
 
 def seed_runs(run_dir: RunLayout | str | Path, keys: Sequence[str]) -> list[str]:
@@ -79,12 +31,10 @@ def seed_runs(run_dir: RunLayout | str | Path, keys: Sequence[str]) -> list[str]
     found = []
     for key in keys:
         seeds = sorted(int(m["seed"]) for path in layout.checkpoint(key).parent.glob(f"{key}_seed*")
-                       if (m := _SEED_RUN.fullmatch(path.name)) and m["base"] == key
+                       if (m := SEED_RUN.fullmatch(path.name)) and m["base"] == key
                        and layout.model_done(path.name).exists())
         found += [f"{key}_seed{seed}" for seed in seeds]
     return found
-
-
 
 
 def model_location(run_dir: RunLayout | str | Path, key: str, base_model: str | Path) -> str | Path | None:

@@ -34,7 +34,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from morelib.annotate import ResponseStore, latest_records, read_split_ids
+from morelib.expert_store import ResponseStore, latest_records
+from morelib.splits import read_split_ids
 from morelib.answer import STEP_RE, STRICT_FORMAT_RE, is_well_formed, parse_label
 from morelib.files import read_jsonl, write_jsonl
 from morelib.labels import RELATIONS, normalize_label
@@ -94,7 +95,7 @@ class FilterResult:
 
 
 def filter_records(samples, records: dict[str, dict], relations: tuple[str, ...] = RELATIONS) -> list[FilterResult]:
-    """One result per sample, from its chosen store record (see ``annotate.latest_records``)."""
+    """One result per sample, from its chosen store record (see ``expert_store.latest_records``)."""
     results = []
     for s in samples:
         record = records.get(s.id)

@@ -8,7 +8,7 @@ Every line the processes print goes to a log file in the run directory; the note
 the command, and the lines that start with ``[`` (the stages' own short progress lines) unless
 ``echo`` asks for everything. A failure raises :class:`LaunchError` with the log's last lines.
 
-Launchers (``distributed``):
+Launchers (``distributed``, one of ``morelib.settings.LAUNCHERS``):
 
 * ``"none"``: one plain process, no launcher (the simplest thing to debug).
 * ``"auto"``: ``accelerate launch``; with more than one process it adds ``--multi_gpu``,
@@ -30,7 +30,6 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Sequence
 
-DISTRIBUTED = ("auto", "none", "multi_gpu", "torchrun")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 
 
@@ -114,8 +113,10 @@ def launch_command(
     accelerate_config: str | os.PathLike | None = None,
 ) -> list[str]:
     """The command line :func:`launch` runs (useful to print, or to run by hand on a server)."""
-    if distributed not in DISTRIBUTED:
-        raise ValueError(f"distributed={distributed!r}: expected one of {DISTRIBUTED}")
+    from morelib.settings import LAUNCHERS  # the one list of launchers, the settings' choices
+
+    if distributed not in LAUNCHERS:
+        raise ValueError(f"distributed={distributed!r}: expected one of {LAUNCHERS}")
     if mixed_precision not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision={mixed_precision!r}: expected one of {MIXED_PRECISION}")
     if num_processes < 1:

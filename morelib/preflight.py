@@ -26,7 +26,8 @@ measurement.
 
 It prints each stage's distribution (max, p99) and the rows over the limit with their ids, and
 exits with status 1 when a stage would truncate (or an image cannot be processed at all). A
-training row is never cut silently: SFT drops over-long rows by name (:func:`apply_overlong_policy`).
+training row is never cut silently: SFT drops over-long rows by name (:mod:`morelib.overlong`).
+The counting itself is :mod:`morelib.token_counts`.
 """
 
 from __future__ import annotations
@@ -35,120 +36,13 @@ import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from morelib.vision_tokens import PixelLimits, max_tokens_per_image, processor_limits, sample_image_sizes
+from morelib.token_counts import TokenCount, TokenLengths, count_tokens
+from morelib.vision_tokens import PixelLimits, max_tokens_per_image, processor_limits
 
-OVERLONG_POLICIES = ("drop", "error")
-SHOW_IDS = 10
+SHOW_IDS = 10  # rows named per stage
 ROUND_MODEL_LEN = 256  # a derived max model length is rounded up to a multiple of this
-
-
-# ----------------------------------------------------------------------------- counting
-
-
-@dataclass(frozen=True)
-class TokenCount:
-    """What one sample costs: text of prompt and template, each image, and the completion."""
-
-    id: str
-    text_tokens: int                 # chat template + prompt text, without the image placeholders
-    image_tokens: tuple[int, ...]    # per image, in prompt order
-    completion_tokens: int | None = None
-    error: str | None = None         # the sample cannot be processed at all (e.g. a degenerate crop)
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.text_tokens + sum(self.image_tokens)
-
-    def total(self, budget: int | None = None) -> int:
-        """Prompt plus the completion, or plus ``budget`` when the completion is not known."""
-        completion = self.completion_tokens if self.completion_tokens is not None else (budget or 0)
-        return self.prompt_tokens + completion
-
-
-class _Tokens:
-    """Token lengths of texts, each distinct text tokenized once (in batches)."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.cache: dict[str, int] = {}
-
-    def lengths(self, texts: Sequence[str]) -> list[int]:
-        todo = sorted({t for t in texts if t not in self.cache})
-        for start in range(0, len(todo), 1024):
-            chunk = todo[start:start + 1024]
-            ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
-            self.cache.update({text: len(row) for text, row in zip(chunk, ids)})
-        return [self.cache[t] for t in texts]
-
-    def count(self, text: str, token_id: int) -> int:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"].count(token_id)
-
-
-def completion_renderer(processor, prompt: list[dict]) -> Callable[[str], str]:
-    """``text -> completion text`` exactly as TRL renders a prompt-completion row: the full
-    conversation's chat template minus the prompt's (with the generation prompt)."""
-    from morelib.prompts import assistant_turn
-
-    sentinel = "\x00COMPLETION\x00"
-    prompt_text = processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-    full = processor.apply_chat_template(prompt + assistant_turn(sentinel), tokenize=False)
-    if not full.startswith(prompt_text) or full.count(sentinel) != 1:
-        raise ValueError("the chat template does not render a completion after the prompt; cannot count it")
-    before, after = full[len(prompt_text):].split(sentinel)
-    return lambda text: before + text + after
-
-
-def count_tokens(
-    samples: Sequence,
-    processor,
-    limits: PixelLimits,
-    completions: Mapping[str, str] | None = None,
-    prompt_fn: Callable[[Any], list[dict]] | None = None,
-    sizes_cache: dict | None = None,
-    tokens: _Tokens | None = None,
-) -> list[TokenCount]:
-    """The token count of each sample's prompt (template, text, images) and completion.
-
-    ``limits``: the pixel limits every pipeline applies. ``completions``: id -> completion text
-    (rows without one get ``completion_tokens=None``). ``prompt_fn``: sample -> messages (default:
-    the reasoning student prompt). Images are measured from their headers only.
-    """
-    from morelib.prompts import student_prompt
-
-    prompt_fn = prompt_fn or student_prompt
-    tokens = tokens or _Tokens(processor.tokenizer)
-    image_token_id = processor.image_token_id
-    sizes_cache = {} if sizes_cache is None else sizes_cache
-    completions = completions or {}
-
-    prompts = [prompt_fn(sample) for sample in samples]
-    texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
-    text_lengths = tokens.lengths(texts)
-    placeholders: dict[str, int] = {}  # per distinct prompt text: image placeholders in it
-    render = completion_renderer(processor, prompts[0]) if completions and prompts else None
-    completion_texts = [render(completions[s.id]) if s.id in completions else None for s in samples]
-    completion_lengths = tokens.lengths([t for t in completion_texts if t is not None])
-    completion_iter = iter(completion_lengths)
-
-    counts = []
-    for sample, prompt, text, length, completion in zip(samples, prompts, texts, text_lengths, completion_texts):
-        n_images = sum(1 for m in prompt for part in (m["content"] if isinstance(m["content"], list) else [])
-                       if part.get("type") == "image")
-        if text not in placeholders:
-            placeholders[text] = tokens.count(text, image_token_id)
-        if placeholders[text] != n_images:
-            raise ValueError(f"sample {sample.id}: the rendered prompt holds {placeholders[text]} image placeholders "
-                             f"for {n_images} images")
-        completion_tokens = next(completion_iter) if completion is not None else None
-        try:
-            image_tokens = tuple(limits.tokens(*size) for size in sample_image_sizes(sample, sizes_cache)[:n_images])
-            error = None
-        except (ValueError, OSError) as problem:  # a crop the processor refuses, an unreadable image
-            image_tokens, error = (), f"{sample.image_path}: {problem}"
-        counts.append(TokenCount(sample.id, length - placeholders[text], image_tokens, completion_tokens, error))
-    return counts
 
 
 # ----------------------------------------------------------------------------- checking
@@ -220,75 +114,6 @@ class StageCheck:
 
 
 # ----------------------------------------------------------------------------- over-long SFT rows
-
-
-class OverlongRowsError(ValueError):
-    """Rows longer than ``max_length`` with ``overlong_policy="error"``."""
-
-
-@dataclass
-class OverlongResult:
-    """Rows kept, and the ``(id, length)`` of every row dropped for being longer than ``max_length``."""
-
-    kept: list
-    dropped: list[tuple[str, int]] = field(default_factory=list)
-    max_length: int | None = None
-
-    def message(self) -> str:
-        if not self.dropped:
-            return f"all {len(self.kept)} rows fit max_length={self.max_length}"
-        ids = ", ".join(f"{i} ({n})" for i, n in self.dropped[:SHOW_IDS])
-        more = f" and {len(self.dropped) - SHOW_IDS} more" if len(self.dropped) > SHOW_IDS else ""
-        return (f"{len(self.dropped)} of {len(self.kept) + len(self.dropped)} rows are longer than "
-                f"max_length={self.max_length} tokens: {ids}{more}")
-
-
-def _row_id(row) -> str:
-    if isinstance(row, Mapping):
-        return str(row["id"])
-    if isinstance(row, (tuple, list)):
-        return str(row[0])
-    return str(getattr(row, "id"))
-
-
-def apply_overlong_policy(rows_with_lengths: Iterable[tuple[Any, int]], max_length: int | None,
-                          policy: str = "drop") -> OverlongResult:
-    """Keep the rows that fit ``max_length``; ``drop`` the others (counted and named, as ms-swift's
-    default does) or raise :class:`OverlongRowsError` (``error``). Never truncates a row.
-
-    ``rows_with_lengths``: ``(row, tokens)`` pairs; a row's id is ``row["id"]``, ``row[0]`` or ``row.id``.
-    ``max_length=None`` keeps everything.
-    """
-    if policy not in OVERLONG_POLICIES:
-        raise ValueError(f"overlong_policy={policy!r}: expected one of {OVERLONG_POLICIES}")
-    kept, dropped = [], []
-    for row, length in rows_with_lengths:
-        if max_length is not None and length > max_length:
-            dropped.append((_row_id(row), int(length)))
-        else:
-            kept.append(row)
-    result = OverlongResult(kept, dropped, max_length)
-    if dropped and policy == "error":
-        raise OverlongRowsError(result.message() + " (overlong_policy=error; raise max_length, lower max_pixels, "
-                                "or use overlong_policy=drop)")
-    if not kept and dropped:
-        raise OverlongRowsError(result.message() + ": no row is left to train on")
-    return result
-
-
-def sft_row_lengths(samples_by_id: Mapping[str, Any], rows: Sequence[tuple[str, str]], processor,
-                    limits: PixelLimits | None = None,
-                    prompt_fn: Callable | None = None) -> list[tuple[tuple[str, str], int]]:
-    """``((id, completion), tokens)`` for SFT rows: what :func:`apply_overlong_policy` takes."""
-    limits = limits or processor_limits(processor)
-    samples = [samples_by_id[i] for i, _ in rows]
-    counts = count_tokens(samples, processor, limits, {i: c for i, c in rows}, prompt_fn)
-    out = []
-    for row, count in zip(rows, counts):
-        if count.error:
-            raise ValueError(f"SFT row {row[0]}: {count.error}")
-        out.append((row, count.total()))
-    return out
 
 
 # ----------------------------------------------------------------------------- the profile's stages
@@ -428,7 +253,7 @@ def check_stages(splits: Mapping[str, Sequence], processor, pixel_limits: PixelL
         template = prompt_template(kind)
         return lambda sample: student_prompt(sample, template)
 
-    tokens = _Tokens(processor.tokenizer)
+    tokens = TokenLengths(processor.tokenizer)
     sizes: dict = {}
     train = list(splits.get("train", []))
     by_id = {s.id: s for s in train}
@@ -531,15 +356,13 @@ def model_context(model_path: str | Path) -> int | None:
     return getattr(text, "max_position_embeddings", None)
 
 
-def limits_from_profile(profile: str, overrides: Sequence[str] = (), run_dir: str | None = None):
-    """``(common settings, Limits)`` read through ``morelib.config.load_settings``."""
-    from morelib.config import load_settings
-
-    common = load_settings("common", profile, overrides, run_dir)
-    sft = load_settings("03_sft", profile, overrides, run_dir)
-    grpo = load_settings("05_grpo", profile, overrides, run_dir)
-    annotation = load_settings("01_annotation", profile, overrides, run_dir)
-    inference = load_settings("inference", profile, overrides, run_dir)
+def limits_from_profile(profile) -> tuple[Any, Limits]:
+    """``(common settings, Limits)`` of a loaded profile (a ``morelib.config.Profile``)."""
+    common = profile.settings("common")
+    sft = profile.settings("03_sft")
+    grpo = profile.settings("05_grpo")
+    annotation = profile.settings("01_annotation")
+    inference = profile.settings("inference")
     caps = [inference.max_new_tokens, *getattr(inference, "max_new_tokens_by_model", {}).values()]
     limits = Limits(
         max_length=sft.max_length,
@@ -571,12 +394,19 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     ``report.derived`` holds the vLLM context lengths derived for settings left unset
     (``05_grpo.vllm_max_model_length``, ``inference.vllm_max_model_len``): what to pass to vLLM.
     """
+    from morelib.config import load_profile
+
+    return report_for(load_profile(profile, overrides, run_dir), strict, name=str(profile))
+
+
+def report_for(profile, strict: bool = False, name: str | None = None) -> tuple[str, Report]:
+    """:func:`build_report` of a loaded profile (a ``morelib.config.Profile``)."""
     from morelib.data import SPLITS, load_split
     from morelib.filtering import read_stage1
     from morelib.layout import RunLayout
     from morelib.model import load_processor
 
-    common, limits = limits_from_profile(profile, overrides, run_dir)
+    common, limits = limits_from_profile(profile)
     data_dir = Path(common.data_dir)
     if not (data_dir / "txt").is_dir():
         raise Skipped(f"no MORE data at {data_dir} (set common.data_dir; the toy profile writes it in 00_prepare)")
@@ -584,9 +414,9 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     if local.is_dir():  # a local model that cannot be read is an error to report, not a reason to skip
         from morelib.files import read_json
 
-        for name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
-            if (local / name).is_file():
-                read_json(local / name)  # a broken file: "path:line: not valid JSON (...)"
+        for file_name in ("config.json", "preprocessor_config.json", "tokenizer_config.json"):
+            if (local / file_name).is_file():
+                read_json(local / file_name)  # a broken file: "path:line: not valid JSON (...)"
     try:
         processor = load_processor(common.base_model, min_pixels=common.min_pixels, max_pixels=common.max_pixels)
         limits.model_context = model_context(common.base_model)
@@ -603,37 +433,27 @@ def build_report(profile: str = "toy", overrides: Sequence[str] = (), run_dir: s
     stage1_rows = None
     if stage1_file.is_file():
         stage1_rows = [(row["id"], row["completion"]) for row in read_stage1(stage1_file, required=("id", "completion"))]
-    header = (f"preflight: profile {profile}, model {common.base_model}, data {data_dir}"
+    header = (f"preflight: profile {name or profile.name}, model {common.base_model}, data {data_dir}"
               + (f", Stage 1 set {stage1_file}" if stage1_rows is not None else ""))
     return header, check_stages(splits, processor, processor_limits(processor), limits, stage1_rows, strict)
 
 
-def derived_overrides(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None) -> list[str]:
-    """``--set`` strings for the vLLM context lengths the profile leaves unset, derived from the token
-    counts (so vLLM does not fall back to the model's 128k context); ``[]`` when none is needed."""
-    try:
-        _, report = build_report(profile, overrides, run_dir)
-    except Skipped as skipped:
-        print(f"preflight: cannot derive vLLM context lengths: {skipped}")
-        return []
-    return [f"{name}={value}" for name, value in report.derived.items()]
-
-
-def load_with_engine_lengths(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None,
-                             section: str | None = None):
-    """``morelib.config.load_profile``, plus the vLLM context lengths that the profile leaves unset
-    and a vLLM engine would use (GRPO rollouts, inference), derived from the token counts: without
-    them vLLM takes the model's own context (128k for Qwen2.5-VL)."""
-    from morelib.config import load_profile
-
-    config = load_profile(profile, overrides, run_dir, default_section=section)
-    inference, grpo = config.settings("inference"), config.settings("05_grpo")
+def engine_lengths(profile) -> dict[str, int]:
+    """``{"SECTION.KEY": value}``: the vLLM context lengths a loaded profile leaves unset where a vLLM
+    engine runs (GRPO rollouts, inference), derived from the token counts; without them vLLM takes
+    the model's own context (128k for Qwen2.5-VL). ``{}`` when none is needed or the counts cannot
+    be made here. Notebooks pass it to ``morelib.config.load_profile(..., derive=engine_lengths)``."""
+    inference, grpo = profile.settings("inference"), profile.settings("05_grpo")
     if not ((inference.backend == "vllm" and inference.vllm_max_model_len is None)
             or (grpo.use_vllm and (grpo.vllm_max_model_length is None
                                    or (grpo.vllm_mode == "colocate" and grpo.vllm_max_num_batched_tokens is None)))):
-        return config
-    return load_profile(profile, [*overrides, *derived_overrides(profile, overrides, run_dir)], run_dir,
-                        default_section=section)
+        return {}
+    try:
+        _, report = report_for(profile)
+    except Skipped as skipped:
+        print(f"preflight: cannot derive vLLM context lengths: {skipped}")
+        return {}
+    return dict(report.derived)
 
 
 def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None, strict: bool = False,

@@ -1,4 +1,6 @@
-"""Table 1, Figure 3, Figure 4 and the evaluation figures, from prediction files.
+"""Table 1, Figure 3, Figure 4 and the evaluation figures, from prediction files; the training
+curves, from the logs ``morelib.training_logs`` reads. Which case Figure 4 shows is
+``morelib.cases``.
 
 Rows and figures always say where their numbers come from: the paper's numbers are labelled
 "reported (paper)", this run's numbers are labelled with the profile ("toy run"), and the two
@@ -18,10 +20,10 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from morelib.evaluation import RUN_MODELS
+from morelib.run_models import RUN_MODELS
 from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GROUPS, TABLE1
-from morelib.rewards import ANSWER_LOG_KEYS, answer_log_key
+from morelib.training_logs import grpo_log, reward_curve, training_log
 
 REPORTED = "reported (paper)"
 METRIC_COLUMNS = {"acc": "Acc", "precision": "P", "recall": "R", "f1": "F1"}
@@ -29,8 +31,6 @@ TABLE1_COLUMNS = ["group", "model", "source", "Acc", "P", "R", "F1", "n", "unpar
 # Figure 3's variants, in the paper's order (morelib.mixing's registry), and the checkpoint each one is.
 VARIANT_KEYS: dict[str, str] = {name: v.model_key for name, v in MIXING_VARIANTS.items()}
 VARIANT_NAMES: dict[str, str] = {name: v.label for name, v in MIXING_VARIANTS.items()}
-# Figure 4's three models, as in the paper.
-CASE_MODELS: tuple[str, ...] = ("sft_label_full", "stage1", "grpo_progressive")
 BOX_COLOR = (255, 214, 0)
 LINE_BREAKS = re.compile(r"\s*(Step\s*[1-9]\s*:|</think>|<answer>)")
 
@@ -43,7 +43,7 @@ def profile_label(profile: str) -> str:
 def profile_caption(profile: str) -> str:
     """What this run's numbers are, for captions."""
     if profile.startswith("toy"):
-        return (f"{profile} run: a tiny random model trained on synthetic data; the numbers show that the "
+        return (f"{profile} run: a tiny model, pretrained on the toy world, trained on synthetic data; the numbers show that the "
                 "pipeline works, not what the paper measured")
     return f"{profile_label(profile)}: this package's reproduction"
 
@@ -63,7 +63,7 @@ def run_rows(scores: Mapping[str, dict], include_variants: bool = False) -> list
 def run_block_name(profile: str) -> str:
     """The Table 1 block that holds this run's rows, apart from the paper's groups."""
     if profile.startswith("toy"):
-        return f"This run: {profile} profile (synthetic data, tiny random model; not comparable with the rows above)"
+        return f"This run: {profile} profile (synthetic data, tiny pretrained model; not comparable with the rows above)"
     return f"This run: {profile} profile"
 
 
@@ -362,76 +362,6 @@ def figure_confusion(table: pd.DataFrame, out_dir, profile: str, title: str = ""
 # ----------------------------------------------------------------------------- Figure 4
 
 
-def case_table(preds_by_model: Mapping[str, Mapping[str, str | None]], gold: Mapping[str, str]) -> pd.DataFrame:
-    """One row per sample id that every model predicted: gold, each model's label and correctness."""
-    ids = sorted(set(gold).intersection(*[set(p) for p in preds_by_model.values()]))
-    rows = []
-    for i in ids:
-        row = {"id": i, "gold": gold[i]}
-        for name, preds in preds_by_model.items():
-            row[name] = preds[i]
-            row[f"{name}_ok"] = preds[i] == gold[i]
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["id", "gold"] + [c for n in preds_by_model for c in (n, f"{n}_ok")]).set_index("id")
-
-
-def pick_case(
-    preds_by_model: Mapping[str, Mapping[str, str | None]],
-    gold: Mapping[str, str],
-    models: Sequence[str] = CASE_MODELS,
-    prefer: str = "grpo_progressive",
-    supported: Mapping[str, bool | None] | None = None,
-) -> str | None:
-    """A sample id for Figure 4: where the models disagree, preferring ``prefer`` right.
-
-    Ranks by (models disagree, ``prefer`` right, others wrong, distinct answers, gold is a
-    relation), ties broken by the smallest id; None when no sample is predicted by all models.
-    ``supported`` (sample id -> whether ``prefer``'s reasoning supports its answer, as
-    ``morelib.faithfulness.check`` says) puts first the cases where ``prefer`` is right *and*
-    supported, so the default figure never shows a lucky answer as the method's example.
-    """
-    missing = [m for m in models if m not in preds_by_model]
-    if missing:
-        raise ValueError(f"pick_case: no predictions for {missing}")
-    table = case_table({m: preds_by_model[m] for m in models}, gold)
-    if table.empty:
-        return None
-    others = [m for m in models if m != prefer]
-
-    def rank(item):
-        i, row = item
-        answers = [row[m] for m in models]
-        prefer_ok = bool(row.get(f"{prefer}_ok", False))
-        return (
-            prefer_ok and bool((supported or {}).get(i)),
-            len(set(answers)) > 1,
-            prefer_ok,
-            sum(not row[f"{m}_ok"] for m in others),
-            len(set(answers)),
-            row["gold"] != "none",
-        )
-
-    best_rank = max(rank(item) for item in table.iterrows())
-    return min(i for i, row in table.iterrows() if rank((i, row)) == best_rank)
-
-
-def teaching_patterns(table: pd.DataFrame, models: Sequence[str]) -> dict[str, pd.Series]:
-    """Boolean masks over ``case_table`` rows: all right, all wrong, each model alone right or wrong."""
-    ok = table[[f"{m}_ok" for m in models]].astype(bool)
-    patterns = {"all right": ok.all(axis=1), "all wrong": ~ok.any(axis=1)}
-    if len(models) > 1:
-        for m in models:
-            col, rest = ok[f"{m}_ok"], ok.drop(columns=f"{m}_ok")
-            patterns[f"only {m} right"] = col & ~rest.any(axis=1)
-            patterns[f"only {m} wrong"] = ~col & rest.all(axis=1)
-    return patterns
-
-
-def teaching_cases(table: pd.DataFrame, models: Sequence[str], k: int = 1) -> dict[str, list[str]]:
-    """Up to ``k`` sample ids (smallest first) for each of ``teaching_patterns``."""
-    return {name: list(table.index[mask][:k]) for name, mask in teaching_patterns(table, models).items()}
-
-
 def _flow_tokens(ax, tokens: Sequence[str], span: tuple[int, int], fontsize: float, top: float = 0.95) -> float:
     """Write tokens left to right with wrapping, the span's tokens highlighted; returns the last y."""
     renderer = ax.figure.canvas.get_renderer()
@@ -531,20 +461,6 @@ def figure4(
     return save_figure(fig, out_dir, stem)
 
 
-def describe_case(sample, rows_by_name: Mapping[str, dict], max_chars: int = 400) -> str:
-    """A case as text: the sample, then each model's answer (marked) and the end of its output."""
-    start, end = sample.entity_span
-    marked = " ".join(sample.tokens[:start] + ("[[",) + sample.tokens[start:end] + ("]]",) + sample.tokens[end:])
-    lines = [f"{sample.id}: {marked}", f"  object: {sample.object_name}; gold: {sample.label}"]
-    for name, row in rows_by_name.items():
-        mark = "right" if row["label"] == sample.label else "WRONG"
-        text = row["text"].strip()
-        text = text if len(text) <= max_chars else "… " + text[-max_chars:]
-        lines.append(f"  {name}: {row['label']} ({mark})")
-        lines.append(textwrap.indent(textwrap.fill(text, 100), "      "))
-    return "\n".join(lines)
-
-
 def paired_gains(predictions: Mapping[str, Sequence[dict]], baseline: str = "stage1", n_boot: int = 1000,
                  seed: int = 0, clusters: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Each model against ``baseline`` on the same samples: ``model, delta_f1, ci_low, ci_high`` in F1
@@ -599,12 +515,6 @@ def draw_sample(ax_full, ax_crop, sample, full_title: str, crop_title: str) -> N
 # ----------------------------------------------------------------------------- training curves
 
 
-def training_log(model_dir: str | Path) -> pd.DataFrame:
-    """A finished model's trainer log (``checkpoints/<model>/log.jsonl``) as a DataFrame."""
-    from morelib.training import read_log
-
-    return pd.DataFrame(read_log(model_dir))
-
 
 def plot_loss_curves(model_dirs: Mapping[str, str | Path]) -> Figure:
     """Training loss against epoch for finished models (name -> model directory)."""
@@ -625,91 +535,6 @@ def plot_loss_curves(model_dirs: Mapping[str, str | Path]) -> Figure:
     ax.legend()
     fig.tight_layout()
     return fig
-
-
-REWARD_KEYS = {"answer": ANSWER_LOG_KEYS[0], "format": "rewards/format_reward/mean",
-               "length": "rewards/length_reward/mean", "total": "reward"}
-
-
-def reward_curve(log: pd.DataFrame, name: str) -> pd.Series:
-    """One reward's batch mean per logged step (``REWARD_KEYS``); "answer" is the grounded_answer
-    reward where a run uses it in the answer's place, and a reward the run did not use is NaN."""
-    key = answer_log_key(log.columns) if name == "answer" else REWARD_KEYS[name]
-    return log[key] if key in log else pd.Series(np.nan, index=log.index)
-
-
-def grpo_log(grpo_dir: str | Path) -> pd.DataFrame:
-    """A GRPO variant's step log (``grpo/<variant>/log.jsonl``) as a DataFrame indexed by step."""
-    from morelib.files import read_jsonl
-    from morelib.layout import GrpoRunFolder
-
-    return pd.DataFrame(read_jsonl(GrpoRunFolder(grpo_dir).step_log)).set_index("step")
-
-
-def grpo_summary(grpo_dirs: Mapping[str, str | Path], window: int = 3) -> pd.DataFrame:
-    """Per variant: steps, answer/format/length rewards over the first and last ``window`` generation
-    steps, the share of groups without signal, entropy, KL, s/step and peak memory."""
-    rows = []
-    for variant, grpo_dir in grpo_dirs.items():
-        frame = grpo_log(grpo_dir)
-        gen = frame[frame["generated"]]
-        row = {"variant": variant, "steps": int(frame.index.max())}
-        for name in ("answer", "format", "length"):
-            row[f"{name}_start"] = reward_curve(gen, name).head(window).mean()
-            row[f"{name}_end"] = reward_curve(gen, name).tail(window).mean()
-        row["frac_reward_zero_std"] = gen["frac_reward_zero_std"].mean()
-        if "entropy" in gen:
-            row["entropy"] = gen["entropy"].mean()
-        row["kl_end"] = frame["kl"].tail(window).mean() if "kl" in frame else float("nan")
-        row["completion_length"] = gen["completions/mean_length"].mean()
-        # The first step pays for warm-up (first generation, allocations); leave it out.
-        times = frame["step_time"] if "step_time" in frame else frame["time_s"].diff()
-        row["s_per_step"] = times.iloc[1:].mean() if len(frame) > 1 else times.mean()
-        row["peak_rss_mb"] = frame["peak_rss_mb"].max()
-        if "cuda_peak_mb" in frame:
-            row["cuda_peak_mb"] = frame["cuda_peak_mb"].max()
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("variant")
-
-
-def length_reward_by_group(rows: Sequence[dict], length_reward) -> pd.DataFrame:
-    """How often ``length_reward`` (``morelib.rewards.get_reward_funcs(settings, ["length"])``) pays
-    a model's outputs (``text``, ``gold``, ``label`` rows), by gold label (none or a relation) and by
-    answer (right or wrong), with their mean length.
-
-    The length reward should pay complete reasoning, whatever the answer. Where its rate differs
-    between these groups, it pays for the label too: on the toy, reasoning that ends in ``none``
-    is shorter, so a threshold inside the range of complete reasoning pays relation answers,
-    right or wrong, more often than ``none`` (notebook 05, section 1).
-    """
-    frame = pd.DataFrame({"chars": [len(r["text"]) for r in rows],
-                          "paid": length_reward([r["text"] for r in rows]),
-                          "gold": ["none" if r["gold"] == "none" else "relation" for r in rows],
-                          "answer": ["right" if r["label"] == r["gold"] else "wrong" for r in rows]})
-    groups = {f"gold {g}": frame[frame["gold"] == g] for g in ("none", "relation")}
-    groups |= {f"answer {a}": frame[frame["answer"] == a] for a in ("right", "wrong")}
-    return pd.DataFrame([{"group": name, "n": len(part), "length_reward_rate": part["paid"].mean(),
-                          "mean_chars": part["chars"].mean(), "min_chars": part["chars"].min()}
-                         for name, part in groups.items() if len(part)]).set_index("group")
-
-
-def stage2_experiments(experiments_dir: str | Path) -> pd.DataFrame | None:
-    """The Stage 2 experiments of a run (``experiments/*/result.json``, written by
-    ``benchmarks/stage2_valid.py`` and ``benchmarks/self_training_valid.py``), one row each, best
-    valid gain first; None when there are none."""
-    import json
-
-    from morelib.layout import RunLayout
-
-    folders = [d for d in Path(experiments_dir).iterdir() if d.is_dir()] if Path(experiments_dir).is_dir() else []
-    results = sorted(RunLayout(d).result for d in folders)  # each experiment is a run directory
-    rows = [json.loads(path.read_text()) for path in results if path.is_file()]
-    if not rows:
-        return None
-    frame = pd.DataFrame(rows).set_index("name")
-    frame["overrides"] = frame["overrides"].map(lambda items: ", ".join(items))
-    frame[["ci_low", "ci_high"]] = pd.DataFrame(frame.pop("ci95").tolist(), index=frame.index)
-    return frame.sort_values("gain", ascending=False)
 
 
 def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> Figure:

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from morelib import secrets
-from morelib.config import ConfigError, Profile, load_profile, repo_root, write_run_info
+from morelib.config import ConfigError, Profile, load_profile, repo_root
+from morelib.provenance import write_run_info
 from morelib.layout import RunLayout
 
 # What papermill injects into every notebook: the profile, the run directory and the --set

@@ -13,7 +13,9 @@ the rewards, the launcher.
 
 Profile sections and their classes are listed in ``SECTIONS``. ``common`` values (run
 directory, seed, data, base model, image resolution) go into every section whose class has a
-field of the same name.
+field of the same name. A field that several sections share is declared once, in a small mixin
+that each class combines: ``RunFields``, ``SeedField``, ``BaseModelField``, ``PixelFields``,
+``LoraFields``, ``LaunchFields``.
 """
 
 from dataclasses import dataclass, field, fields
@@ -31,7 +33,7 @@ def setting(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-# Launch fields shared by the two training stages (notebook-side: how the subprocess starts).
+# How a training subprocess starts (morelib.launch documents each; it checks against this list).
 LAUNCHERS = ("auto", "none", "multi_gpu", "torchrun")
 BACKENDS = ("transformers", "vllm", "openai")  # morelib.inference's backends
 DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16")  # what morelib.model.resolve_dtype reads
@@ -67,7 +69,7 @@ def _prompts():
 
 
 def _check_model_keys(name: str, keys) -> None:
-    from morelib.evaluation import MODEL_KEYS, run_model
+    from morelib.run_models import MODEL_KEYS, run_model
 
     for key in keys:
         if run_model(key) is None:
@@ -84,6 +86,75 @@ PROGRESS_HELP = ("Progress lines the notebook shows per model while it trains (s
                  "left), spread evenly over the run; 0 = none. Not learned.")
 
 
+# ----------------------------------------------------------------------------- shared fields
+
+
+@dataclass
+class RunFields:
+    """Where a section reads and writes: the run directory and the data."""
+
+    run_dir: str = setting("runs/toy", "Run directory; every file a notebook hands on lives here (morelib.layout).")
+    data_dir: str = setting("{run_dir}/data", "MORE-layout data: txt/, img_org/, ent_*_dict.pth (the NJUNLP/MORE release).")
+
+
+@dataclass
+class SeedField:
+    """The run's seed (the TRL stages take TRL's own ``seed`` field instead)."""
+
+    seed: int = setting(0, "Seed of sampling, data order, mixes and random initialisation (the paper states none).")
+
+
+@dataclass
+class BaseModelField:
+    """The model a section starts from (SFT), evaluates zero-shot (06) or every stage starts from (common)."""
+
+    base_model: str = setting(
+        "Qwen/Qwen2.5-VL-7B-Instruct", "The LVLM every stage starts from (paper: Qwen2.5-VL-7B-Instruct): SFT starts "
+                                       "from it, and it is the zero-shot row's model.")
+
+
+@dataclass
+class PixelFields:
+    """Image resolution: the same limits in training, every inference backend and the pre-flight."""
+
+    min_pixels: int | None = setting(
+        None, "Smallest image area after resizing, in pixels, for training and every inference backend "
+              "(not stated; inferred: ms-swift 3.8's Qwen2.5-VL template default). None = the processor's.")
+    max_pixels: int | None = setting(
+        None, "Largest image area after resizing, in pixels (28x28 pixels = one image token); the same value goes "
+              "to SFT, GRPO, the HF processor, vLLM and the server path (not stated; inferred: ms-swift 3.8's "
+              "default). None = the processor's own (up to 16,384 tokens per image).")
+
+
+@dataclass
+class LoraFields:
+    """LoRA on the language model, for both training stages (the vision tower stays frozen)."""
+
+    use_lora: bool = setting(True, "LoRA on the LLM instead of full training (not stated; inferred: ms-swift 3.8's "
+                                   "default train type, and lr 1e-4 suggests it for SFT). In GRPO the reference is "
+                                   "the adapter-free model. The final model is merged.")
+    lora_r: int = setting(8, "LoRA rank (inferred: ms-swift 3.8 default).")
+    lora_alpha: int = setting(32, "LoRA alpha, scale = alpha / r (inferred: ms-swift 3.8 default).")
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA branch (inferred: ms-swift 3.8 default).")
+    lora_target_modules: list[str] = setting(
+        ["all-linear"], "LoRA targets (inferred: ms-swift 3.8 default, every linear layer of the LLM; vision frozen).")
+
+
+@dataclass
+class LaunchFields:
+    """How a training stage's subprocess starts (morelib.launch)."""
+
+    num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
+    distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
+    deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+
+    def _check_launch(self) -> None:
+        one_of("distributed", self.distributed, LAUNCHERS)
+
+
+# ----------------------------------------------------------------------------- the sections
+
+
 def _check_attn(value: str) -> None:
     one_of("attn_implementation", value, ATTN_IMPLEMENTATIONS)
 
@@ -97,33 +168,21 @@ def _check_choices(config, *names: str) -> None:
 
 
 @dataclass
-class CommonSettings:
+class CommonSettings(PixelFields, BaseModelField, SeedField, RunFields):
     """``common:``: what every notebook shares."""
 
     profile: str = setting("toy", "Profile name; labels every figure and table (toy numbers are never the paper's).")
-    run_dir: str = setting("runs/toy", "Run directory; every file a notebook hands on lives here (morelib.layout).")
-    seed: int = setting(0, "Seed of sampling, data order, mixes and random initialisation (the paper states none).")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data: txt/, img_org/, ent_*_dict.pth (the NJUNLP/MORE release).")
-    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "The LVLM every stage starts from (paper: Qwen2.5-VL-7B-Instruct).")
-    min_pixels: int | None = setting(
-        None, "Smallest image area after resizing, in pixels, for training and every inference backend "
-              "(not stated; inferred: ms-swift 3.8's Qwen2.5-VL template default). None = the processor's.")
-    max_pixels: int | None = setting(
-        None, "Largest image area after resizing, in pixels (28x28 pixels = one image token); the same value goes "
-              "to SFT, GRPO, the HF processor, vLLM and the server path (not stated; inferred: ms-swift 3.8's "
-              "default). None = the processor's own (up to 16,384 tokens per image).")
     trace_id: str | None = setting(None, "The sample every notebook follows (None = chosen by 00_prepare).")
 
 
 @dataclass
-class PrepareSettings:
-    """``00_prepare``: the data (toy world or a check of the real release) and the toy's tiny model."""
+class PrepareSettings(SeedField, RunFields):
+    """``00_prepare``: the data (toy world or a check of the real release) and the toy's tiny model.
+    The seed makes the toy world and the tiny model; ``data_dir`` is where the data is (paper) or
+    is written (toy)."""
 
     profile: str = setting("toy", "Profile name.")
-    run_dir: str = setting("runs/toy", "Run directory.")
-    seed: int = setting(0, "Seed of the toy world and the tiny model.")
-    data_dir: str = setting("{run_dir}/data", "Where the data is (paper) or is written (toy).")
-    base_model: str = setting("{run_dir}/models/base", "Where the tiny model is written (toy).")
+    base_model: str = setting("{run_dir}/models/base", "Where the tiny model is written (toy): here not a model to start from.")
     trace_id: str | None = setting(None, "The sample every notebook follows (None = chosen by morelib.trace.choose).")
     build_toy: bool = setting(True, "Write the synthetic toy world and tiny model (toy); False = validate the real data.")
     toy_train: int = setting(1500, "Toy training facts.")
@@ -145,12 +204,10 @@ class PrepareSettings:
 
 
 @dataclass
-class AnnotationSettings:
-    """``01_annotation``: Stage 1 sampling and the expert's stepwise reasoning."""
+class AnnotationSettings(SeedField, RunFields):
+    """``01_annotation``: Stage 1 sampling and the expert's stepwise reasoning. Writes
+    ``annotation/split_ids.json`` (the seed draws the stratified sample) and the expert store."""
 
-    run_dir: str = setting("runs/toy", "Run directory (writes annotation/split_ids.json and the expert store).")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
-    seed: int = setting(0, "Seed of the stratified sample.")
     split: str = setting("train", "Split sampled for Stage 1.")
     fraction: float = setting(0.25, "Share of every relation sent to the expert (paper: 25%, stratified by relation).")
     offline_expert: bool = setting(False, "Serve the offline toy expert on a loopback port instead of calling base_url.")
@@ -187,17 +244,15 @@ class AnnotationSettings:
 
 
 @dataclass
-class FilteringSettings:
+class FilteringSettings(RunFields):
     """``02_filtering``: the paper's regex filter and the Stage 1 SFT set."""
 
-    run_dir: str = setting("runs/toy", "Run directory.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
     model: str | None = setting(None, "Expert model whose replies are filtered; None = 01_annotation's model.")
     n_examples: int = setting(1, "Rejected replies shown per reason.")
 
 
 @dataclass
-class GenerationSettings:
+class GenerationSettings(PixelFields, SeedField):
     """``inference:``: how every model is decoded, by every backend (04, 06, 07 and 03's evaluations).
 
     The transformers, vLLM and OpenAI-compatible backends all receive these values explicitly;
@@ -215,9 +270,6 @@ class GenerationSettings:
     top_p: float = setting(1.0, "Nucleus mass when sampling.")
     top_k: int = setting(0, "Top-k when sampling, 0 = off.")
     repetition_penalty: float = setting(1.0, "1.0 = none (set explicitly: the Qwen release's generation_config sets 1.05).")
-    seed: int = setting(0, "Seed of sampling.")
-    min_pixels: int | None = setting(None, "Image resolution limit (from common).")
-    max_pixels: int | None = setting(None, "Image resolution limit (from common).")
     vllm_max_model_len: int | None = setting(None, "vLLM context in tokens; None = derived by morelib.preflight.")
     vllm_gpu_memory_utilization: float = setting(0.9, "GPU memory share of the inference engine.")
     request_timeout: float = setting(
@@ -246,11 +298,9 @@ class GenerationSettings:
 
 
 @dataclass
-class DifficultySettings:
+class DifficultySettings(RunFields):
     """``04_difficulty``: the Stage 1 model answers the remaining 75%: right = easy, wrong = hard."""
 
-    run_dir: str = setting("runs/toy", "Run directory.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
     model: str | None = setting(None, "The model that splits the pool; None = checkpoints/stage1.")
 
 
@@ -269,20 +319,15 @@ GRPO_DERIVED = ("output_dir", "num_train_epochs", "shuffle_dataset", "remove_unu
 
 
 @dataclass
-class SFTSettings(SFTConfig):
+class SFTSettings(LaunchFields, LoraFields, PixelFields, BaseModelField, RunFields, SFTConfig):
     """``03_sft``: Stage 1 SFT and the label-only baselines, as a ``trl.SFTConfig``.
 
     TRL fields keep TRL's names and meanings (``num_train_epochs``, ``per_device_train_batch_size``,
     ``learning_rate``, ``warmup_steps`` (a float below 1 is a ratio), ``max_length``, ...). The
     profile sets the paper's values; TRL defaults that differ from the paper's framework are set
-    explicitly there.
+    explicitly there. ``output_dir`` is derived from ``run_dir`` and ``model_name``.
     """
 
-    run_dir: str = setting("runs/toy", "Run directory; output_dir is derived from it and model_name.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data (the training split).")
-    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "Model the SFT starts from.")
-    min_pixels: int | None = setting(None, "Image resolution limit (from common).")
-    max_pixels: int | None = setting(None, "Image resolution limit (from common).")
     model_name: str = setting("stage1", "Checkpoint this run writes: checkpoints/<model_name> (stage1, sft_label_full, ...).")
     target: str = setting("reasoning", "reasoning: the filtered expert reasoning (Stage 1); label: the bare gold label (baselines).")
     prompt: str = setting("reasoning", "Student prompt: reasoning (think, six steps, answer) or label (answer with the label only).")
@@ -295,19 +340,9 @@ class SFTSettings(SFTConfig):
     overlong_policy: str = setting(
         "drop", "Rows longer than max_length: drop (counted and reported, as ms-swift does by default) or error. "
                 "A completion is never truncated silently.")
-    use_lora: bool = setting(True, "LoRA on the LLM instead of full fine-tuning (not stated; inferred: ms-swift 3.8's "
-                                   "default train type, and lr 1e-4 suggests it). The final model is merged.")
-    lora_r: int = setting(8, "LoRA rank (inferred: ms-swift 3.8 default).")
-    lora_alpha: int = setting(32, "LoRA alpha, scale = alpha / r (inferred: ms-swift 3.8 default).")
-    lora_dropout: float = setting(0.05, "Dropout on the LoRA branch (inferred: ms-swift 3.8 default).")
-    lora_target_modules: list[str] = setting(
-        ["all-linear"], "LoRA targets (inferred: ms-swift 3.8 default, every linear layer of the LLM; vision frozen).")
     label_baselines: bool = setting(True, "Also train the paper's Qwen2.5-VL-SFT and SFT(25%) baselines.")
     blank_images_ablation: bool = setting(False, "Also train Stage 1 on blank images (does the model use the image?).")
     ablation_eval_limit: int | None = setting(None, "Test facts used to evaluate the ablation; None = all.")
-    num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
-    distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
-    deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
     attn_implementation: str = setting("auto", ATTN_HELP)
     progress_lines: int = setting(50, PROGRESS_HELP)
 
@@ -315,7 +350,7 @@ class SFTSettings(SFTConfig):
         one_of("target", self.target, ("reasoning", "label"))
         one_of("prompt", self.prompt, _prompts())
         one_of("overlong_policy", self.overlong_policy, ("drop", "error"))
-        one_of("distributed", self.distributed, LAUNCHERS)
+        self._check_launch()
         _check_attn(self.attn_implementation)
         _check_choices(self, "train_sampling_strategy")
         if self.progress_lines < 0:
@@ -333,29 +368,18 @@ class SFTSettings(SFTConfig):
 
 
 @dataclass
-class GRPOSettings(GRPOConfig):
+class GRPOSettings(LaunchFields, LoraFields, PixelFields, RunFields, GRPOConfig):
     """``05_grpo``: Stage 2 GRPO with Progressive Sample-Mixing, as a ``trl.GRPOConfig``.
 
     The per-epoch mixes are built in advance and trained as one pass in order, so TRL's own
-    epoch count is 1, its shuffling is off, and ``mix_epochs`` is the paper's epoch count.
+    epoch count is 1, its shuffling is off, and ``mix_epochs`` is the paper's epoch count. It reads
+    the difficulty split and writes ``grpo/<variant>/``.
     """
 
-    run_dir: str = setting("runs/toy", "Run directory: reads the difficulty split, writes grpo/<variant>/.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data (the Stage 2 pool is part of the training split).")
     stage1_model: str | None = setting(None, "Policy start and KL reference; None = checkpoints/stage1.")
-    min_pixels: int | None = setting(None, "Image resolution limit (from common); the same in the trainer and vLLM.")
-    max_pixels: int | None = setting(None, "Image resolution limit (from common); the same in the trainer and vLLM.")
     model_dtype: str | None = setting(
         None, "Weights of policy and reference: None = bfloat16 with bf16 (DeepSpeed keeps fp32 master weights), "
               "else float32; float32 with bf16 keeps fp32 weights under autocast.")
-    use_lora: bool = setting(True, "LoRA on the LLM instead of full training (not stated; inferred: ms-swift 3.8's "
-                                   "default train type, for GRPO too). The reference is the adapter-free model; "
-                                   "the final model is merged.")
-    lora_r: int = setting(8, "LoRA rank (inferred: ms-swift 3.8 default).")
-    lora_alpha: int = setting(32, "LoRA alpha (inferred: ms-swift 3.8 default).")
-    lora_dropout: float = setting(0.05, "LoRA dropout (inferred: ms-swift 3.8 default).")
-    lora_target_modules: list[str] = setting(
-        ["all-linear"], "LoRA targets (inferred: ms-swift 3.8 default, every linear layer of the LLM; vision frozen).")
     # --- the data mix (morelib.mixing) ---
     variants: list[str] = setting(["progressive", "raw", "balanced", "hard_only"],
                              "Variants the notebook trains: progressive is MORE-R1, the others are Figure 3's ablations.")
@@ -392,9 +416,6 @@ class GRPOSettings(GRPOConfig):
               "longest prompt, rounded up to 256, at least 4096, so that a prompt and both its images prefill in one step.")
     attn_implementation: str = setting("auto", ATTN_HELP)
     progress_lines: int = setting(50, PROGRESS_HELP)
-    num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
-    distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
-    deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
 
     def __post_init__(self):
         from morelib.mixing import MIXING_VARIANTS
@@ -410,7 +431,7 @@ class GRPOSettings(GRPOConfig):
         if self.reward_weights is not None and len(self.reward_weights) != len(self.reward_names):
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
                              f"rewards {self.reward_names}")
-        one_of("distributed", self.distributed, LAUNCHERS)
+        self._check_launch()
         _check_attn(self.attn_implementation)
         if self.progress_lines < 0:
             raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
@@ -449,14 +470,10 @@ class GRPOSettings(GRPOConfig):
 
 
 @dataclass
-class EvaluationSettings:
-    """``06_evaluation``: Table 1 and Figure 3 on the test split."""
+class EvaluationSettings(BaseModelField, SeedField, RunFields):
+    """``06_evaluation``: Table 1 and Figure 3 on the test split (the seed draws the bootstrap)."""
 
     profile: str = setting("toy", "Profile name (labels Table 1 and the figures).")
-    run_dir: str = setting("runs/toy", "Run directory.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
-    base_model: str = setting("Qwen/Qwen2.5-VL-7B-Instruct", "The zero-shot row's model.")
-    seed: int = setting(0, "Seed of the bootstrap.")
     split: str = setting("test", "Evaluated split (settings are chosen on valid, never on test).")
     models: list[str] = setting(["zero_shot", "sft_label_full", "sft_label_25", "stage1", "grpo_progressive",
                             "grpo_raw", "grpo_balanced", "grpo_hard_only"], "Model keys evaluated (checkpoints/<key>).")
@@ -469,13 +486,10 @@ class EvaluationSettings:
 
 
 @dataclass
-class CaseStudySettings:
+class CaseStudySettings(SeedField, RunFields):
     """``07_case_studies``: Figure 4 and error analysis."""
 
-    run_dir: str = setting("runs/toy", "Run directory.")
-    data_dir: str = setting("{run_dir}/data", "MORE-layout data.")
     profile: str = setting("toy", "Profile name (labels the figure).")
-    seed: int = setting(0, "Seed of anything drawn at random in the notebook.")
     split: str = setting("test", "Split of the cases.")
     models: list[str] = setting(["sft_label_full", "stage1", "grpo_progressive"], "Models compared (Figure 4's three).")
     sample_id: str | None = setting(None, "Figure 4's case; None = one where the models differ and MORE-R1's reasoning supports its answer.")

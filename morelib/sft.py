@@ -33,9 +33,9 @@ from morelib.settings import SFTSettings
 
 def training_rows(settings: SFTSettings, samples: dict) -> list[tuple[str, str]]:
     """(sample id, completion text) pairs for the run's target."""
-    from morelib.annotate import read_split_ids
     from morelib.files import FileFormatError
     from morelib.filtering import read_stage1
+    from morelib.splits import read_split_ids
 
     layout = RunLayout(settings.run_dir)
     if settings.target == "reasoning":
@@ -121,7 +121,7 @@ def build_trainer(settings: SFTSettings):
 
     from morelib.data import load_split
     from morelib.model import load_model, resolve_attn_implementation, vision_without_grad
-    from morelib.preflight import apply_overlong_policy, sft_row_lengths
+    from morelib.overlong import apply_overlong_policy, sft_row_lengths
     from morelib.prompts import prompt_template, student_prompt
     from morelib.training import lora_for, progress_printer, resumable
 

@@ -15,7 +15,6 @@ The files are those of ``morelib.layout.ModelFolder``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable

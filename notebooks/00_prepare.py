@@ -348,18 +348,19 @@ else:
 # follow another fact. It is written to `trace.json` in the run directory.
 
 # %%
-from morelib import annotate, trace
+from morelib import trace, trace_view
+from morelib.splits import stratified_split
 
 annotation = config.settings("01_annotation")
 annotated_split = train if annotation.split == "train" else data.load_split(data_dir, annotation.split)
-stage1_ids, pool_ids = annotate.stratified_split(annotated_split, annotation.fraction, annotation.seed)
+stage1_ids, pool_ids = stratified_split(annotated_split, annotation.fraction, annotation.seed)
 traced = trace.choose(annotated_split, stage1_ids, pool_ids, settings.trace_id)
 trace.write(layout, traced)
 facts_by_id = toy.meta_by_id(data_dir) if toy.meta_path(data_dir).is_file() else {}
-pair = trace.load_samples(data_dir, traced.ids)
+pair = trace_view.load_samples(data_dir, traced.ids)
 print(f"chosen by {traced.how}; written to {layout.trace}\n")
 for role, sample_id in (("Stage 1 fact", traced.stage1_id), ("pool fact", traced.pool_id)):
-    print(role + ":", trace.describe(pair[sample_id], facts_by_id.get(sample_id)))
+    print(role + ":", trace_view.describe(pair[sample_id], facts_by_id.get(sample_id)))
 
 fig, axes = plt.subplots(2, 2, figsize=(5.5, 5.5), squeeze=False)
 for (ax_full, ax_crop), (role, sample_id) in zip(axes, (("Stage 1 fact", traced.stage1_id), ("pool fact", traced.pool_id))):

@@ -47,7 +47,7 @@ from collections import Counter
 
 import pandas as pd
 
-from morelib import annotate, cost, trace
+from morelib import annotate, batch_api, cost, expert_requests, expert_store, splits, trace, trace_view
 from morelib.config import describe, load_settings, with_changes
 from morelib.data import load_images, load_split
 from morelib.layout import RunLayout
@@ -69,8 +69,8 @@ display(describe(cfg, ["fraction", "model", "offline_expert", "image_detail", "c
 # 75% (`stage2_pool`) for the easy/hard split.
 
 # %%
-stage1, pool = annotate.stratified_split(train, cfg.fraction, cfg.seed)
-print(annotate.write_split_ids(layout, stage1, pool))
+stage1, pool = splits.stratified_split(train, cfg.fraction, cfg.seed)
+print(splits.write_split_ids(layout, stage1, pool))
 chosen = set(stage1)
 counts = pd.DataFrame({
     "train": Counter(s.label for s in train),
@@ -97,7 +97,7 @@ counts
 # the answer: it must learn both from the expert's replies.
 
 # %%
-requests = annotate.plan_requests([s for s in train if s.id in chosen], cfg)
+requests = expert_requests.plan_requests([s for s in train if s.id in chosen], cfg)
 requests_by_id = {r.sample_id: r for r in requests}
 traced = trace.load(layout)
 if traced is None:
@@ -113,7 +113,7 @@ print(f"{example.sample_id} (gold {example.sample.label}), prompt hash {example.
 student_messages = student_prompt(example.sample, prompt_template("reasoning"))
 student_text = "\n".join(f"[{part['type']}]" if part["type"] == "image" else part["text"]
                           for part in student_messages[0]["content"])
-display(trace.side_by_side(f"student prompt ({example.sample_id})", student_text,
+display(trace_view.side_by_side(f"student prompt ({example.sample_id})", student_text,
                            f"expert prompt ({example.sample_id})", "[image]\n[image]\n" + example.prompt_text))
 
 # %% [markdown]
@@ -126,12 +126,12 @@ display(trace.side_by_side(f"student prompt ({example.sample_id})", student_text
 # counted: they will not be sent again.
 
 # %%
-store = annotate.ResponseStore.for_run(layout)
-todo = annotate.pending(requests, store, cfg.model)
-estimate = annotate.estimate_cost(todo, cfg)
+store = expert_store.ResponseStore.for_run(layout)
+todo = expert_store.pending(requests, store, cfg.model)
+estimate = cost.estimate_cost(todo, cfg)
 print(f"{len(requests) - len(todo)} of {len(requests)} already answered")
 print(estimate.summary())
-annotate.check_budget(estimate, cfg)
+cost.check_budget(estimate, cfg)
 
 # %% [markdown]
 # ## 4. Asking the expert
@@ -168,7 +168,7 @@ print(annotate.save_report(layout, report, cfg))
 records = store.records()
 print(f"{len(records)} records in {store.path}")
 print("actual cost of all records:", cost.tally(records, cost.Prices.from_settings(cfg)))
-record = trace.expert_reply(layout, example.sample_id, cfg.model)
+record = trace_view.expert_reply(layout, example.sample_id, cfg.model)
 if record is None:
     print(f"{example.sample_id}: no record stored")
 else:
@@ -181,12 +181,12 @@ else:
 # OpenAI's Batch API halves the price for anyone who can wait up to 24 hours. `write_batch_files`
 # writes the pending requests as Batch input files (split under the 200 MB limit); upload them
 # with `purpose="batch"`, create a batch for `/v1/chat/completions`, and pass the downloaded
-# output file to `annotate.ingest_batch_results(cfg, path)`, which adds the answers to the same
+# output file to `batch_api.ingest_batch_results(cfg, path)`, which adds the answers to the same
 # store. From a shell: `python -m morelib.annotate batch-write ...` and `... batch-ingest --results FILE`.
 
 # %%
 if cfg.write_batch_input:
-    paths = annotate.write_batch_files(cfg)
+    paths = batch_api.write_batch_files(cfg)
     print(paths or "nothing pending: every request already has an answer")
 
 # %% [markdown]
@@ -210,12 +210,12 @@ show_gold_statements = False
 detail_to_try = None         # e.g. "high"
 
 if fraction_to_try is not None:
-    few, rest = annotate.stratified_split(train, fraction_to_try, cfg.seed)
+    few, rest = splits.stratified_split(train, fraction_to_try, cfg.seed)
     few_counts = Counter(s.label for s in train if s.id in set(few))
     print(f"fraction {fraction_to_try}: {len(few)} facts; rarest relations:",
           sorted(few_counts.items(), key=lambda item: item[1])[:3])
 if show_gold_statements:
     for example in (next(s for s in train if s.label == "none"), next(s for s in train if s.label != "none")):
-        print(annotate.gold_statement(example))
+        print(expert_requests.gold_statement(example))
 if detail_to_try is not None:
-    print(annotate.estimate_cost(requests, with_changes(cfg, image_detail=detail_to_try)).summary())
+    print(cost.estimate_cost(requests, with_changes(cfg, image_detail=detail_to_try)).summary())

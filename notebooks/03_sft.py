@@ -56,7 +56,7 @@ import pandas as pd
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import evaluation, faithfulness, filtering, report, sft, trace
+from morelib import evaluation, faithfulness, filtering, report, sft, trace, trace_view
 from morelib.config import describe, load_profile, seed_everything, with_changes
 from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
@@ -200,14 +200,14 @@ traced = trace.load(layout)
 if traced is None or not is_done(layout.checkpoint("stage1")):
     print("nothing to show: no trace.json (notebook 00) or no finished Stage 1 model")
 else:
-    pair = trace.load_samples(settings.data_dir, traced.ids)
+    pair = trace_view.load_samples(settings.data_dir, traced.ids)
     stage1_model = backend_for(generation, layout.checkpoint("stage1"), backend="transformers")
     traced_outputs = {r["id"]: r for r in predict_to_file(
         stage1_model, [pair[i] for i in traced.ids], layout.predictions("stage1", "trace"),
         generation.for_model("stage1"), template=prompt_template("reasoning"), progress=False)}
     trained_on = next((r["completion"] for r in rows if r["id"] == traced.stage1_id),
                       "(the filter rejected this reply: the model never trained on it)")
-    display(trace.side_by_side(f"trained on: the expert's reply ({traced.stage1_id})", trained_on,
+    display(trace_view.side_by_side(f"trained on: the expert's reply ({traced.stage1_id})", trained_on,
                                f"the Stage 1 model's output ({traced.stage1_id})", traced_outputs[traced.stage1_id]["text"]))
     facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
     for sample_id in traced.ids:

@@ -42,13 +42,13 @@ warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without
 
 from transformers.utils import logging as hf_logging
 
-from morelib import difficulty, preflight, report, trace
-from morelib.config import describe, seed_everything
+from morelib import difficulty, preflight, report, trace, trace_view
+from morelib.config import describe, load_profile, seed_everything
 from morelib.inference import backend_for
 from morelib.layout import RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
-config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="04_difficulty")
+config = load_profile(profile, overrides, run_dir, default_section="04_difficulty", derive=preflight.engine_lengths)
 settings = config.settings("04_difficulty")
 generation = config.settings("inference").for_model("stage1")
 seed_everything(generation.seed)
@@ -90,7 +90,7 @@ print("written:", layout.difficulty_split)
 
 # %%
 traced = trace.load(layout)
-traced_row = trace.difficulty_row(layout, traced.pool_id) if traced else None
+traced_row = trace_view.difficulty_row(layout, traced.pool_id) if traced else None
 if traced_row is None:
     print("no traced pool fact in this run (notebook 00 writes trace.json)")
 else:

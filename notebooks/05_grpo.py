@@ -52,14 +52,14 @@ import torch
 from IPython.display import display
 from transformers.utils import logging as hf_logging
 
-from morelib import difficulty, grpo, mixing, preflight, report, trace
-from morelib.config import describe, seed_everything
+from morelib import difficulty, grpo, grpo_group, mixing, preflight, report, trace, trace_view, training_logs
+from morelib.config import describe, load_profile, seed_everything
 from morelib.launch import train_in_subprocess
 from morelib.layout import RunLayout
 from morelib.training import is_done
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
-config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="05_grpo")
+config = load_profile(profile, overrides, run_dir, default_section="05_grpo", derive=preflight.engine_lengths)
 settings = config.settings("05_grpo")
 generation = config.settings("inference")
 seed_everything(settings.seed)
@@ -141,7 +141,7 @@ if pool_predictions.exists():
     from morelib.inference import read_predictions
 
     (length_reward,) = get_reward_funcs(settings, ["length"])  # as this run's settings configure it
-    by_group = report.length_reward_by_group(read_predictions(pool_predictions), length_reward)
+    by_group = training_logs.length_reward_by_group(read_predictions(pool_predictions), length_reward)
     display(by_group.round(3))
     spread = by_group["length_reward_rate"].max() - by_group["length_reward_rate"].min()
     if spread > 0.1:
@@ -165,8 +165,8 @@ else:
 # `GRPOTrainer._generate_and_score_completions`: the standard deviation is the *sample* one
 # (Bessel's correction, divided by G - 1; TRL's `nanstd`), and 1e-4 keeps a group with equal
 # rewards at advantage 0. TRL does not expose this as a function of its own, so the column
-# `advantage (TRL)` runs TRL's lines with TRL's `nanstd` (`morelib.trace.trl_group_advantages`)
-# beside our plain NumPy (`morelib.trace.group_advantages`). Every token of completion i is then
+# `advantage (TRL)` runs TRL's lines with TRL's `nanstd` (`morelib.grpo_group.trl_group_advantages`)
+# beside our plain NumPy (`morelib.grpo_group.group_advantages`). Every token of completion i is then
 # pushed up or down in proportion to A_i.
 
 # %%
@@ -180,19 +180,19 @@ else:
     from morelib.inference import backend_for
     from morelib.prompts import prompt_template
 
-    traced_sample = trace.load_samples(settings.data_dir, [traced.pool_id])[traced.pool_id]
+    traced_sample = trace_view.load_samples(settings.data_dir, [traced.pool_id])[traced.pool_id]
     policy = backend_for(generation, settings.stage1_dir, backend="transformers")  # pixel limits from common, as GRPO's
-    completions = trace.sample_group(policy, traced_sample, settings, prompt_template(settings.prompt))
+    completions = grpo_group.sample_group(policy, traced_sample, settings, prompt_template(settings.prompt))
     del policy
     gc.collect()  # free the model before the training subprocess starts
     torch.cuda.empty_cache()  # and its GPU memory (a no-op without a GPU)
-    group = trace.score_group(completions, traced_sample.label, settings, traced_sample.text, traced_sample.entity)
+    group = grpo_group.score_group(completions, traced_sample.label, settings, traced_sample.text, traced_sample.entity)
     if (settings.scale_rewards, settings.multi_objective_aggregation) != ("group", "sum_then_normalize"):
         print(f"note: this profile trains with scale_rewards={settings.scale_rewards!r} and "
               f"multi_objective_aggregation={settings.multi_objective_aggregation!r}; the advantages below "
               "are the per-group ones of the paper's GRPO")
-    print(trace.describe(traced_sample))
-    row = trace.difficulty_row(layout, traced.pool_id)
+    print(trace_view.describe(traced_sample))
+    row = trace_view.difficulty_row(layout, traced.pool_id)
     print(f"  notebook 04: {row['difficulty'] if row else 'not split'}; G = {settings.num_generations}, "
           f"temperature {settings.temperature}")
     facts = evaluation.toy_facts(settings.data_dir) or {}  # the toy world's true types; {} on real data
@@ -267,7 +267,7 @@ display(pd.concat({variant: plans[variant] for variant in settings.variants}, na
 ratios = pd.DataFrame({
     variant: {"easy : hard, epoch 1": plan["n_easy"].iloc[0] / max(1, plan["n_hard"].iloc[0]),
               "easy : hard, last epoch": plan["n_easy"].iloc[-1] / max(1, plan["n_hard"].iloc[-1]),
-              "traced fact in epochs": trace.mix_epochs(mixes[variant], traced.pool_id) if traced else None}
+              "traced fact in epochs": trace_view.mix_epochs(mixes[variant], traced.pool_id) if traced else None}
     for variant, plan in plans.items() if variant in settings.variants}).T
 ratios.loc["raw, paper"] = [8853 / 2370, 8853 / 2370, None]
 display(ratios)
@@ -311,7 +311,7 @@ grpo_dirs = {variant: layout.grpo_dir(variant) for variant in settings.variants}
 figure = report.plot_reward_curves(grpo_dirs)
 report.save_figure(figure, layout.figures, "05_grpo_rewards")
 display(report.show_figure(figure))
-summary = report.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
+summary = training_logs.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
 layout.metrics.mkdir(parents=True, exist_ok=True)
 summary.to_csv(layout.metrics / "grpo_summary.csv")
 display(summary.round(3))
@@ -323,7 +323,7 @@ display(summary.round(3))
 #
 # ## 6 · Choosing Stage 2's settings on valid
 #
-# The paper fixes few of Stage 2's settings for a 7B model, and a tiny random model needs its own
+# The paper fixes few of Stage 2's settings for a 7B model, and a tiny model needs its own
 # (learning rate, sampling temperature, how much of the pool to use). Settings are chosen on the
 # **valid** split, never on test. `benchmarks/stage2_valid.py` trains one variant with changed
 # settings into `experiments/<name>/` (this run's own Stage 2 files stay as they are), then
@@ -345,7 +345,7 @@ display(summary.round(3))
 # what each gave.
 
 # %%
-experiments = report.stage2_experiments(layout.experiments)
+experiments = training_logs.stage2_experiments(layout.experiments)
 if experiments is None:
     print("No Stage 2 experiments in this run yet: python benchmarks/stage2_valid.py --help")
 else:
@@ -362,7 +362,7 @@ else:
 #    keep the last epoch at 1 : 2? What does gamma = 1 turn the progressive variant into?
 # 2. **Advantages by hand.** For a group with rewards 3, 2, 2 and 0, compute the four advantages
 #    on paper (sample standard deviation), write them into `my_advantages`, then run the cell: it
-#    compares them with `trace.group_advantages`. What are they for rewards 3, 3, 3, 3? For
+#    compares them with `grpo_group.group_advantages`. What are they for rewards 3, 3, 3, 3? For
 #    1, 0, 0, 0 compared with 3, 2, 2, 2?
 # 3. **The falling curve.** Using the plan of section 3 (`plans["progressive"]`: `n_hard`,
 #    `n_easy`, `total` per epoch), compute the share of hard samples in each progressive epoch. If
@@ -395,7 +395,7 @@ my_advantages = None                     # exercise 2: your four advantages of r
 if gamma_to_try is not None:
     print("easy per epoch (paper's pool):", mixing.easy_counts(2370, 8853, epochs_to_try, gamma_to_try))
 if my_advantages is not None:
-    truth = trace.group_advantages([3, 2, 2, 0])
+    truth = grpo_group.group_advantages([3, 2, 2, 0])
     print("yours:", [round(a, 3) for a in my_advantages], "TRL's formula:", truth.round(3).tolist(),
           "-> match" if all(abs(a - b) < 0.01 for a, b in zip(my_advantages, truth)) else "-> look again")
 

@@ -59,12 +59,12 @@ import pandas as pd
 from IPython.display import Image, display
 from transformers.utils import logging as hf_logging
 
-from morelib import data, evaluation, faithfulness, metrics, preflight, report
-from morelib.config import describe, seed_everything
+from morelib import data, evaluation, faithfulness, metrics, preflight, report, run_models
+from morelib.config import describe, load_profile, seed_everything
 from morelib.layout import RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
-config = preflight.load_with_engine_lengths(profile, overrides, run_dir, section="06_evaluation")
+config = load_profile(profile, overrides, run_dir, default_section="06_evaluation", derive=preflight.engine_lengths)
 settings = config.settings("06_evaluation")
 generation = config.settings("inference")
 seed_everything(settings.seed)
@@ -128,7 +128,7 @@ display(shown)
 # ## 3 · Table 1
 #
 # The paper's rows, labelled *reported (paper)*, next to this run's rows, labelled with the
-# profile. They never share a row: on the toy profile a tiny random model trained on synthetic
+# profile. They never share a row: on the toy profile a tiny pretrained model trained on synthetic
 # data stands in for Qwen2.5-VL-7B on MORE, so only the *order* of the rows can be compared, and
 # only loosely.
 
@@ -206,7 +206,7 @@ else:
 
 # %%
 compared = [k for k in ("sft_label_full", "stage1", "grpo_progressive") if k in predictions] or list(predictions)
-per_label = {evaluation.display_name(k): metrics.per_label([r["gold"] for r in predictions[k]], [r["label"] for r in predictions[k]])
+per_label = {run_models.display_name(k): metrics.per_label([r["gold"] for r in predictions[k]], [r["label"] for r in predictions[k]])
              for k in compared}
 for name, frame in per_label.items():
     frame.to_csv(layout.metrics / f"per_label_{settings.split}__{name.replace(' ', '_')}.csv")
@@ -216,7 +216,7 @@ display(Image(filename=str(paths[0])))
 focus = compared[-1]  # MORE-R1 when it exists
 rows = predictions[focus]
 matrix = metrics.confusion([r["gold"] for r in rows], [r["label"] for r in rows])
-paths = report.figure_confusion(matrix, out_dirs, settings.profile, title=evaluation.display_name(focus))
+paths = report.figure_confusion(matrix, out_dirs, settings.profile, title=run_models.display_name(focus))
 display(Image(filename=str(paths[0])))
 
 # %% [markdown]
@@ -250,8 +250,8 @@ for key, rows in predictions.items():
 # decisions (`docs/stage2-on-the-toy.md`).
 
 # %%
-reasoning_models = [k for k in predictions if evaluation.MODELS_BY_KEY.get(k) and
-                    evaluation.MODELS_BY_KEY[k].prompt == "reasoning"]
+reasoning_models = [k for k in predictions if run_models.MODELS_BY_KEY.get(k) and
+                    run_models.MODELS_BY_KEY[k].prompt == "reasoning"]
 by_id = {s.id: s for s in samples}
 meta = evaluation.toy_facts(settings.data_dir)
 support = faithfulness.support_table({k: predictions[k] for k in reasoning_models}, by_id, meta)

@@ -38,7 +38,7 @@ import pandas as pd
 from IPython.display import Image, display
 from transformers.utils import logging as hf_logging
 
-from morelib import data, evaluation, faithfulness, report, trace
+from morelib import cases, data, evaluation, faithfulness, report, run_models, trace, trace_view
 from morelib.config import load_profile, resolve_path, seed_everything
 from morelib.layout import RunLayout
 
@@ -63,8 +63,8 @@ if not predictions:
 gold = {i: s.label for i, s in samples.items()}
 labels_by_model = {key: {i: r["label"] for i, r in rows.items()} for key, rows in predictions.items()}
 facts = evaluation.toy_facts(data_dir) or {}  # the toy world's true types; {} on real data
-reasoning = [k for k in predictions if evaluation.MODELS_BY_KEY.get(k) and evaluation.MODELS_BY_KEY[k].prompt == "reasoning"]
-print("models:", ", ".join(evaluation.display_name(k) for k in predictions))
+reasoning = [k for k in predictions if run_models.MODELS_BY_KEY.get(k) and run_models.MODELS_BY_KEY[k].prompt == "reasoning"]
+print("models:", ", ".join(run_models.display_name(k) for k in predictions))
 
 # %% [markdown]
 # ## 1 · Does the reasoning support the answer?
@@ -87,7 +87,7 @@ print("models:", ", ".join(evaluation.display_name(k) for k in predictions))
 # %%
 if reasoning:
     support = faithfulness.support_table({k: list(predictions[k].values()) for k in reasoning}, samples, facts)
-    display(support.rename(index=evaluation.display_name).round(3))
+    display(support.rename(index=run_models.display_name).round(3))
 else:
     print("no reasoning model among settings.models")
 
@@ -106,23 +106,23 @@ prefer = "grpo_progressive" if "grpo_progressive" in available else available[-1
 checks = {i: faithfulness.check(row, samples[i], facts.get(i)) for i, row in predictions[prefer].items()} \
     if prefer in reasoning else {}
 supported = {i: check["supports"] for i, check in checks.items()}
-chosen = settings.sample_id or report.pick_case(labels_by_model, gold, models=available, prefer=prefer,
+chosen = settings.sample_id or cases.pick_case(labels_by_model, gold, models=available, prefer=prefer,
                                                 supported=supported)
 if chosen is None:
     raise SystemExit("the settings.models share no predicted sample")
 if chosen not in samples:
     raise ValueError(f"sample_id {chosen!r} is not in the {settings.split} settings.split")
 sample = samples[chosen]
-rows = {evaluation.display_name(k): predictions[k][chosen] for k in available if chosen in predictions[k]}
-lucky = [evaluation.display_name(k) for k in available if k in reasoning and chosen in predictions[k]
+rows = {run_models.display_name(k): predictions[k][chosen] for k in available if chosen in predictions[k]}
+lucky = [run_models.display_name(k) for k in available if k in reasoning and chosen in predictions[k]
          and faithfulness.is_lucky(predictions[k][chosen], sample, facts.get(chosen))]
-print(report.describe_case(sample, rows, max_chars=600))
+print(cases.describe_case(sample, rows, max_chars=600))
 print()
 for k in available:  # every reasoning output on screen, checked
     if k in reasoning and chosen in predictions[k]:
-        print(f"{evaluation.display_name(k)}: {faithfulness.verdict(predictions[k][chosen], sample, facts.get(chosen))}")
+        print(f"{run_models.display_name(k)}: {faithfulness.verdict(predictions[k][chosen], sample, facts.get(chosen))}")
 if prefer in reasoning and not supported.get(chosen):
-    print(f"\nnote: no case has {evaluation.display_name(prefer)} right with reasoning that passes every check")
+    print(f"\nnote: no case has {run_models.display_name(prefer)} right with reasoning that passes every check")
 if lucky:
     print("lucky (right label, reasoning does not support it):", ", ".join(lucky))
 
@@ -147,20 +147,20 @@ display(Image(filename=str(paths[0])))
 #
 # One table row per sample that every model answered, with each model's answer and whether it is
 # right; then, for each pattern, how many samples follow it and the first of them, in one line
-# (`report.describe_case(samples[i], rows)` prints a case with each model's reasoning). Where only
+# (`cases.describe_case(samples[i], rows)` prints a case with each model's reasoning). Where only
 # the reasoning models are right, the steps show what the label-only model could not use; where
 # every model is wrong, the gold label may need a cue none of them read (or the toy world made the
 # case ambiguous on purpose).
 
 # %%
-table = report.case_table(labels_by_model, gold)
+table = cases.case_table(labels_by_model, gold)
 ok_columns = [f"{k}_ok" for k in available]
 print("share right per model:", table[ok_columns].mean().round(3).to_dict())
-for pattern, mask in report.teaching_patterns(table, available).items():
+for pattern, mask in cases.teaching_patterns(table, available).items():
     print(f"=== {pattern}: {int(mask.sum())} of {len(table)} samples")
     for case_id in list(table.index[mask])[:settings.n_teaching]:
         case = samples[case_id]
-        answers = "; ".join(f"{evaluation.display_name(k)}: {predictions[k][case_id]['label']}"
+        answers = "; ".join(f"{run_models.display_name(k)}: {predictions[k][case_id]['label']}"
                             f" ({'right' if table.loc[case_id, f'{k}_ok'] else 'wrong'})" for k in available)
         print(f"    {case_id}: {case.text} | entity {case.entity} | gold {case.label} | {answers}")
 
@@ -180,7 +180,7 @@ if traced is None:
 else:
     inference = config.settings("inference")
     common = config.settings("common")
-    traced_sample = trace.load_samples(data_dir, [traced.pool_id])[traced.pool_id]
+    traced_sample = trace_view.load_samples(data_dir, [traced.pool_id])[traced.pool_id]
     base_model = resolve_path(common.base_model) if resolve_path(common.base_model).exists() else common.base_model
     final = evaluation.evaluate_models(
         [traced_sample], layout, base_model, keys=settings.models, split="trace", backend="transformers",
@@ -188,14 +188,14 @@ else:
     verdicts = []
     for key, (row,) in final.items():
         check = faithfulness.check(row, traced_sample, facts.get(traced.pool_id)) if key in reasoning else {}
-        verdicts.append({"model": evaluation.display_name(key), "answer": row["label"], "right": row["label"] == row["gold"],
+        verdicts.append({"model": run_models.display_name(key), "answer": row["label"], "right": row["label"] == row["gold"],
                          **{name: check.get(name) for name in faithfulness.CHECKS}, "lucky": check.get("lucky")})
     if verdicts:
         display(pd.DataFrame(verdicts).set_index("model"))
         for key, (row,) in final.items():
             if key in reasoning:
-                print(f"{evaluation.display_name(key)}: {faithfulness.verdict(row, traced_sample, facts.get(traced.pool_id))}")
-        print(report.describe_case(traced_sample, {evaluation.display_name(k): rows[0] for k, rows in final.items()},
+                print(f"{run_models.display_name(key)}: {faithfulness.verdict(row, traced_sample, facts.get(traced.pool_id))}")
+        print(cases.describe_case(traced_sample, {run_models.display_name(k): rows[0] for k, rows in final.items()},
                                    max_chars=500))
 
 # %% [markdown]
@@ -206,7 +206,7 @@ else:
 # 1. **Another case.** Rerun the chain's last step with `--set 07_case_studies.sample_id=test-N`
 #    (or set `chosen` by hand above and rerun section 3) for a sample from section 4's patterns.
 # 2. **Find a lucky answer.** The cell below lists MORE-R1's lucky answers on this split. Open one
-#    with `report.describe_case` and `faithfulness.problems`: which step went wrong, and would the
+#    with `cases.describe_case` and `faithfulness.problems`: which step went wrong, and would the
 #    paper's answer reward have paid for it?
 # 3. **Which check fails?** In the table of section 1, which of the four checks fails most often,
 #    for which model? On real data a `none` fact's types are unknown, so `types_right` cannot
@@ -216,7 +216,7 @@ else:
 # %%
 if prefer in reasoning:
     lucky_ids = [i for i, check in checks.items() if check["lucky"]]
-    print(f"{evaluation.display_name(prefer)}: {len(lucky_ids)} lucky of {sum(c['correct'] for c in checks.values())} "
+    print(f"{run_models.display_name(prefer)}: {len(lucky_ids)} lucky of {sum(c['correct'] for c in checks.values())} "
           f"right answers; e.g. {lucky_ids[:5]}")
 
 # %% [markdown]

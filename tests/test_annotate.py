@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from morelib import annotate, cost
-from morelib.annotate import ResponseStore
+from morelib import annotate, batch_api, cost, expert_requests, prompts, splits
+from morelib.expert_store import ResponseStore
 from morelib.data import load_split
 from morelib.expert_server import ExpertConfig, ExpertServer, Faults
 from morelib.filtering import check_response
@@ -40,7 +40,7 @@ def train(data_dir):
 
 @pytest.fixture(scope="module")
 def stage1(train):
-    return annotate.stratified_split(train, 0.25, 0)[0]
+    return splits.stratified_split(train, 0.25, 0)[0]
 
 
 def config(data_dir, run_dir, **kw):
@@ -91,17 +91,17 @@ def free_port() -> int:
 
 
 def test_stratified_split_takes_a_quarter_of_every_relation(train):
-    stage1, pool = annotate.stratified_split(train, 0.25, seed=0)
+    stage1, pool = splits.stratified_split(train, 0.25, seed=0)
     assert set(stage1).isdisjoint(pool) and sorted(stage1 + pool) == sorted(s.id for s in train)
     label_of = {s.id: s.label for s in train}
     total, chosen = Counter(s.label for s in train), Counter(label_of[i] for i in stage1)
     for label, n in total.items():
         assert chosen[label] == max(1, round(0.25 * n)), label
-    assert annotate.stratified_split(train, 0.25, seed=0) == (stage1, pool)
-    assert annotate.stratified_split(train, 0.25, seed=1)[0] != stage1
-    assert len(annotate.stratified_split(train, 0.5, seed=0)[0]) > len(stage1)
+    assert splits.stratified_split(train, 0.25, seed=0) == (stage1, pool)
+    assert splits.stratified_split(train, 0.25, seed=1)[0] != stage1
+    assert len(splits.stratified_split(train, 0.5, seed=0)[0]) > len(stage1)
     with pytest.raises(ValueError, match="fraction"):
-        annotate.stratified_split(train, 0.0, seed=0)
+        splits.stratified_split(train, 0.0, seed=0)
 
 
 def test_sampling_rounds_half_to_even_as_the_stage2_mix_does():
@@ -112,60 +112,60 @@ def test_sampling_rounds_half_to_even_as_the_stage2_mix_does():
 
     facts = [SimpleNamespace(id=f"{label}-{i}", label=label) for label, n in (("a", 10), ("b", 6), ("c", 2))
              for i in range(n)]
-    stage1, _ = annotate.stratified_split(facts, 0.25, seed=0)
+    stage1, _ = splits.stratified_split(facts, 0.25, seed=0)
     assert Counter(i.split("-")[0] for i in stage1) == {"a": 2, "b": 2, "c": 1}
     assert easy_counts(5, 100, 2, 0.5)[1] == 2  # 2.5 -> 2 in the mix as well
 
 
 def test_split_ids_round_trip_and_a_broken_file_is_named(tmp_path):
-    path = annotate.write_split_ids(tmp_path, ["train-1"], ["train-2", "train-3"])
+    path = splits.write_split_ids(tmp_path, ["train-1"], ["train-2", "train-3"])
     assert path == RunLayout(tmp_path).split_ids
-    assert annotate.read_split_ids(tmp_path) == {"stage1": ["train-1"], "stage2_pool": ["train-2", "train-3"]}
+    assert splits.read_split_ids(tmp_path) == {"stage1": ["train-1"], "stage2_pool": ["train-2", "train-3"]}
     path.write_text('{"stage1": "train-1"}')
     with pytest.raises(ValueError, match=r"split_ids.json: field 'stage1'"):
-        annotate.read_split_ids(tmp_path)
+        splits.read_split_ids(tmp_path)
 
 
 def test_the_expert_prompt_asks_for_no_length():
     """The paper's prompt sets no length, and its length reward pays reasoning over 1,024 characters:
     our template must not ask the expert to keep its steps short."""
-    template = annotate.EXPERT_TEMPLATE_PATH.read_text().lower()
+    template = expert_requests.EXPERT_TEMPLATE_PATH.read_text().lower()
     assert "short" not in template and "brief" not in template and "concise" not in template
 
 
 def test_expert_prompt_has_the_three_parts(train):
     relation = next(s for s in train if s.label != "none")
     none = next(s for s in train if s.label == "none")
-    text = annotate.expert_prompt_text(relation)
-    assert text.startswith(annotate.task_description(relation))
+    text = expert_requests.expert_prompt_text(relation)
+    assert text.startswith(prompts.task_description(relation))
     assert all(f"Step {i}:" in text for i in range(1, 7))
     obj_type, ent_type = relation.label.split("/")[1:3]
     assert f"their relation is {relation.label}" in text and f"object is of type {obj_type}" in text
     assert f"is of type {ent_type}" in text and "do not mention" in text
-    text = annotate.expert_prompt_text(none)
+    text = expert_requests.expert_prompt_text(none)
     assert "there is no relation" in text and "of type" not in text.split("Candidate relations")[1]
 
 
 def test_template_is_replaceable_and_changes_the_hash(train, tmp_path):
     s = train[0]
-    default = annotate.expert_prompt_text(s)
+    default = expert_requests.expert_prompt_text(s)
     custom = tmp_path / "mine.txt"
     custom.write_text("Look at {entity}. {gold_statement} Labels: {labels}. Literal {{braces}}.")
-    text = annotate.expert_prompt_text(s, custom.read_text())
+    text = expert_requests.expert_prompt_text(s, custom.read_text())
     assert text.startswith(f"Look at {s.entity}.") and "{braces}" in text
-    assert annotate.prompt_hash(text, s, "low") != annotate.prompt_hash(default, s, "low")
-    assert annotate.prompt_hash(default, s, "low") != annotate.prompt_hash(default, s, "high")
+    assert expert_requests.prompt_hash(text, s, "low") != expert_requests.prompt_hash(default, s, "low")
+    assert expert_requests.prompt_hash(default, s, "low") != expert_requests.prompt_hash(default, s, "high")
     custom.write_text("{entity} {no_such_field}")
     with pytest.raises(ValueError, match=r"mine.txt: unknown placeholder 'no_such_field'"):
-        annotate.plan_requests([s], AnnotationSettings(template_path=str(custom)))
+        expert_requests.plan_requests([s], AnnotationSettings(template_path=str(custom)))
 
 
 def test_request_body_sends_both_images(train, data_dir):
     from morelib.data import load_images
 
     cfg = config(data_dir, "unused", image_detail="high")
-    req = annotate.plan_requests(train[:1], cfg)[0]
-    body = annotate.request_body(req, cfg, load_images)
+    req = expert_requests.plan_requests(train[:1], cfg)[0]
+    body = expert_requests.request_body(req, cfg, load_images)
     parts = body["messages"][0]["content"]
     assert [p["type"] for p in parts] == ["image_url", "image_url", "text"]
     assert all(p["image_url"]["url"].startswith("data:image/jpeg;base64,") and p["image_url"]["detail"] == "high"
@@ -201,7 +201,7 @@ def test_prices_and_tally():
 
 def test_spending_above_the_threshold_needs_confirmation(data_dir, tmp_path, capsys):
     cfg = config(data_dir, tmp_path, base_url="http://127.0.0.1:9/v1", cost_threshold=0.01)
-    with pytest.raises(annotate.CostConfirmationRequired, match="confirm_cost"):
+    with pytest.raises(cost.CostConfirmationRequired, match="confirm_cost"):
         annotate.annotate(cfg)
     assert not RunLayout(tmp_path).expert_store.exists()  # refused before any call
     assert annotate.main(cli_args("run", data_dir, tmp_path, "--cost-threshold", "0.01")) == 1
@@ -286,7 +286,7 @@ def test_rerun_skips_done_work_and_a_new_template_is_not_reused(data_dir, tmp_pa
     assert report.skipped == 5 and report.sent == report.planned - 5
     assert annotate.annotate(cfg).sent == 0
     template = tmp_path / "t.txt"
-    template.write_text(annotate.EXPERT_TEMPLATE_PATH.read_text() + "\nBe brief.")
+    template.write_text(expert_requests.EXPERT_TEMPLATE_PATH.read_text() + "\nBe brief.")
     cfg.template_path = str(template)
     changed = annotate.annotate(cfg)
     assert changed.skipped == 0 and changed.sent == changed.planned
@@ -418,7 +418,7 @@ def test_profile_and_set_give_the_defaults_and_flags_win(data_dir, tmp_path, cap
     assert command == "estimate" and cfg.fraction == 0.5 and cfg.image_detail == "high"
     assert cfg.model == "toy-expert" and cfg.run_dir == str(tmp_path)  # from the profile; --run-dir wins
     assert annotate.main(argv) == 0
-    assert len(annotate.read_split_ids(tmp_path)["stage1"]) > 0
+    assert len(splits.read_split_ids(tmp_path)["stage1"]) > 0
     assert annotate.main([*argv, "--set", "no_such_key=1"]) == 1
     assert "error: --set 'no_such_key=1': section '01_annotation': unknown key 'no_such_key'" in capsys.readouterr().err
 
@@ -434,7 +434,7 @@ def test_offline_expert_runs_without_a_server_of_ones_own(data_dir, tmp_path):
 
 def test_batch_files_and_ingest(data_dir, stage1, tmp_path):
     cfg = config(data_dir, tmp_path)
-    paths = annotate.write_batch_files(cfg, max_bytes=40_000)
+    paths = batch_api.write_batch_files(cfg, max_bytes=40_000)
     assert len(paths) > 1 and paths[0].parent == RunLayout(tmp_path).batch_inputs  # split by size
     lines = [json.loads(line) for p in paths for line in p.read_text().splitlines()]
     assert [line["custom_id"].split("::")[0] for line in lines] == stage1
@@ -455,8 +455,8 @@ def test_batch_files_and_ingest(data_dir, stage1, tmp_path):
                         "response": {"status_code": 200, "request_id": f"r{i}", "body": body}, "error": None})
     results = tmp_path / "out.jsonl"
     results.write_text("".join(json.dumps(r) + "\n" for r in out))
-    assert annotate.ingest_batch_results(cfg, results) == {"ok": len(lines) - 1, "error": 1}
-    assert annotate.ingest_batch_results(cfg, results) == {"skipped": len(lines) - 1, "error": 1}
+    assert batch_api.ingest_batch_results(cfg, results) == {"ok": len(lines) - 1, "error": 1}
+    assert batch_api.ingest_batch_results(cfg, results) == {"skipped": len(lines) - 1, "error": 1}
     rows = records(tmp_path)
     ok = [r for r in rows if not r["error"]]
     assert len(ok) == len(lines) - 1 and all(r["mode"] == "batch" for r in rows)
@@ -464,10 +464,10 @@ def test_batch_files_and_ingest(data_dir, stage1, tmp_path):
     online = sum(prices.cost(r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) for r in ok)
     assert cost.tally(ok, prices)["usd"] == pytest.approx(online / 2)
     # only the failed request is still pending
-    assert len(annotate.write_batch_files(cfg)) == 1
+    assert len(batch_api.write_batch_files(cfg)) == 1
     results.write_text("not json\n")
     with pytest.raises(ValueError, match="out.jsonl:1"):
-        annotate.ingest_batch_results(cfg, results)
+        batch_api.ingest_batch_results(cfg, results)
 
 
 # ----------------------------------------------------------------------------- notebook

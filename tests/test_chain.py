@@ -213,7 +213,7 @@ def test_toy_chain_runs_end_to_end(tmp_path):
         i for i, d in difficulty.items() if d == "hard")
     assert all(is_well_formed(r["completion"]) and parse_label(r["completion"]) == r["label"] for r in expert)
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
-    from morelib.report import stage2_experiments
+    from morelib.training_logs import stage2_experiments
 
     assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "own", "expert"}
 

@@ -14,8 +14,8 @@ from morelib.config import (
     repo_root,
     resolve_run_dir,
     seed_everything,
-    write_run_info,
 )
+from morelib.provenance import write_run_info
 
 
 def write_profile(path: Path, data: dict) -> Path:
@@ -235,3 +235,22 @@ def test_run_info_keeps_the_record_of_every_notebook(tmp_path):
     assert info["seed"] == 2 and sorted(info["notebooks"]) == ["00_prepare", "01_annotation"]
     assert info["notebooks"]["00_prepare"]["seed"] == 1 and info["notebooks"]["00_prepare"]["overrides"] == []
     assert info["notebooks"]["01_annotation"]["seed"] == 2 and info["notebooks"]["01_annotation"]["overrides"] == ["seed=2"]
+
+
+def test_derived_values_are_set_on_the_loaded_profile_as_they_are():
+    """``load_profile(..., derive=f)``: what ``f`` derives from the loaded profile is set without a
+    round trip through ``--set`` text, and a key no section has is the same error as a ``--set``'s."""
+    calls = []
+
+    def lengths(profile):
+        calls.append(profile.settings("05_grpo").vllm_max_model_length)
+        return {"05_grpo.vllm_max_model_length": 1536, "inference.vllm_max_model_len": 2048}
+
+    loaded = load_profile("toy", ["seed=3"], default_section="05_grpo", derive=lengths)
+    assert calls == [None]  # derived from the profile as loaded, once
+    assert loaded.settings("05_grpo").vllm_max_model_length == 1536
+    assert loaded.settings("inference").vllm_max_model_len == 2048
+    assert loaded.settings("common").seed == 3
+    assert loaded.origin("05_grpo", "vllm_max_model_length").startswith("derived by ")
+    with pytest.raises(ConfigError, match=r"section '05_grpo': unknown key 'vllm_max_model_lenght'"):
+        load_profile("toy", derive=lambda profile: {"05_grpo.vllm_max_model_lenght": 1})

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from morelib import grpo, report
+from morelib import grpo, report, training_logs
 from morelib.config import ConfigError, load_settings, with_changes
 from morelib.difficulty import write_split
 from morelib.files import read_jsonl
@@ -180,7 +180,7 @@ def test_train_logs_resumes_and_skips(settings, capsys):
     assert "already holds a finished model" in capsys.readouterr().out
 
     # What notebook 05 shows from the step log: per-variant summary and reward curves.
-    table = report.grpo_summary({"progressive": s.work_dir})
+    table = training_logs.grpo_summary({"progressive": s.work_dir})
     assert table.loc["progressive", "steps"] == 4
     for name in ("answer", "format", "length"):
         assert 0.0 <= table.loc["progressive", f"{name}_start"] <= 1.0

@@ -24,7 +24,7 @@ def test_paper_numbers_for_every_variant():
 def test_a_variant_is_registered_once_and_the_report_and_evaluation_read_it():
     """Figure 3's legend and colours, the model keys and Table 1's rows all come from MIXING_VARIANTS
     (and are what they were before the registry: a refactor changes no table or figure)."""
-    from morelib import evaluation, report
+    from morelib import report, run_models
     from morelib.mixing import MIXING_VARIANTS
 
     assert VARIANTS == ("raw", "balanced", "hard_only", "progressive")  # Figure 3's order, the paper's
@@ -35,11 +35,11 @@ def test_a_variant_is_registered_once_and_the_report_and_evaluation_read_it():
     assert all(v.description for v in MIXING_VARIANTS.values())
     assert report.VARIANT_KEYS == {n: v.model_key for n, v in MIXING_VARIANTS.items()}
     assert report.VARIANT_NAMES == {n: v.label for n, v in MIXING_VARIANTS.items()}
-    assert [(m.key, m.name, m.paper_row, m.in_table1) for m in evaluation.RUN_MODELS[4:]] == [
+    assert [(m.key, m.name, m.paper_row, m.in_table1) for m in run_models.RUN_MODELS[4:]] == [
         ("grpo_progressive", "MORE-R1", "MORE-R1", True),
         ("grpo_raw", "Stage 2 variant: raw", None, False), ("grpo_balanced", "Stage 2 variant: 1:1", None, False),
         ("grpo_hard_only", "Stage 2 variant: hard only", None, False)]
-    assert [m.key for m in evaluation.RUN_MODELS[:4]] == ["zero_shot", "sft_label_full", "sft_label_25", "stage1"]
+    assert [m.key for m in run_models.RUN_MODELS[:4]] == ["zero_shot", "sft_label_full", "sft_label_25", "stage1"]
 
 
 def test_rounding_is_explicit():

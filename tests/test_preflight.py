@@ -11,16 +11,9 @@ import pytest
 from morelib.data import load_images, load_split
 from morelib.layout import RunLayout
 from morelib.model import load_processor
-from morelib.preflight import (
-    OverlongRowsError,
-    apply_overlong_policy,
-    build_report,
-    count_tokens,
-    main,
-    percentile,
-    run,
-    sft_row_lengths,
-)
+from morelib.overlong import OverlongRowsError, apply_overlong_policy, sft_row_lengths
+from morelib.preflight import build_report, main, percentile, run
+from morelib.token_counts import count_tokens
 from morelib.prompts import assistant_turn, student_prompt
 from morelib.vision_tokens import PixelLimits, processor_limits
 
@@ -125,17 +118,15 @@ def test_grpo_without_vllm_max_model_length_gets_a_derived_value(run_dir, capsys
 
 
 def test_notebooks_get_the_derived_vllm_lengths_only_where_vllm_runs(run_dir):
-    from morelib.preflight import load_with_engine_lengths
-
-    plain = load_with_engine_lengths("toy", [], str(run_dir), section="05_grpo")
+    plain = load_with_engine_lengths_for([], run_dir)
     assert plain.settings("05_grpo").vllm_max_model_length is None  # transformers rollouts: nothing to derive
     with_vllm = ["05_grpo.use_vllm=true", "inference.backend=vllm"]
     _, report = build_report("toy", with_vllm, str(run_dir))
-    config = load_with_engine_lengths("toy", with_vllm, str(run_dir), section="05_grpo")
+    config = load_with_engine_lengths_for(with_vllm, run_dir)
     assert config.settings("05_grpo").vllm_max_model_length == report.derived["05_grpo.vllm_max_model_length"]
     assert config.settings("inference").vllm_max_model_len == report.derived["inference.vllm_max_model_len"]
     # A length the profile sets is kept as it is.
-    kept = load_with_engine_lengths("toy", [*with_vllm, "05_grpo.vllm_max_model_length=999"], str(run_dir))
+    kept = load_with_engine_lengths_for([*with_vllm, "05_grpo.vllm_max_model_length=999"], run_dir)
     assert kept.settings("05_grpo").vllm_max_model_length == 999
 
 
@@ -234,9 +225,11 @@ def test_colocated_vllm_gets_a_derived_step_budget_and_a_memory_estimate(run_dir
 
 
 def load_with_engine_lengths_for(overrides, run_dir):
-    from morelib.preflight import load_with_engine_lengths
+    """What notebooks 04 to 06 load: the profile, with the vLLM lengths it leaves unset derived."""
+    from morelib.config import load_profile
+    from morelib.preflight import engine_lengths
 
-    return load_with_engine_lengths("toy", overrides, str(run_dir), section="05_grpo")
+    return load_profile("toy", overrides, str(run_dir), default_section="05_grpo", derive=engine_lengths)
 
 
 def test_the_memory_estimate_of_the_7b_architecture():

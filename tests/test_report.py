@@ -9,7 +9,7 @@ import pytest
 from nbtools import figures_not_rendered
 from PIL import Image
 
-from morelib import evaluation, report
+from morelib import cases, evaluation, report, run_models, training_logs
 from morelib.data import Sample
 from morelib.layout import RunLayout
 from morelib.reported import GROUPS, TABLE1
@@ -63,7 +63,7 @@ def test_table1_keeps_reported_and_run_rows_apart(tmp_path):
     md = (tmp_path / "b" / "table1.md").read_text()
     assert "| MORE-R1 [toy run] | toy run | 60.00 | 50.00 | 50.00 | 50.00 | 10 | 0 |" in md
     assert "| MORE-R1 | reported (paper) | 84.91 | 65.88 | 69.83 | 67.80 | 3036 |  |" in md
-    assert "this run's (toy run: a tiny random model" in md
+    assert "this run's (toy run: a tiny model, pretrained on the toy world" in md
     tex = (tmp_path / "a" / "table1.tex").read_text()
     assert r"\begin{tabular}" in tex and r"Qwen2.5-VL-SFT(25\%)" in tex and tex.count(r"\midrule") == 4  # three paper groups and the run's block
 
@@ -163,24 +163,24 @@ GOLD = {"s1": "none", "s2": A, "s3": B, "s4": A}
 
 def test_pick_case_prefers_disagreement_with_more_r1_right():
     # s4: MORE-R1 right, both others wrong -> beats s2 (one other right) and s1 (agreement).
-    assert report.pick_case(PREDS, GOLD) == "s4"
+    assert cases.pick_case(PREDS, GOLD) == "s4"
     without_s4 = {m: {k: v for k, v in p.items() if k != "s4"} for m, p in PREDS.items()}
-    assert report.pick_case(without_s4, GOLD) == "s2"
+    assert cases.pick_case(without_s4, GOLD) == "s2"
     only_agreement = {m: {"s1": p["s1"]} for m, p in PREDS.items()}
-    assert report.pick_case(only_agreement, GOLD) == "s1"
-    assert report.pick_case({m: {} for m in PREDS}, GOLD) is None
+    assert cases.pick_case(only_agreement, GOLD) == "s1"
+    assert cases.pick_case({m: {} for m in PREDS}, GOLD) is None
     with pytest.raises(ValueError, match="no predictions"):
-        report.pick_case({"stage1": PREDS["stage1"]}, GOLD)
+        cases.pick_case({"stage1": PREDS["stage1"]}, GOLD)
 
 
 def test_teaching_cases_find_each_pattern():
-    table = report.case_table(PREDS, GOLD)
+    table = cases.case_table(PREDS, GOLD)
     assert table.loc["s3", "grpo_progressive_ok"] == False  # noqa: E712 (unparsed is wrong)
-    cases = report.teaching_cases(table, list(PREDS), k=2)
-    assert cases["all right"] == ["s1"]
-    assert cases["all wrong"] == ["s3"]
-    assert cases["only grpo_progressive right"] == ["s4"]
-    assert cases["only stage1 wrong"] == ["s2"]
+    chosen = cases.teaching_cases(table, list(PREDS), k=2)
+    assert chosen["all right"] == ["s1"]
+    assert chosen["all wrong"] == ["s3"]
+    assert chosen["only grpo_progressive right"] == ["s4"]
+    assert chosen["only stage1 wrong"] == ["s2"]
 
 
 def test_figure4_draws_the_case(tmp_path):
@@ -303,7 +303,7 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     # No model anywhere: every model comes from its cached predictions file.
     overrides = [f"data_dir={toy_world.data_dir}", f"base_model={RunLayout(run_dir).toy_base_model}",
                  # every model and Figure 4's three, whatever the toy profile evaluates by default
-                 f"06_evaluation.models=[{', '.join(ACCURACY)}]", f"07_case_studies.models=[{', '.join(report.CASE_MODELS)}]"]
+                 f"06_evaluation.models=[{', '.join(ACCURACY)}]", f"07_case_studies.models=[{', '.join(cases.CASE_MODELS)}]"]
     executed = run_notebook("06_evaluation", tmp_path, run_dir, overrides + ["06_evaluation.n_boot=100"])
     for name in ("table1.md", "table1.csv", "table1.tex", "figure3.png", "figure3.pdf", "per_label_f1.png", "confusion_matrix.png"):
         assert (figures / name).is_file(), name
@@ -323,19 +323,19 @@ def test_notebooks_06_and_07_on_cached_predictions(toy_run, toy_world, tmp_path)
     assert not figures_not_rendered(nbformat.reads(out, as_version=4))
     assert_png(figures / "figure4.png", min_bytes=30_000, min_size=(1200, 800))
     labels = {k: {r["id"]: r["label"] for r in evaluation.load_predictions(RunLayout(run_dir).predictions(k, "test"))}
-              for k in report.CASE_MODELS}
-    chosen = report.pick_case(labels, {s.id: s.label for s in samples})
+              for k in cases.CASE_MODELS}
+    chosen = cases.pick_case(labels, {s.id: s.label for s in samples})
     assert f"{chosen}: " in out and "=== all wrong" in out
 
 
 def test_stage2_experiments_table_sorts_by_valid_gain(tmp_path):
-    assert report.stage2_experiments(tmp_path / "experiments") is None
+    assert training_logs.stage2_experiments(tmp_path / "experiments") is None
     for name, gain in (("a", -1.5), ("b", 2.0)):
         (tmp_path / "experiments" / name).mkdir(parents=True)
         (tmp_path / "experiments" / name / "result.json").write_text(json.dumps(
             {"name": name, "variant": "progressive", "overrides": ["05_grpo.learning_rate=3e-5", "x=1"],
              "gain": gain, "ci95": [gain - 4, gain + 4], "steps": 10}))
-    table = report.stage2_experiments(tmp_path / "experiments")
+    table = training_logs.stage2_experiments(tmp_path / "experiments")
     assert list(table.index) == ["b", "a"]
     assert table.loc["a", "ci_low"] == -5.5 and table.loc["b", "ci_high"] == 6.0
     assert table.loc["a", "overrides"] == "05_grpo.learning_rate=3e-5, x=1"
@@ -351,9 +351,9 @@ def test_extra_seed_runs_are_found_named_and_kept_out_of_table1(tmp_path):
     assert evaluation.seed_runs(tmp_path, ["grpo_progressive"]) == ["grpo_progressive_seed1", "grpo_progressive_seed2"]
     assert evaluation.seed_runs(tmp_path, ["grpo_progressive", "grpo_raw", "grpo_balanced"]) == [
         "grpo_progressive_seed1", "grpo_progressive_seed2", "grpo_raw_seed1"]
-    assert evaluation.display_name("grpo_raw_seed1") == "Stage 2 variant: raw (seed 1)"
-    assert evaluation.run_model("grpo_progressive_seed1").prompt == "reasoning"
-    assert evaluation.run_model("stage1_seed1") is None and evaluation.display_name("mystery") == "mystery"
+    assert run_models.display_name("grpo_raw_seed1") == "Stage 2 variant: raw (seed 1)"
+    assert run_models.run_model("grpo_progressive_seed1").prompt == "reasoning"
+    assert run_models.run_model("stage1_seed1") is None and run_models.display_name("mystery") == "mystery"
     rows = report.run_rows({"grpo_progressive": scores(0.6, 0.5, 0.5, 0.5), "grpo_progressive_seed1": scores(0, 0, 0, 0)})
     assert [r["model"] for r in rows] == ["MORE-R1"]
 
@@ -380,13 +380,13 @@ def test_seed_spread_and_figure3_dots(tmp_path):
 def test_length_reward_by_group_shows_a_threshold_that_pays_for_the_label():
     rows = ([{"text": "x" * 420, "gold": "none", "label": "none"}] * 3
             + [{"text": "x" * 520, "gold": A, "label": A}, {"text": "x" * 520, "gold": "none", "label": B}])
-    biased = report.length_reward_by_group(rows, make_length_reward(450))
+    biased = training_logs.length_reward_by_group(rows, make_length_reward(450))
     assert biased.loc["gold none", "n"] == 4 and biased.loc["gold none", "length_reward_rate"] == 0.25
     assert biased.loc["gold relation", "length_reward_rate"] == 1.0
     assert biased.loc["answer right", "length_reward_rate"] == 0.25
     assert biased.loc["answer wrong", "length_reward_rate"] == 1.0
     assert biased.loc["gold none", "min_chars"] == 420
-    fair = report.length_reward_by_group(rows, make_length_reward(350))
+    fair = training_logs.length_reward_by_group(rows, make_length_reward(350))
     assert set(fair["length_reward_rate"]) == {1.0}
 
 
@@ -398,12 +398,12 @@ def test_grpo_summary_reads_the_grounded_answer_reward_in_the_answers_place(tmp_
              "completions/mean_length": 190.0, "kl": 0.01, "step_time": 1.0, "peak_rss_mb": 900.0}
             for step in range(1, 9)]
     (tmp_path / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = report.grpo_summary({"grounded": tmp_path}, window=2)
+    table = training_logs.grpo_summary({"grounded": tmp_path}, window=2)
     assert table.loc["grounded", "answer_start"] == pytest.approx(0.2)  # steps 1 and 3
     assert table.loc["grounded", "answer_end"] == pytest.approx(0.6)  # steps 5 and 7
     assert table.loc["grounded", "format_end"] == 1.0
-    log = report.grpo_log(tmp_path)
-    assert report.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
+    log = training_logs.grpo_log(tmp_path)
+    assert training_logs.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
     paths = report.save_figure(report.plot_reward_curves({"grounded": tmp_path}), tmp_path, "rewards")
     assert paths[0].stat().st_size > 5_000
 

@@ -319,3 +319,43 @@ def test_the_paper_profile_sets_the_speed_settings():
     assert sft.train_sampling_strategy == "group_by_length" and sft.dataloader_num_workers == 4
     assert sft.progress_lines == grpo.progress_lines == 50
     assert grpo.vllm_max_num_batched_tokens is None  # derived by the pre-flight
+
+
+def test_a_field_that_sections_share_is_declared_once():
+    """run_dir, data_dir, seed, the pixel limits, the LoRA and launch fields live in one mixin each;
+    every section that has them gets the same default. ``base_model`` is declared again only where
+    it means something else (00_prepare writes the tiny model there)."""
+    import ast
+    import dataclasses
+
+    from morelib import settings as settings_module
+    from morelib.layout import repo_root
+
+    tree = ast.parse((repo_root() / "morelib" / "settings.py").read_text())
+    declared: dict[str, list[str]] = {}
+    for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+        for item in cls.body:
+            if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
+                declared.setdefault(item.target.id, []).append(cls.name)
+    shared = ["run_dir", "data_dir", "seed", "min_pixels", "max_pixels", "use_lora", "lora_r", "lora_alpha",
+              "lora_dropout", "lora_target_modules", "num_processes", "distributed", "deepspeed_config"]
+    assert {name: len(declared[name]) for name in shared} == dict.fromkeys(shared, 1)
+    assert sorted(declared["base_model"]) == ["BaseModelField", "PrepareSettings"]
+    for name in shared:
+        defaults = {repr(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+                    for cls in SECTIONS.values() for f in dataclasses.fields(cls) if f.name == name
+                    and not (name == "seed" and cls in (SFTSettings, GRPOSettings))}  # TRL's own seed (42)
+        assert len(defaults) == 1, (name, defaults)
+    assert [name for name in ("LoraFields", "LaunchFields", "PixelFields", "RunFields")
+            if not issubclass(GRPOSettings, getattr(settings_module, name))] == []
+
+
+def test_the_launchers_are_listed_once():
+    from morelib import launch
+    from morelib.settings import LAUNCHERS
+
+    assert not hasattr(launch, "DISTRIBUTED")
+    assert launch.launch_command("morelib.sft", "s.json", distributed="none")[-2:] == ["--settings", "s.json"]
+    with pytest.raises(ValueError, match=r"distributed='mpi': expected one of \('auto', 'none'"):
+        launch.launch_command("morelib.sft", "s.json", distributed="mpi")
+    assert LAUNCHERS == ("auto", "none", "multi_gpu", "torchrun")

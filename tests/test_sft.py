@@ -98,7 +98,7 @@ def test_length_grouping_reads_the_preflight_counts(with_long_rows, capsys):
     the pre-flight makes: the sampler never tokenizes a row or loads an image."""
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from morelib.preflight import sft_row_lengths
+    from morelib.overlong import sft_row_lengths
 
     s = settings(with_long_rows, "grouped", train_sampling_strategy="group_by_length", max_length=4096)
     trainer = sft.build_trainer(s)

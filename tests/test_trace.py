@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from morelib import report, trace
+from morelib import cases, grpo_group, report, trace, trace_view
 from morelib.data import Sample
 from morelib.files import FileFormatError
 from morelib.layout import RunLayout
@@ -90,21 +90,21 @@ def test_trace_file_round_trip_and_errors(tmp_path):
 
 def test_load_samples_and_describe(toy_world):
     train = toy_world.samples("train")
-    loaded = trace.load_samples(toy_world.data_dir, [train[3].id, train[0].id])
+    loaded = trace_view.load_samples(toy_world.data_dir, [train[3].id, train[0].id])
     assert loaded == {train[3].id: train[3], train[0].id: train[0]}
     from morelib import toy
 
     facts = toy.meta_by_id(toy_world.data_dir)[train[0].id]
-    text = trace.describe(train[0], facts)
+    text = trace_view.describe(train[0], facts)
     assert f"[[ {train[0].entity} ]]" in text and facts["object"]["colour"] in text
     with pytest.raises(ValueError, match="train-99999"):
-        trace.load_samples(toy_world.data_dir, ["train-99999"])
+        trace_view.load_samples(toy_world.data_dir, ["train-99999"])
 
 
 @pytest.mark.parametrize("rewards", [[3, 2, 2, 0], [1, 0, 0, 0, 1, 1, 0, 1], [2.5, 2.5, 0.5, 1.0]])
 def test_numpy_advantages_match_trls_lines(rewards):
-    ours = trace.group_advantages(rewards)
-    theirs = trace.trl_group_advantages(rewards, len(rewards))
+    ours = grpo_group.group_advantages(rewards)
+    theirs = grpo_group.trl_group_advantages(rewards, len(rewards))
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
     assert abs(ours.sum()) < 1e-6  # a group's advantages cancel out
 
@@ -112,14 +112,14 @@ def test_numpy_advantages_match_trls_lines(rewards):
 def test_advantages_use_the_sample_std_and_leave_equal_groups_at_zero():
     # mean 1.75, squared deviations sum to 4.75: the sample std is sqrt(4.75 / 3), not sqrt(4.75 / 4).
     expected = (np.array([3, 2, 2, 0]) - 1.75) / (np.sqrt(4.75 / 3) + 1e-4)
-    np.testing.assert_allclose(trace.group_advantages([3, 2, 2, 0]), expected)
-    np.testing.assert_array_equal(trace.group_advantages([3, 3, 3, 3]), np.zeros(4))
-    np.testing.assert_array_equal(trace.trl_group_advantages([1, 1, 0, 0, 2, 2, 2, 2], 4)[4:], np.zeros(4))
+    np.testing.assert_allclose(grpo_group.group_advantages([3, 2, 2, 0]), expected)
+    np.testing.assert_array_equal(grpo_group.group_advantages([3, 3, 3, 3]), np.zeros(4))
+    np.testing.assert_array_equal(grpo_group.trl_group_advantages([1, 1, 0, 0, 2, 2, 2, 2], 4)[4:], np.zeros(4))
     # Two groups are normalised separately.
-    two = trace.group_advantages([1, 0, 0, 0, 3, 2, 2, 2], num_generations=4)
+    two = grpo_group.group_advantages([1, 0, 0, 0, 3, 2, 2, 2], num_generations=4)
     np.testing.assert_allclose(two[:4], two[4:])
     with pytest.raises(ValueError, match="groups of 3"):
-        trace.group_advantages([1, 0, 0, 0], num_generations=3)
+        grpo_group.group_advantages([1, 0, 0, 0], num_generations=3)
 
 
 def test_score_group_gives_rewards_total_and_advantages():
@@ -129,11 +129,11 @@ def test_score_group_gives_rewards_total_and_advantages():
     steps = " ".join(f"Step {i}: x." for i in range(1, 7))
     completions = [f"<think> {steps} </think> <answer>{REL}</answer>", f"<think> {steps} </think> <answer>none</answer>",
                    REL, "no idea"]
-    table = trace.score_group(completions, REL, grpo)
+    table = grpo_group.score_group(completions, REL, grpo)
     assert table["label"].tolist() == [REL, "none", REL, None]
     assert table[["format", "length", "answer"]].values.tolist() == [[1, 1, 1], [1, 1, 0], [0, 0, 1], [0, 0, 0]]
     assert table["reward"].tolist() == [3.5, 1.5, 2.0, 0.0]  # 1 * format + 0.5 * length + 2 * answer
-    np.testing.assert_allclose(table["advantage"], trace.group_advantages([3.5, 1.5, 2.0, 0.0]))
+    np.testing.assert_allclose(table["advantage"], grpo_group.group_advantages([3.5, 1.5, 2.0, 0.0]))
     np.testing.assert_allclose(table["advantage"], table["advantage (TRL)"], atol=1e-5)
 
 
@@ -142,7 +142,7 @@ def test_group_generation_follows_the_grpo_settings():
 
     grpo = load_settings("05_grpo", "toy", ["temperature=0.7", "top_p=0.8", "max_completion_length=99",
                                             "num_generations=4", "seed=5"])
-    decoding = trace.group_generation_settings(grpo)
+    decoding = grpo_group.group_generation_settings(grpo)
     assert (decoding.temperature, decoding.top_p, decoding.max_new_tokens, decoding.batch_size, decoding.seed) == \
         (0.7, 0.8, 99, 4, 5)
 
@@ -154,27 +154,27 @@ def test_group_generation_follows_the_grpo_settings():
             return [Generation(text=f"c{i}", prompt_tokens=1, completion_tokens=1) for i in range(len(samples))]
 
     backend = Recorder()
-    assert trace.sample_group(backend, SAMPLES[0], grpo) == ["c0", "c1", "c2", "c3"]
+    assert grpo_group.sample_group(backend, SAMPLES[0], grpo) == ["c0", "c1", "c2", "c3"]
     assert backend.samples == [SAMPLES[0]] * 4 and backend.settings.temperature == 0.7
 
 
 def test_mix_epochs_and_difficulty_row(tmp_path):
-    assert trace.mix_epochs([["a", "b"], ["b"], ["c"]], "b") == [1, 2]
-    assert trace.difficulty_row(tmp_path, "train-1") is None  # no split yet
+    assert trace_view.mix_epochs([["a", "b"], ["b"], ["c"]], "b") == [1, 2]
+    assert trace_view.difficulty_row(tmp_path, "train-1") is None  # no split yet
     from morelib.difficulty import write_split
 
     write_split([{"id": "train-1", "label": REL, "pred": None, "difficulty": "hard"}], RunLayout(tmp_path).difficulty_split)
-    assert trace.difficulty_row(tmp_path, "train-1")["difficulty"] == "hard"
-    assert trace.difficulty_row(tmp_path, "train-2") is None
+    assert trace_view.difficulty_row(tmp_path, "train-1")["difficulty"] == "hard"
+    assert trace_view.difficulty_row(tmp_path, "train-2") is None
 
 
 def test_side_by_side_escapes_and_has_a_text_form():
-    shown = trace.side_by_side("left <a>", "x < y", "right", "<answer>none</answer>")
+    shown = trace_view.side_by_side("left <a>", "x < y", "right", "<answer>none</answer>")
     assert "&lt;answer&gt;" in shown.data and "x &lt; y" in shown.data
     assert "<answer>none</answer>" in repr(shown)
 
 
-# Figure 4's choice and marks (morelib.report.pick_case / figure4, which take the faithfulness checks).
+# Figure 4's choice and marks (morelib.cases.pick_case / figure4, which take the faithfulness checks).
 PREDS = {
     "sft_label_full": {"s1": "none", "s2": "/a", "s3": "/b"},
     "stage1": {"s1": "none", "s2": "/b", "s3": "/b"},
@@ -185,13 +185,13 @@ GOLD = {"s1": "none", "s2": "/a", "s3": "/a"}
 
 def test_pick_case_puts_a_supported_answer_first():
     # Without checks: s3 (both others wrong) beats s2 (label-only SFT also right).
-    assert report.pick_case(PREDS, GOLD) == "s3"
+    assert cases.pick_case(PREDS, GOLD) == "s3"
     # MORE-R1's reasoning supports its answer only in s2: s2 wins, even over disagreement elsewhere.
-    assert report.pick_case(PREDS, GOLD, supported={"s2": True, "s3": False}) == "s2"
+    assert cases.pick_case(PREDS, GOLD, supported={"s2": True, "s3": False}) == "s2"
     # A supported case where every model agrees still beats an unsupported disagreement.
-    assert report.pick_case(PREDS, GOLD, supported={"s1": True}) == "s1"
+    assert cases.pick_case(PREDS, GOLD, supported={"s1": True}) == "s1"
     # Nothing supported: the old ranking.
-    assert report.pick_case(PREDS, GOLD, supported={"s2": False, "s3": None}) == "s3"
+    assert cases.pick_case(PREDS, GOLD, supported={"s2": False, "s3": None}) == "s3"
 
 
 def test_figure4_marks_lucky_answers(tmp_path):

@@ -137,11 +137,11 @@ def test_resumable_keeps_the_trainer_class():
 
 
 def test_loss_curves_of_finished_models_only(tmp_path):
-    from morelib import report
+    from morelib import report, training_logs
 
     run(tmp_path / "stage1", [])
     (tmp_path / "unfinished").mkdir()
-    frame = report.training_log(tmp_path / "stage1")
+    frame = training_logs.training_log(tmp_path / "stage1")
     assert frame["loss"].tolist() == [1.0, 0.5, pytest.approx(1 / 3)]
     figure = report.plot_loss_curves({"stage1": tmp_path / "stage1", "unfinished": tmp_path / "unfinished"})
     lines = figure.axes[0].get_lines()
