@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from morelib import data, grpo, metrics, training_logs  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import write_json  # noqa: E402
-from morelib.inference import TransformersBackend, backend_for, predict_to_file, read_predictions  # noqa: E402
+from morelib.inference import backend_for, predict_to_file, read_predictions  # noqa: E402
 from morelib.label_entropy import label_entropies, summary  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
@@ -99,7 +99,7 @@ def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, g
 
 def label_certainty(model_dir: Path, predictions: Path, valid: list, gen) -> dict:
     """How sure the model is of the labels it gave on valid (``morelib.label_entropy.summary``)."""
-    backend = TransformersBackend.from_path(model_dir, min_pixels=gen.min_pixels, max_pixels=gen.max_pixels)
+    backend = backend_for(gen, model_dir, backend="transformers")  # a TransformersBackend: model and processor
     texts = {r["id"]: r["text"] for r in read_predictions(predictions)}
     return summary(label_entropies(backend.model, backend.processor, valid, [texts[s.id] for s in valid],
                                    prompt_template("reasoning")))
