@@ -27,10 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from morelib.toy import ToyConfig, generate
-
-    return generate(tmp_path_factory.mktemp("toy") / "data", ToyConfig(seed=1, train=160, valid=10, test=10))
+def data_dir(toy_world):
+    """The session's toy data (conftest.toy_world; read-only: runs write into their tmp_path)."""
+    return toy_world.data_dir
 
 
 @pytest.fixture(scope="module")
