@@ -25,8 +25,11 @@ $(STAMP): requirements.txt pyproject.toml
 reproduce: setup
 	$(PY) -m morelib.run --profile $(PROFILE)
 
+# Two pytest-xdist workers: the toy chain test (collected first) runs on one while the other takes
+# the rest, stealing from the first's queue when it runs dry. TEST_WORKERS=0 runs them in order.
+TEST_WORKERS ?= 2
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Each notebook is a pair: notebooks/NN_name.py (jupytext percent format, the source to review)
 # and NN_name.ipynb (what papermill runs); notebooks/jupytext.toml pairs them, and JupyterLab

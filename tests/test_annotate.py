@@ -27,10 +27,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from morelib.toy import ToyConfig, generate
-
-    return generate(tmp_path_factory.mktemp("toy") / "data", ToyConfig(seed=1, train=160, valid=10, test=10))
+def data_dir(toy_world):
+    """The session's toy data (conftest.toy_world; read-only: runs write into their tmp_path)."""
+    return toy_world.data_dir
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +322,9 @@ def test_sigkill_mid_run_then_rerun_loses_and_duplicates_nothing(data_dir, stage
     proc = subprocess.Popen([sys.executable, "-m", "morelib.annotate",
                              *cli_args("run", data_dir, tmp_path, "--base-url", server.base_url, "--concurrency", 2)],
                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    # Generous: the child's imports alone took over a minute on a loaded 2-core machine (the loop
+    # ends as soon as 6 answers are stored).
+    deadline = time.time() + 240
     while time.time() < deadline and (not store.exists() or store.read_text().count("\n") < 6):
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)

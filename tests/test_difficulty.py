@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from morelib import toy
 from morelib.data import load_split
 from morelib.difficulty import (
     POOL_PREDICTIONS,
@@ -90,8 +89,8 @@ def test_read_split_names_a_missing_file(tmp_path):
         read_split(tmp_path / "nothing.jsonl")
 
 
-def test_split_pool_writes_the_run_files(tmp_path):
-    data_dir = toy.generate(tmp_path / "data", toy.ToyConfig(seed=3, train=30, valid=5, test=5))
+def test_split_pool_writes_the_run_files(tmp_path, toy_world):
+    data_dir = toy_world.data_dir  # read-only: the split and the predictions go to run_dir
     train = load_split(data_dir, "train")
     pool = [s.id for s in train[::2]]
     run_dir = tmp_path / "run"
