@@ -28,6 +28,7 @@ CHAIN_OVERRIDES = [
     "00_prepare.pretrain={epochs: 1, facts: 150, probe_facts: 8}",  # the pretraining path, in seconds
     # Later stages: fewer epochs/steps and one GRPO variant (owners: adjust to your notebooks).
     "03_sft.num_train_epochs=2",
+    "03_sft.per_device_train_batch_size=4",  # twice the updates of the profile's batch 8: the pool needs right answers
     "03_sft.label_baselines=false",  # the label target is tested in test_sft; here it would double 03's time
     "03_sft.blank_images_ablation=false",
     "inference.max_new_tokens=128",  # a 2-epoch Stage 1 rambles: cap it, the plumbing is the same
