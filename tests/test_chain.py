@@ -177,8 +177,9 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert result["valid_facts"] == 12 and result["steps"] == 2
     assert result["ci95"][0] <= result["gain"] <= result["ci95"][1]
     for model in ("stage1", "tuned"):  # how sure each model is of its labels, over the outputs that have one
-        certainty = result[f"label_entropy_{model}"]
-        assert 0 < certainty["outputs"] <= 12 and certainty["first_token"] >= 0 and 0 <= certainty["unsure_share"] <= 1
+        certainty = result[f"label_entropy_{model}"]  # (a 2-epoch model capped at 128 tokens may give none)
+        assert 0 <= certainty["outputs"] <= 12
+        assert certainty["outputs"] == 0 or (certainty["first_token"] >= 0 and 0 <= certainty["unsure_share"] <= 1)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == result
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
