@@ -63,6 +63,15 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return path if path.is_absolute() else (repo_root() / path).resolve()
 
 
+# The tables a run writes for people into figures/ (and that `make figures` copies into the
+# repository's figures/): one name each, here, so the notebook that writes a table and the runner
+# that copies it agree. Table 1 is written as .md, .csv and .tex.
+TABLE1_STEM = "table1"
+PAIRED_F1 = "paired_f1.csv"
+FIGURE3_GAINS = "figure3_gains.csv"
+FIGURE3_SEEDS = "figure3_seeds.csv"
+FAITHFULNESS = "faithfulness.csv"
+
 @dataclass(frozen=True)
 class ModelFolder:
     """``checkpoints/<model>/``: one trained model, the files of its training run around it.
@@ -285,3 +294,16 @@ class RunLayout:
     @property
     def figures(self) -> Path:
         return self.root / "figures"
+
+    def scores(self, split: str) -> Path:
+        """``metrics/scores_<split>.csv``: Acc / P / R / F1 per model, written by notebook 06; for people."""
+        return self.metrics / f"scores_{split}.csv"
+
+    def per_label(self, split: str, model_name: str) -> Path:
+        """``metrics/per_label_<split>__<model>.csv``: one model's per-label F1, written by notebook 06; for people."""
+        return self.metrics / f"per_label_{split}__{model_name.replace(' ', '_')}.csv"
+
+    @property
+    def grpo_summary(self) -> Path:
+        """``metrics/grpo_summary.csv``: the learning signal per Stage 2 variant, written by notebook 05; for people."""
+        return self.metrics / "grpo_summary.csv"

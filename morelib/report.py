@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from morelib.run_models import RUN_MODELS
 from morelib.mixing import MIXING_VARIANTS
 from morelib.reported import GROUPS, TABLE1
+from morelib.layout import TABLE1_STEM
 from morelib.training_logs import grpo_log, reward_curve, training_log
 
 REPORTED = "reported (paper)"
@@ -135,7 +136,7 @@ def table1_latex(df: pd.DataFrame, caption: str = "") -> str:
 
 
 def write_table1(df: pd.DataFrame, out_dirs: Iterable[str | Path], profile: str = "") -> list[Path]:
-    """table1.md, table1.csv and table1.tex in each directory; returns the paths written."""
+    """``layout.TABLE1_STEM`` as .md, .csv and .tex in each directory; returns the paths written."""
     caption = ("Table 1. Acc / P / R / F1 in % on the test split. Rows labelled "
                f"'{REPORTED}' are the paper's numbers (MORE test set, 3,036 samples)")
     if profile:
@@ -145,10 +146,11 @@ def write_table1(df: pd.DataFrame, out_dirs: Iterable[str | Path], profile: str 
     for out_dir in out_dirs:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "table1.md").write_text(table1_markdown(df, caption))
-        df.to_csv(out_dir / "table1.csv", index=False)
-        (out_dir / "table1.tex").write_text(table1_latex(df, caption))
-        written += [out_dir / "table1.md", out_dir / "table1.csv", out_dir / "table1.tex"]
+        md, csv, tex = (out_dir / f"{TABLE1_STEM}.{ext}" for ext in ("md", "csv", "tex"))
+        md.write_text(table1_markdown(df, caption))
+        df.to_csv(csv, index=False)
+        tex.write_text(table1_latex(df, caption))
+        written += [md, csv, tex]
     return written
 
 

@@ -25,16 +25,15 @@ from typing import Iterator, Sequence
 from morelib import secrets
 from morelib.config import ConfigError, Profile, load_profile, repo_root
 from morelib.provenance import write_run_info
-from morelib.layout import RunLayout
+from morelib.layout import FAITHFULNESS, FIGURE3_GAINS, FIGURE3_SEEDS, PAIRED_F1, TABLE1_STEM, RunLayout
 
 # What papermill injects into every notebook: the profile, the run directory and the --set
 # overrides. Each notebook then builds its own settings from them (morelib.config.load_settings),
 # so a hyperparameter is never copied into a notebook.
 INJECTED = ("profile", "run_dir", "overrides")
 # The figures a run writes that `--copy-figures` (make figures) copies into the repository's figures/.
-KEPT_FIGURES = ("table1.md", "table1.csv", "table1.tex", "paired_f1.csv", "faithfulness.csv", "figure3_seeds.csv",
-                "figure3_gains.csv",
-                "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
+KEPT_FIGURES = (*(f"{TABLE1_STEM}.{ext}" for ext in ("md", "csv", "tex")), PAIRED_F1, FAITHFULNESS, FIGURE3_SEEDS,
+                FIGURE3_GAINS, "figure3.png", "figure3.pdf", "figure4.png", "figure4.pdf", "per_label_f1.png", "per_label_f1.pdf",
                 "confusion_matrix.png", "confusion_matrix.pdf", "05_grpo_rewards.png", "05_grpo_rewards.pdf")
 
 KERNEL_NAME = "morelib"

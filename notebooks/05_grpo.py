@@ -313,7 +313,7 @@ report.save_figure(figure, layout.figures, "05_grpo_rewards")
 display(report.show_figure(figure))
 summary = training_logs.grpo_summary({name: run.work_dir for name, run in all_settings.items()})
 layout.metrics.mkdir(parents=True, exist_ok=True)
-summary.to_csv(layout.metrics / "grpo_summary.csv")
+summary.to_csv(layout.grpo_summary)
 display(summary.round(3))
 
 # %% [markdown]

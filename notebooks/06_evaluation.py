@@ -61,7 +61,7 @@ from transformers.utils import logging as hf_logging
 
 from morelib import data, evaluation, faithfulness, metrics, preflight, report, run_models
 from morelib.config import describe, load_profile, seed_everything
-from morelib.layout import RunLayout, resolve_path
+from morelib.layout import FAITHFULNESS, FIGURE3_GAINS, FIGURE3_SEEDS, PAIRED_F1, RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
 config = load_profile(profile, overrides, run_dir, default_section="06_evaluation", derive=preflight.engine_lengths)
@@ -118,7 +118,7 @@ scores = {key: evaluation.score_rows(rows, n_boot=settings.n_boot, seed=settings
           for key, rows in predictions.items()}
 table = evaluation.scores_table(scores)
 layout.metrics.mkdir(parents=True, exist_ok=True)
-table.to_csv(layout.metrics / f"scores_{settings.split}.csv")
+table.to_csv(layout.scores(settings.split))
 shown = table.copy()
 for column in ["acc", "precision", "recall", "f1", "macro_f1", "f1_low", "f1_high"]:
     shown[column] = (100 * shown[column]).round(2)
@@ -151,7 +151,7 @@ display(table1)
 paired = report.paired_gains(predictions, baseline="stage1", n_boot=settings.n_boot, seed=settings.seed,
                              clusters=pairs)
 if len(paired):
-    report.write_csv(paired, out_dirs, "paired_f1.csv")
+    report.write_csv(paired, out_dirs, PAIRED_F1)
     display(paired.round(2))
 
 # %% [markdown]
@@ -184,14 +184,14 @@ seed_scores = {variant: [scores[k] for k in keys] for variant, keys in seed_keys
 if seed_keys and "stage1" in predictions:
     gains = report.variant_gains(predictions, seed_keys, baseline="stage1", n_boot=settings.n_boot,
                                  seed=settings.seed, clusters=pairs)
-    report.write_csv(gains, out_dirs, "figure3_gains.csv")
+    report.write_csv(gains, out_dirs, FIGURE3_GAINS)
     paths = report.figure3(gains, out_dirs, settings.profile, seed_scores=seed_scores)
     print("wrote", *paths, sep="\n  ")
     display(Image(filename=str(paths[0])))
     display(gains.set_index(["variant", "metric"]).round(1))
     if max(len(v) for v in seed_scores.values()) > 1:
         spread = report.seed_spread(seed_scores, baseline=scores.get("stage1"))
-        report.write_csv(spread.reset_index(), out_dirs, "figure3_seeds.csv")
+        report.write_csv(spread.reset_index(), out_dirs, FIGURE3_SEEDS)
         display(spread.round(2))
 else:
     print("no Stage 2 variant, or no Stage 1 to compare it with, was evaluated: run notebooks 03 and 05 first")
@@ -209,7 +209,7 @@ compared = [k for k in ("sft_label_full", "stage1", "grpo_progressive") if k in 
 per_label = {run_models.display_name(k): metrics.per_label([r["gold"] for r in predictions[k]], [r["label"] for r in predictions[k]])
              for k in compared}
 for name, frame in per_label.items():
-    frame.to_csv(layout.metrics / f"per_label_{settings.split}__{name.replace(' ', '_')}.csv")
+    frame.to_csv(layout.per_label(settings.split, name))
 paths = report.figure_per_label_f1(per_label, out_dirs, settings.profile)
 display(Image(filename=str(paths[0])))
 
@@ -256,7 +256,7 @@ by_id = {s.id: s for s in samples}
 meta = evaluation.toy_facts(settings.data_dir)
 support = faithfulness.support_table({k: predictions[k] for k in reasoning_models}, by_id, meta)
 if len(support):
-    report.write_csv(support.rename_axis("model").reset_index(), out_dirs, "faithfulness.csv")
+    report.write_csv(support.rename_axis("model").reset_index(), out_dirs, FAITHFULNESS)
     display(support.round(3))
 
 # %% [markdown]

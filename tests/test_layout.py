@@ -27,10 +27,6 @@ ALLOWED = {
     "qwen2_5_vl_7b_config.json": "model",
     # the package's prompt templates (morelib/templates)
     "expert_prompt.txt": "package", "task_description.txt": "package", "label_task_description.txt": "package",
-    # outputs for people in metrics/ and figures/, named where written; no notebook reads them back
-    "table1.csv": "report", "paired_f1.csv": "report", "figure3_gains.csv": "report", "figure3_seeds.csv": "report",
-    "faithfulness.csv": "report", "grpo_summary.csv": "report", "scores_{settings.split}.csv": "report",
-    ")}.csv": "report (notebook 06's per_label_<split>__<model>.csv, an f-string with quotes inside)",
     # temporary or scratch files outside any run directory
     "request.json": "an inference child's request, in a temporary folder (morelib.inference)",
     "kernel.json": "the Jupyter kernel spec (morelib.run)",
