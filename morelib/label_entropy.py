@@ -9,7 +9,7 @@ Given a model and its own outputs (a predictions file), this re-reads each outpu
 forward pass and returns, per output, the entropy (in nats) of the model's distribution at the
 first token of the label inside ``<answer>...</answer>`` (where ``none`` and the relations part
 ways), the mean over all the label's tokens, and the probability of the whole label it gave.
-Outputs without an answer tag are skipped. Notebook 05 and ``benchmarks/stage2_valid.py`` use it.
+Outputs without an answer tag are skipped. ``benchmarks/stage2_valid.py`` reports it for each experiment.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class GrpoRunFolder:
 
     @property
     def step_log(self) -> Path:
-        """One row per optimizer step: appended by ``grpo.step_logger``, read by ``report.grpo_log``."""
+        """One row per optimizer step: appended by ``grpo.step_logger``, read by ``training_logs.grpo_log``."""
         return self.root / self.STEP_LOG
 
 
@@ -204,12 +204,12 @@ class RunLayout:
 
     @property
     def split_ids(self) -> Path:
-        """Written by ``annotate.write_split_ids``, read by ``annotate.read_split_ids``."""
+        """Written by ``splits.write_split_ids``, read by ``splits.read_split_ids``."""
         return self.annotation / "split_ids.json"
 
     @property
     def expert_store(self) -> Path:
-        """``annotate.ResponseStore.for_run``: appended to by notebook 01, read by 02."""
+        """``expert_store.ResponseStore.for_run``: appended to by notebook 01, read by 02."""
         return self.annotation / "responses.jsonl"
 
     @property
@@ -264,7 +264,7 @@ class RunLayout:
 
     @property
     def experiments(self) -> Path:
-        """``experiments/``: one folder per Stage 2 settings experiment (``report.stage2_experiments`` reads them)."""
+        """``experiments/``: one folder per Stage 2 settings experiment (``training_logs.stage2_experiments`` reads them)."""
         return self.root / "experiments"
 
     def experiment(self, name: str) -> Path:
@@ -278,7 +278,7 @@ class RunLayout:
     @property
     def result(self) -> Path:
         """``result.json`` of a run directory that is an experiment: written last by the benchmark that
-        ran it (``benchmarks/stage2_valid.py``, ``self_training_valid.py``), read by ``report.stage2_experiments``."""
+        ran it (``benchmarks/stage2_valid.py``, ``self_training_valid.py``), read by ``training_logs.stage2_experiments``."""
         return self.root / "result.json"
 
     def stage1_seeds(self, name: str = "stage1") -> Path:
