@@ -78,7 +78,8 @@ def test_load_model_passes_the_limits(model_dir):
 
 @pytest.mark.parametrize("missing", ["/no/such/model", "runs/toy/models/base", "./models/base", "~/nothing/here",
                                      "checkpoints/stage1", "models/base"])
-def test_a_missing_local_model_is_reported_as_a_missing_path(missing):
+def test_a_missing_local_model_is_reported_as_a_missing_path(missing, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths resolve in an empty folder, not in a checkout with a run in it
     for load in (load_processor, load_model):
         with pytest.raises(FileNotFoundError, match="no such directory") as error:
             load(missing)
