@@ -34,7 +34,8 @@ def test_the_shipped_7b_config_is_qwen2_5_vl_7b():
 
 
 def test_rehearsal_runs_every_phase_on_cpu(tmp_path, capsys):
-    status = gpu_rehearsal.main(["--tiny", "--root", str(tmp_path)])
+    # Profiled, so that one run also checks the profiler's tables (it needs 4 SFT steps: wait, warm-up, 2 active).
+    status = gpu_rehearsal.main(["--tiny", "--sft-steps", "4", "--profile", "--root", str(tmp_path)])
     report = json.loads((tmp_path / "rehearsal.json").read_text())
     errors = {k: v["error"] for k, v in report.items() if isinstance(v, dict) and "error" in v}
     assert status == 0 and not errors, errors
@@ -57,6 +58,10 @@ def test_rehearsal_runs_every_phase_on_cpu(tmp_path, capsys):
     assert report["pixel_limits"]["max_pixels"] > 0
     assert "[rehearsal] inference_batch_" in capsys.readouterr().out
     assert report["sft_speed"] == {"setting": "after", "attn_implementation": "sdpa", "vision_tower_without_grad": True}
+    # --profile: the top operators of each SFT phase.
+    for name in ("profile_sft_lora.txt", "profile_sft_full.txt"):
+        table = (tmp_path / name).read_text()
+        assert "ProfilerStep" in table and "aten::mm" in table, name
 
 
 def test_mfu_uses_model_flops():
@@ -65,10 +70,3 @@ def test_mfu_uses_model_flops():
     assert flops.train(1, 0, 0, lora=False) == 6 * 7e9 and flops.train(1, 0, 0, lora=True) == 4 * 7e9
     assert gpu_rehearsal.mfu(6 * 7e9 * 1000, 1.0, 989.4) == pytest.approx(0.0424, abs=1e-4)
     assert gpu_rehearsal.mfu(1.0, 1.0, None) is None
-
-
-def test_profile_writes_the_top_operators_of_each_sft_phase(tmp_path):
-    assert gpu_rehearsal.main(["--tiny", "--only", "sft", "--sft-steps", "4", "--profile", "--root", str(tmp_path)]) == 0
-    for name in ("profile_sft_lora.txt", "profile_sft_full.txt"):
-        table = (tmp_path / name).read_text()
-        assert "ProfilerStep" in table and "aten::mm" in table, name
