@@ -17,12 +17,19 @@ and the share of zero-variance groups, the entropy and the answer reward early a
 training (``grpo/<variant>/log.jsonl``), and how sure each model is of its valid labels
 (``morelib.label_entropy``: the entropy at the label's first token and over its tokens, and the
 share of labels given with under 90% probability).
+
+It also says whether GRPO learnt on the facts it trained on, and what that did to valid:
+``pool`` counts the tuned model's right greedy answers on up to ``--pool`` hard and as many easy
+pool facts (a seeded sample; Stage 1 has every hard one wrong and every easy one right, which is
+what the difficulty split means), and ``fixed``/``broken`` count the valid facts that went from
+wrong to right and from right to wrong. A run can learn many pool facts and still lose on valid.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import shutil
 import sys
 import time
@@ -31,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from morelib import data, grpo, metrics, training_logs  # noqa: E402
+from morelib.difficulty import read_split  # noqa: E402
 from morelib.config import ConfigError, load_profile  # noqa: E402
 from morelib.files import write_json  # noqa: E402
 from morelib.inference import backend_for, predict_to_file, read_predictions  # noqa: E402
@@ -94,7 +102,29 @@ def score_on_valid(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, g
             "tuned_f1": round(100 * metrics.score(gold, tuned)["f1"], 2),
             "gain": round(100 * gain["delta"], 2), "ci95": [round(100 * gain["low"], 2), round(100 * gain["high"], 2)],
             "ci_unit": "image-text pair",
-            "changed_predictions": sum(a != b for a, b in zip(stage1, tuned))}
+            "changed_predictions": sum(a != b for a, b in zip(stage1, tuned)),
+            "fixed": sum(a != g and b == g for g, a, b in zip(gold, stage1, tuned)),
+            "broken": sum(a == g and b != g for g, a, b in zip(gold, stage1, tuned))}
+
+
+POOL_SAMPLE_SEED = 0  # one pool sample for every experiment of a run, whatever its training seed
+
+
+def score_on_pool(run: RunLayout, exp: RunLayout, name: str, model_dir: Path, gen, data_dir, per_kind: int) -> dict:
+    """The tuned model's right greedy answers on up to ``per_kind`` hard and ``per_kind`` easy pool
+    facts (a sample drawn with ``POOL_SAMPLE_SEED``). By the difficulty split, Stage 1 has the hard
+    ones wrong and the easy ones right."""
+    difficulty = {row["id"]: row["difficulty"] for row in read_split(run.difficulty_split)}
+    train = [s for s in data.load_split(data_dir, "train") if s.id in difficulty]
+    random.Random(POOL_SAMPLE_SEED).shuffle(train)
+    facts = {kind: [s for s in train if difficulty[s.id] == kind][:per_kind] for kind in ("hard", "easy")}
+    chosen = facts["hard"] + facts["easy"]
+    rows = predict_to_file(backend_for(gen, model_dir, backend="transformers"), chosen,
+                           exp.predictions(name, "pool_sample"), gen.for_model("stage1"),
+                           template=prompt_template("reasoning"), progress=False)
+    right = {r["id"] for r in rows if r["label"] == r["gold"]}
+    return {"hard": len(facts["hard"]), "hard_right": sum(s.id in right for s in facts["hard"]),
+            "easy": len(facts["easy"]), "easy_right": sum(s.id in right for s in facts["easy"])}
 
 
 def label_certainty(model_dir: Path, predictions: Path, valid: list, gen) -> dict:
@@ -113,6 +143,7 @@ def main() -> int:
     parser.add_argument("--variant", default="progressive")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
+    parser.add_argument("--pool", type=int, default=150, help="score up to N hard and N easy pool facts (0: none)")
     args = parser.parse_args()
     try:
         run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=args.overrides)
@@ -141,6 +172,8 @@ def main() -> int:
     for key, path, model in (("stage1", run.predictions("stage1", "valid"), run.checkpoint("stage1")),
                              ("tuned", exp.predictions(f"grpo_{args.variant}", "valid"), model_dir)):
         result[f"label_entropy_{key}"] = label_certainty(model, path, valid, gen)
+    if args.pool:
+        result["pool"] = score_on_pool(run, exp, f"grpo_{args.variant}", model_dir, gen, settings.data_dir, args.pool)
     write_json(exp.result, result, indent=1)
     print(json.dumps(result), flush=True)
     return 0

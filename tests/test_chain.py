@@ -168,7 +168,7 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     # its own directory and result, and leaves the run's Stage 2 files as they were.
     run_log = (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes()
     command = [sys.executable, str(repo_root() / "benchmarks" / "stage2_valid.py"), "--profile", "toy",
-               "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12"]
+               "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12", "--pool", "3"]
     for item in CHAIN_OVERRIDES + ["05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2"]:
         command += ["--set", item]
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -176,6 +176,13 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     result = json.loads((run_dir / "experiments" / "tiny" / "result.json").read_text())
     assert result["valid_facts"] == 12 and result["steps"] == 2
     assert result["ci95"][0] <= result["gain"] <= result["ci95"][1]
+    assert result["fixed"] + result["broken"] <= result["changed_predictions"]
+    # What GRPO did on the facts it trained on: a seeded sample of the pool, scored greedily.
+    pool = result["pool"]
+    on_pool = [json.loads(line) for line in (run_dir / "experiments" / "tiny" / "predictions" /
+                                             "grpo_progressive__pool_sample.jsonl").open()]
+    assert pool["hard"] + pool["easy"] == len(on_pool) and pool["hard"] <= 3 and pool["easy"] <= 3
+    assert pool["hard_right"] + pool["easy_right"] == sum(r["label"] == r["gold"] for r in on_pool)
     for model in ("stage1", "tuned"):  # how sure each model is of its labels, over the outputs that have one
         certainty = result[f"label_entropy_{model}"]  # (a 2-epoch model capped at 128 tokens may give none)
         assert 0 <= certainty["outputs"] <= 12
