@@ -16,8 +16,11 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"need Python 3.11, {sys.executable} is {sys.version.split()[0]}"'
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip install --quiet --no-compile -r requirements.txt
+	$(PY) -m pip install --quiet --no-compile --no-deps -e .
+	@# pip compiles every installed file one at a time; compileall does the same on every core.
+	@# A file that does not compile (pip skips those too) only costs speed, so failures are not fatal.
+	-@$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null
 	$(PY) -m ipykernel install --sys-prefix --name morelib --display-name "Python (morelib)"
 	@rm -f $(VENV)/.installed-*
 	@touch $@
