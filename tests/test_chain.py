@@ -34,6 +34,7 @@ CHAIN_OVERRIDES = [
     "inference.max_new_tokens=128",  # a 2-epoch Stage 1 rambles: cap it, the plumbing is the same
     "05_grpo.variants=[progressive]",
     "05_grpo.max_steps=2",
+    "05_grpo.max_completion_length=128",  # the same cap as inference's: sampling is most of a GRPO step
     "05_grpo.extra_seeds=[1]",  # a second training seed: 06 puts it in Figure 3 and figure3_seeds.csv
     "06_evaluation.models=[zero_shot, stage1, grpo_progressive]",
     "06_evaluation.limit=60",
