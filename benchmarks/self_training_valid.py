@@ -104,20 +104,23 @@ def expert_rows(pool: list[dict], meta: dict[str, dict]) -> list[dict]:
             for r in pool]
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy-full")
     parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
     parser.add_argument("--name", required=True, help="the experiment's name (its directory)")
     parser.add_argument("--rows", choices=("own", "expert", "expert-hard"), default="own")
     parser.add_argument("--samples", type=int, default=4, help="sampled outputs per hard fact (--rows own)")
+    parser.add_argument("--hard-limit", type=int, default=None,
+                        help="sample only the first N hard facts of the pool (--rows own; default: all)")
     parser.add_argument("--grounded", action="store_true", help="keep hard-fact outputs whose quotes are in the text")
     parser.add_argument("--with-stage1-set", action="store_true", help="also train on Stage 1's own rows")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="03_sft.KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     recipe = [f"rows={args.rows}"] + (["grounded"] if args.grounded else []) + (
-        ["with_stage1_set"] if args.with_stage1_set else []) + ([f"samples={args.samples}"] if args.rows == "own" else [])
+        ["with_stage1_set"] if args.with_stage1_set else []) + ([f"samples={args.samples}"] if args.rows == "own" else []) + (
+        [f"hard_limit={args.hard_limit}"] if args.rows == "own" and args.hard_limit is not None else [])
     try:
         run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=recipe + args.overrides)
     except ExperimentError as error:
@@ -144,11 +147,12 @@ def main() -> int:
         stage2 = profile.settings("05_grpo")
         gen = replace(profile.settings("inference").for_model("stage1"), temperature=stage2.temperature,
                       top_p=stage2.top_p, top_k=stage2.top_k)
-        hard = [train[r["id"]] for r in pool if r["difficulty"] == HARD]
+        hard = [train[r["id"]] for r in pool if r["difficulty"] == HARD][: args.hard_limit]
         hard_samples = sample_hard(run, exp, hard, gen, args.samples)
         rows = own_rows(pool_predictions, hard_samples,
                         {i: s.text for i, s in train.items()}, args.grounded)
-        room = room_for_rl(pool, hard_samples)
+        sampled = {s.id for s in hard}  # with --hard-limit, the room is measured on these and the easy facts
+        room = room_for_rl([r for r in pool if r["difficulty"] != HARD or r["id"] in sampled], hard_samples)
         print(f"room for RL: greedy right on {room['pool_pass1']:.1%} of the pool; some of {args.samples} samples "
               f"right on {room['hard_right_in_samples']} of its {room['hard_facts']} hard facts "
               f"(pass@{args.samples} {room['pool_passG']:.1%})", flush=True)

@@ -135,7 +135,7 @@ def label_certainty(model_dir: Path, predictions: Path, valid: list, gen) -> dic
                                    prompt_template("reasoning")))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="toy-full")
     parser.add_argument("--run-dir", default=None, help="the finished run (default: the profile's run_dir)")
@@ -144,7 +144,7 @@ def main() -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="SECTION.KEY=VALUE")
     parser.add_argument("--limit", type=int, default=None, help="score only the first N valid facts")
     parser.add_argument("--pool", type=int, default=150, help="score up to N hard and N easy pool facts (0: none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     try:
         run = finished_run(args.profile, args.overrides, args.run_dir, args.name, recorded=args.overrides)
     except ExperimentError as error:

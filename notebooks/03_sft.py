@@ -34,8 +34,8 @@
 #    from its learning rate and ms-swift's default, so it is a parameter (`docs/paper-notes.md`,
 #    "LoRA or full fine-tuning"). The toy profile trains its tiny model fully.
 #
-# Training runs as a subprocess under `accelerate launch` (`morelib.sft`): one process on the
-# toy, N GPUs with DeepSpeed on the paper profile. Its log goes to `checkpoints/<model>/train.log`. Checkpoints go to
+# Training runs as a subprocess (`morelib.sft`) under the launcher that `distributed` names: one
+# plain process on the toy, `accelerate launch` over N GPUs with DeepSpeed on the paper profile. Its log goes to `checkpoints/<model>/train.log`. Checkpoints go to
 # `checkpoints/<model>/ckpt` and a rerun resumes from the last one; a finished model is skipped (with a
 # warning when a setting that changes what it learns differs from the one it was trained with).
 #

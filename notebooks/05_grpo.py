@@ -275,7 +275,7 @@ display(ratios)
 # %% [markdown]
 # ## 4 · Training
 #
-# Each variant runs as its own subprocess through `accelerate launch` (`morelib.grpo`), with TRL's
+# Each variant runs as its own subprocess (`morelib.grpo`; `accelerate launch` on the paper profile), with TRL's
 # `GRPOTrainer`. Every paper setting is passed explicitly, because TRL's defaults differ
 # (loss type `dapo`, bf16 and gradient checkpointing on). The toy generates rollouts with
 # transformers; the paper profile uses vLLM (`use_vllm`, colocated with training or as a server).

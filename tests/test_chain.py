@@ -5,9 +5,6 @@ the test quick by shrinking sizes; the notebooks' logic is the same as in ``make
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import nbformat
 import pytest
@@ -78,7 +75,7 @@ def test_figure_cells_are_found_in_every_notebook_that_draws():
 
 
 @pytest.mark.chain
-def test_toy_chain_runs_end_to_end(tmp_path):
+def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     before = repository_files()
     # The pretrained base is cached outside the run: here in the test's own folder, never in ~/.cache.
@@ -166,14 +163,20 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     assert seeds.loc["progressive", "f1_run0"] == pytest.approx(more_r1, abs=0.01)
 
     # The Stage 2 settings experiment (benchmarks/stage2_valid.py) on the finished run: it writes
-    # its own directory and result, and leaves the run's Stage 2 files as they were.
+    # its own directory and result, and leaves the run's Stage 2 files as they were. The benchmarks
+    # run in this process (their main() with the command line's arguments): a child process of
+    # each would import torch and transformers again.
+    monkeypatch.syspath_prepend(str(repo_root() / "benchmarks"))
+    import self_training_valid
+    import stage2_valid
+
     run_log = (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes()
-    command = [sys.executable, str(repo_root() / "benchmarks" / "stage2_valid.py"), "--profile", "toy",
-               "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12", "--pool", "3"]
+    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12", "--pool", "3"]
     for item in CHAIN_OVERRIDES + ["05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2"]:
         command += ["--set", item]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    capsys.readouterr()
+    assert stage2_valid.main(command) == 0
+    printed = capsys.readouterr().out
     result = json.loads((run_dir / "experiments" / "tiny" / "result.json").read_text())
     assert result["valid_facts"] == 12 and result["steps"] == 2
     assert result["ci95"][0] <= result["gain"] <= result["ci95"][1]
@@ -188,17 +191,17 @@ def test_toy_chain_runs_end_to_end(tmp_path):
         certainty = result[f"label_entropy_{model}"]  # (a 2-epoch model capped at 128 tokens may give none)
         assert 0 <= certainty["outputs"] <= 12
         assert certainty["outputs"] == 0 or (certainty["first_token"] >= 0 and 0 <= certainty["unsure_share"] <= 1)
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == result
+    assert json.loads(printed.strip().splitlines()[-1]) == result
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
     # The self-training yardstick (benchmarks/self_training_valid.py): SFT from Stage 1 on its own
     # right answers on the pool. It trains only on right answers and shares Stage 1's valid scores.
-    command = [sys.executable, str(repo_root() / "benchmarks" / "self_training_valid.py"), "--profile", "toy",
-               "--run-dir", str(run_dir), "--name", "own", "--rows", "own", "--samples", "1", "--limit", "12"]
+    # --hard-limit: one sample for each of the first 150 hard facts (about a third of this pool).
+    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "own", "--rows", "own", "--samples", "1",
+               "--hard-limit", "150", "--limit", "12"]
     for item in CHAIN_OVERRIDES + ["03_sft.max_steps=2"]:
         command += ["--set", item]
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert self_training_valid.main(command) == 0
     own = json.loads((run_dir / "experiments" / "own" / "result.json").read_text())
     assert own["steps"] == 2 and own["stage1_f1"] == result["stage1_f1"]
     rows = [json.loads(line) for line in (run_dir / "experiments" / "own" / "sft" / "stage1.jsonl").open()]
@@ -208,13 +211,15 @@ def test_toy_chain_runs_end_to_end(tmp_path):
     room = own["room_for_rl"]  # pass@1 against pass@G on the pool, from the one sample per hard fact
     sampled = [json.loads(line) for line in (run_dir / "experiments" / "own" / "predictions" /
                                              "stage1__pool_hard_x1.jsonl").open()]
-    assert room["hard_facts"] == len(sampled) and room["hard_right_in_samples"] == sum(
+    hard_facts = sum(r["difficulty"] == "hard" for r in parts)
+    assert room["hard_facts"] == len(sampled) == min(150, hard_facts) and room["hard_right_in_samples"] == sum(
         r["label"] == r["gold"] for r in sampled)
     assert room["pool_pass1"] <= room["pool_passG"] <= 1
     # --rows expert-hard: the same right answers on easy facts, the expert's reasoning on every hard one.
-    command[command.index("--name") + 1], command[command.index("--rows") + 1] = "expert", "expert-hard"
-    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stderr[-2000:]
+    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "expert", "--rows", "expert-hard", "--limit", "12"]
+    for item in CHAIN_OVERRIDES + ["03_sft.max_steps=2"]:
+        command += ["--set", item]
+    assert self_training_valid.main(command) == 0
     expert = [json.loads(line) for line in (run_dir / "experiments" / "expert" / "sft" / "stage1.jsonl").open()]
     difficulty = {r["id"]: r["difficulty"] for r in map(json.loads, (run_dir / "difficulty" / "split.jsonl").open())}
     easy_rows = [r for r in expert if difficulty[r["id"]] == "easy"]

@@ -213,7 +213,7 @@ def test_train_in_subprocess_skips_a_finished_model_and_launches_the_rest(tmp_pa
     [(module, path, options)] = calls
     assert module == "morelib.sft" and read_settings(path) == settings
     assert options == {"num_processes": 1, "mixed_precision": "no", "deepspeed_config": None,
-                       "log_path": tmp_path / "train.log", "distributed": "auto"}
+                       "log_path": tmp_path / "train.log", "distributed": "none"}  # the toy profile's launcher
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "done.json").write_text("{}")
     assert not train_in_subprocess("morelib.sft", settings, tmp_path / "s.json", tmp_path / "train.log")
