@@ -58,17 +58,22 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
         subprocess.run(["git", "checkout", "--quiet", commit], cwd=clone, check=True)
         load = os.getloadavg()[0]
-        setup_s, setup_code = timed(["make", "setup"], clone, root / "setup.log", env)
-        test_s, test_code = timed(["make", "test"], clone, root / "test.log", env)
-        tail = (root / "test.log").read_text(errors="replace").strip().splitlines()[-1:]
+        logs = {name: root / f"{name}.log" for name in ("setup", "test")}  # make's targets, one log each
+        setup_s, setup_code = timed(["make", "setup"], clone, logs["setup"], env)
+        test_s, test_code = timed(["make", "test"], clone, logs["test"], env)
+        tail = logs["test"].read_text(errors="replace").strip().splitlines()[-1:]
         print(f"run {run}: set-up {setup_s:.0f} s (rc {setup_code}), test {test_s:.0f} s (rc {test_code}), "
               f"total {setup_s + test_s:.0f} s; load average before {load:.2f}; {' '.join(tail)}", flush=True)
         failed += bool(setup_code or test_code)
+        keep = args.keep or bool(setup_code or test_code)  # a failed run's clone stays, to be read
+        if test_code:
+            print("\n".join("  " + line for line in logs["test"].read_text(errors="replace").splitlines()
+                             if line.startswith(("FAILED", "ERROR"))), flush=True)
         if run == args.runs:
             print(f"slowest {args.slowest} of run {run}:")
-            for line in slowest(root / "test.log", args.slowest):
+            for line in slowest(logs["test"], args.slowest):
                 print("  " + line)
-        if args.keep:
+        if keep:
             print(f"  kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
