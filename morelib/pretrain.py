@@ -224,6 +224,7 @@ def build(out_dir: str | Path, tiny: dict, settings: PretrainSettings, seed: int
     log = read_log(model_dir) if (model_dir / "log.jsonl").is_file() else []
     write_json(out_dir / DONE_FILE, {
         "key": out_dir.name, "tiny": tiny, "pretrain": asdict(settings), "seed": seed, "cue_wordings": cue_wordings,
+        # build_seconds: this call's (a build resumed after its training finished counts only the rest)
         "corpus_rows": len(rows), "build_seconds": round(build_seconds, 1),
         "train_seconds": read_summary(model_dir)["train_seconds"] if settings.epochs > 0 else 0.0,
         "loss": [{"step": e["step"], "loss": round(e["loss"], 4)} for e in log if "loss" in e],

@@ -195,7 +195,7 @@ if settings.build_toy:
     size_mb = sum(p.stat().st_size for p in base_model_path.iterdir()) / 2**20
     print(f"{size_mb:.1f} MB on disk; sizes {record['tiny'] or 'default'}; "
           f"pretraining: {record['corpus_rows']} corpus rows, {record['pretrain']['epochs']} epochs, "
-          f"built in {record['build_seconds']:.0f} s (once per machine; cache key {record['key']})")
+          f"{record['train_seconds']:.0f} s of training, once per machine (cache key {record['key']})")
 else:
     print("base model:", settings.base_model, "(loaded from the hub or a local copy by later stages)")
 
