@@ -20,8 +20,8 @@ setup: $(STAMP)
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || { echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"need Python 3.11, {sys.executable} is {sys.version.split()[0]}"'
-	@# --no-compile: Python writes a module's bytecode the first time it is imported (see
-	@# `unexport` below), so set-up does not compile the ~17,000 installed files nobody imports.
+	@# --no-compile: Python writes a module's bytecode the first time it is imported (the
+	@# `unexport` above), so set-up does not compile the ~17,000 installed files nobody imports.
 	$(PY) -m pip install --quiet --no-compile -r requirements.txt
 	@# requirements.txt pins setuptools, so the editable install needs no isolated build environment.
 	$(PY) -m pip install --quiet --no-compile --no-deps --no-build-isolation -e .
