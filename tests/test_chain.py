@@ -171,9 +171,13 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     import stage2_valid
 
     run_log = (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes()
-    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "tiny", "--limit", "12", "--pool", "3"]
-    for item in CHAIN_OVERRIDES + ["05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2"]:
-        command += ["--set", item]
+    def benchmark_args(name: str, *args: str, changes: tuple[str, ...]) -> list[str]:
+        """A benchmark's command line on this run: the chain's overrides, then ``changes``."""
+        sets = [arg for item in CHAIN_OVERRIDES + list(changes) for arg in ("--set", item)]
+        return ["--profile", "toy", "--run-dir", str(run_dir), "--name", name, *args, *sets]
+
+    command = benchmark_args("tiny", "--limit", "12", "--pool", "3",
+                             changes=("05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2"))
     capsys.readouterr()
     assert stage2_valid.main(command) == 0
     printed = capsys.readouterr().out
@@ -197,10 +201,8 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     # The self-training yardstick (benchmarks/self_training_valid.py): SFT from Stage 1 on its own
     # right answers on the pool. It trains only on right answers and shares Stage 1's valid scores.
     # --hard-limit: one sample for each of the first 150 hard facts (about a third of this pool).
-    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "own", "--rows", "own", "--samples", "1",
-               "--hard-limit", "150", "--limit", "12"]
-    for item in CHAIN_OVERRIDES + ["03_sft.max_steps=2"]:
-        command += ["--set", item]
+    command = benchmark_args("own", "--rows", "own", "--samples", "1", "--hard-limit", "150", "--limit", "12",
+                             changes=("03_sft.max_steps=2",))
     assert self_training_valid.main(command) == 0
     own = json.loads((run_dir / "experiments" / "own" / "result.json").read_text())
     assert own["steps"] == 2 and own["stage1_f1"] == result["stage1_f1"]
@@ -216,9 +218,7 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
         r["label"] == r["gold"] for r in sampled)
     assert room["pool_pass1"] <= room["pool_passG"] <= 1
     # --rows expert-hard: the same right answers on easy facts, the expert's reasoning on every hard one.
-    command = ["--profile", "toy", "--run-dir", str(run_dir), "--name", "expert", "--rows", "expert-hard", "--limit", "12"]
-    for item in CHAIN_OVERRIDES + ["03_sft.max_steps=2"]:
-        command += ["--set", item]
+    command = benchmark_args("expert", "--rows", "expert-hard", "--limit", "12", changes=("03_sft.max_steps=2",))
     assert self_training_valid.main(command) == 0
     expert = [json.loads(line) for line in (run_dir / "experiments" / "expert" / "sft" / "stage1.jsonl").open()]
     difficulty = {r["id"]: r["difficulty"] for r in map(json.loads, (run_dir / "difficulty" / "split.jsonl").open())}
