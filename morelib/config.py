@@ -131,6 +131,8 @@ class Profile:
     path: Path
     sections: dict[str, dict[str, Any]]
     origins: dict[tuple[str, str], str] = field(default_factory=dict)
+    # (origin, section, key) of keys not checked yet: a training section's, checked when it is built
+    unchecked: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def common(self) -> dict[str, Any]:
@@ -151,6 +153,9 @@ class Profile:
         """The values a section's class is built from: the common ones it has a field for, then its own."""
         if section not in _sections():
             raise ConfigError(f"{self.path}: no section {section!r} (sections: {', '.join(_sections())})")
+        for origin, where, key in self.unchecked:
+            if where == section:
+                _check_key(origin, where, key)
         names = _fields(section)
         merged = {k: v for k, v in self.common.items() if k in names}
         merged.update(self.sections.get(section, {}))
@@ -222,9 +227,12 @@ def _extended_path(parent: Any, path: Path) -> Path:
     return named.resolve()
 
 
-def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
+def _read_profile(path: Path, chain: tuple[Path, ...] = (), defer: Callable[[str], bool] = lambda section: False,
+                  unchecked: list[tuple[str, str, str]] | None = None,
+                  ) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], str]]:
     """A profile file's values per section, with those of the profile it extends underneath, and
-    the file each value came from (the extending file's when it is not recorded)."""
+    the file each value came from (the extending file's when it is not recorded). The keys of a
+    section for which ``defer`` is true go to ``unchecked`` instead of being checked."""
     sections_spec = _sections()
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -239,7 +247,7 @@ def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, d
         if parent in chain or parent == path.resolve():
             loop = " -> ".join(str(p) for p in (*chain, path.resolve(), parent))
             raise ConfigError(f"{path}: '{EXTENDS}' makes a loop: {loop}")
-        base, base_origins = _read_profile(parent, (*chain, path.resolve()))
+        base, base_origins = _read_profile(parent, (*chain, path.resolve()), defer, unchecked)
         for name, values in base.items():
             sections[name].update(values)
             origins.update({(name, key): base_origins.get((name, key), str(parent)) for key in values})
@@ -250,7 +258,10 @@ def _read_profile(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict[str, d
         if values is not None and not isinstance(values, dict):
             raise ConfigError(f"{path}: section {name!r} must be a mapping of keys to values")
         for key, value in (values or {}).items():
-            _check_key(str(path), name, key)
+            if defer(name) and unchecked is not None:
+                unchecked.append((str(path), name, str(key)))
+            else:
+                _check_key(str(path), name, key)
             sections[name][key] = value
             origins.pop((name, key), None)  # this file's value: errors name this file
     return sections, origins
@@ -263,13 +274,22 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
 
     A profile may start from another (``extends: toy``) and hold only what differs.
     ``default_section`` is where a bare override key goes when ``common`` has no such field (a
-    notebook passes its own section). ``derive`` computes values the profile leaves to the code
+    notebook passes its own section). A notebook's load (``default_section`` given) checks the keys
+    of another training section (``03_sft``, ``05_grpo``) when that section is built, not here,
+    unless TRL is imported already: a notebook that trains nothing never imports TRL (about 4.5 s).
+    ``morelib.run`` and ``--check`` load with no ``default_section``, so every key is checked
+    before the first notebook runs. ``derive`` computes values the profile leaves to the code
     from the loaded profile (``{"SECTION.KEY": value}``); they are set as they are: notebooks 04 to
-    06 pass ``morelib.preflight.engine_lengths``, which derives the vLLM context lengths.
+    06 pass ``morelib.preflight.engine_lengths`` or ``inference_lengths``, which derive the vLLM context lengths.
     """
     sections_spec = _sections()
     path = profile_path(profile)
-    sections, origins = _read_profile(path)
+
+    def defer(section: str) -> bool:
+        return default_section is not None and section != default_section and not sections_spec.is_imported(section)
+
+    unchecked: list[tuple[str, str, str]] = []
+    sections, origins = _read_profile(path, defer=defer, unchecked=unchecked)
 
     common_fields = _fields(COMMON)
     for text in overrides:
@@ -278,7 +298,10 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
             section = COMMON if key in common_fields or default_section is None else default_section
         if section not in sections_spec:
             raise ConfigError(f"--set {text!r}: unknown section {section!r} (sections: {', '.join(sections_spec)})")
-        _check_key(f"--set {text!r}", section, key, bare=text.split("=", 1)[0].strip() == key)
+        if defer(section):
+            unchecked.append((f"--set {text!r}", section, key))
+        else:
+            _check_key(f"--set {text!r}", section, key, bare=text.split("=", 1)[0].strip() == key)
         sections[section][key] = value
         origins[(section, key)] = f"--set {text!r}"
     if run_dir is not None:
@@ -291,7 +314,8 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
     substitutions = {"{run_dir}": resolved_run_dir, "{repo_root}": str(repo_root())}
     sections = {name: _substitute(values, substitutions) for name, values in sections.items()}
     sections[COMMON]["run_dir"] = resolved_run_dir
-    loaded = Profile(name=str(sections[COMMON]["profile"]), path=path, sections=sections, origins=origins)
+    loaded = Profile(name=str(sections[COMMON]["profile"]), path=path, sections=sections, origins=origins,
+                     unchecked=tuple(unchecked))
     if derive is not None:
         loaded = loaded.with_values(derive(loaded), f"derived by {derive.__module__}.{derive.__qualname__}")
     return loaded

@@ -16,7 +16,7 @@ Read top to bottom, one run is:
    ``grpo/<variant>/log.jsonl``;
 4. the lifecycle shared with SFT (``morelib.training``): resume, final model, ``done.json``.
 
-Every hyperparameter is a field of ``morelib.settings.GRPOSettings`` (a ``trl.GRPOConfig``),
+Every hyperparameter is a field of ``morelib.training_settings.GRPOSettings`` (a ``trl.GRPOConfig``),
 passed to TRL as it is.
 """
 
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from morelib.layout import GrpoRunFolder
-from morelib.settings import GRPOSettings
+from morelib.training_settings import GRPOSettings
 
 # The names inside grpo/<variant>/, for callers that join them to a path themselves.
 PLAN_FILE, MIX_FILE, STEP_LOG = GrpoRunFolder.PLAN, GrpoRunFolder.MIX, GrpoRunFolder.STEP_LOG

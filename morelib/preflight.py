@@ -438,22 +438,32 @@ def report_for(profile, strict: bool = False, name: str | None = None) -> tuple[
     return header, check_stages(splits, processor, processor_limits(processor), limits, stage1_rows, strict)
 
 
-def engine_lengths(profile) -> dict[str, int]:
+def engine_lengths(profile, sections: tuple[str, ...] = ("inference", "05_grpo")) -> dict[str, int]:
     """``{"SECTION.KEY": value}``: the vLLM context lengths a loaded profile leaves unset where a vLLM
     engine runs (GRPO rollouts, inference), derived from the token counts; without them vLLM takes
     the model's own context (128k for Qwen2.5-VL). ``{}`` when none is needed or the counts cannot
-    be made here. Notebooks pass it to ``morelib.config.load_profile(..., derive=engine_lengths)``."""
-    inference, grpo = profile.settings("inference"), profile.settings("05_grpo")
-    if not ((inference.backend == "vllm" and inference.vllm_max_model_len is None)
-            or (grpo.use_vllm and (grpo.vllm_max_model_length is None
-                                   or (grpo.vllm_mode == "colocate" and grpo.vllm_max_num_batched_tokens is None)))):
+    be made here. Notebook 05 passes it to ``morelib.config.load_profile(..., derive=engine_lengths)``;
+    notebooks 04 and 06, which generate only, pass :func:`inference_lengths`. Only ``sections`` are
+    looked at and derived."""
+    inference = profile.settings("inference") if "inference" in sections else None
+    grpo = profile.settings("05_grpo") if "05_grpo" in sections else None
+    if not ((inference is not None and inference.backend == "vllm" and inference.vllm_max_model_len is None)
+            or (grpo is not None and grpo.use_vllm
+                and (grpo.vllm_max_model_length is None
+                     or (grpo.vllm_mode == "colocate" and grpo.vllm_max_num_batched_tokens is None)))):
         return {}
     try:
         _, report = report_for(profile)
     except Skipped as skipped:
         print(f"preflight: cannot derive vLLM context lengths: {skipped}")
         return {}
-    return dict(report.derived)
+    return {dotted: value for dotted, value in report.derived.items() if dotted.split(".", 1)[0] in sections}
+
+
+def inference_lengths(profile) -> dict[str, int]:
+    """:func:`engine_lengths` of the ``inference`` section only: what notebooks 04 and 06 need. They
+    never build the GRPO section, so they never import TRL."""
+    return engine_lengths(profile, ("inference",))
 
 
 def run(profile: str = "toy", overrides: Sequence[str] = (), run_dir: str | None = None, strict: bool = False,

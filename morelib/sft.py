@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from morelib.layout import RunLayout
-from morelib.settings import SFTSettings
+from morelib.training_settings import SFTSettings
 
 
 # ----------------------------------------------------------------------------- training rows

@@ -43,7 +43,7 @@
 # label, on the whole training set (Qwen2.5-VL-SFT) and on the same 25% (Qwen2.5-VL-SFT(25%)).
 
 # %% tags=["parameters"]
-profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
+profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/training_settings.py
 run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["num_train_epochs=2", "label_baselines=false"]
 

@@ -48,7 +48,7 @@ from morelib.inference import backend_for
 from morelib.layout import RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
-config = load_profile(profile, overrides, run_dir, default_section="04_difficulty", derive=preflight.engine_lengths)
+config = load_profile(profile, overrides, run_dir, default_section="04_difficulty", derive=preflight.inference_lengths)
 settings = config.settings("04_difficulty")
 generation = config.settings("inference").for_model("stage1")
 seed_everything(generation.seed)

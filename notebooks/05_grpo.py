@@ -36,7 +36,7 @@
 # group out by hand, for the pool fact every notebook follows.
 
 # %% tags=["parameters"]
-profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
+profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/training_settings.py
 run_dir = None      # None = the profile's run directory
 overrides = []      # change settings for this run, e.g. ["gamma=0.25", "variants=[progressive]"]
 

@@ -64,7 +64,7 @@ from morelib.config import describe, load_profile, seed_everything
 from morelib.layout import FAITHFULNESS, FIGURE3_GAINS, FIGURE3_SEEDS, PAIRED_F1, RunLayout, resolve_path
 
 # The profile's settings; with vLLM, the context lengths it leaves unset come from the pre-flight count.
-config = load_profile(profile, overrides, run_dir, default_section="06_evaluation", derive=preflight.engine_lengths)
+config = load_profile(profile, overrides, run_dir, default_section="06_evaluation", derive=preflight.inference_lengths)
 settings = config.settings("06_evaluation")
 generation = config.settings("inference")
 seed_everything(settings.seed)

@@ -254,3 +254,39 @@ def test_derived_values_are_set_on_the_loaded_profile_as_they_are():
     assert loaded.origin("05_grpo", "vllm_max_model_length").startswith("derived by ")
     with pytest.raises(ConfigError, match=r"section '05_grpo': unknown key 'vllm_max_model_lenght'"):
         load_profile("toy", derive=lambda profile: {"05_grpo.vllm_max_model_lenght": 1})
+
+
+def test_a_notebook_that_trains_nothing_never_imports_trl(tmp_path):
+    """Importing TRL takes about 4.5 s. A notebook's load checks another training section's keys when
+    that section is built, with the same error; a load with no section (``morelib.run``) checks
+    them all at once."""
+    import subprocess
+    import sys
+
+    typo = write_profile(tmp_path / "typo.yaml", {"common": {"profile": "typo", "run_dir": str(tmp_path / "run")},
+                                                  "05_grpo": {"gama": 0.25}})
+    script = f"""
+import sys
+from morelib.config import ConfigError, load_profile
+from morelib import preflight
+
+for section in ("01_annotation", "02_filtering", "04_difficulty", "06_evaluation", "07_case_studies"):
+    profile = load_profile("toy", ["03_sft.learning_rate=0.5"], default_section=section, derive=preflight.inference_lengths)
+    profile.settings(section), profile.settings("inference"), profile.settings("common")
+loaded = load_profile({str(typo)!r}, default_section="01_annotation")
+loaded.settings("01_annotation")
+deferred = load_profile("toy", ["05_grpo.gama=1"], default_section="01_annotation")
+print("trl imported:", "trl" in sys.modules)
+for profile in (loaded, deferred):
+    try:
+        profile.settings("05_grpo")
+    except ConfigError as error:
+        print(error)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    # The same errors as a check at load names, blaming the file or the --set.
+    assert out.splitlines() == ["trl imported: False",
+                                f"{typo}: section '05_grpo': unknown key 'gama' (did you mean 'gamma'?)",
+                                "--set '05_grpo.gama=1': section '05_grpo': unknown key 'gama' (did you mean 'gamma'?)"]
+    with pytest.raises(ConfigError, match=re.escape(f"{typo}: section '05_grpo': unknown key 'gama'")):
+        load_profile(typo)

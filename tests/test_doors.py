@@ -18,11 +18,12 @@ BUILDERS = {
     "morelib/rewards.py": {"REWARDS", "make_length_reward", "make_answer_reward"},
     "morelib/inference.py": {"make_backend", "from_path", "VLLMBackend", "OpenAIBackend", "SubprocessBackend"},
 }
-# Settings fields that only the doors read (settings.py declares them; preflight derives the vLLM
-# context length before any backend exists).
+# Settings fields that only the doors read (settings.py and training_settings.py declare them;
+# preflight derives the vLLM context length before any backend exists).
 DOOR_FIELDS = {"length_requires_format", "answer_requires_format", "reward_weights",
                "vllm_max_model_len", "vllm_gpu_memory_utilization", "served_model_name"}
-FIELD_READERS = {"morelib/rewards.py", "morelib/inference.py", "morelib/settings.py", "morelib/preflight.py"}
+FIELD_READERS = {"morelib/rewards.py", "morelib/inference.py", "morelib/settings.py", "morelib/training_settings.py",
+                 "morelib/preflight.py"}
 
 
 def used_names(tree: ast.AST):
@@ -77,7 +78,7 @@ def test_the_check_catches_settings_unpacked_by_hand():
 def test_the_reward_door_configures_every_reward_from_the_settings():
     """Each reward option reaches its reward: change the setting, the reward changes."""
     from morelib.rewards import REWARD_OPTIONS, get_reward_funcs, total_reward
-    from morelib.settings import GRPOSettings
+    from morelib.training_settings import GRPOSettings
 
     steps = " ".join(f"Step {i}: ..." for i in range(1, 7))
     good = f"<think> {steps} </think> <answer>none</answer>"

@@ -7,7 +7,7 @@ import pytest
 from morelib.rewards import (
     REWARDS, format_reward, get_reward_funcs, make_answer_reward, make_length_reward, reward_components, total_reward,
 )
-from morelib.settings import GRPOSettings
+from morelib.training_settings import GRPOSettings
 
 STEPS = " ".join(f"Step {i}: looking at part {i} of the problem." for i in range(1, 7))
 GOOD = f"<think> {STEPS} </think> <answer>/per/org/member_of</answer>"

@@ -11,7 +11,8 @@ import yaml
 from morelib.config import ConfigError, build_settings, describe, load_profile, load_settings, with_changes
 from morelib.launch import read_settings, write_settings
 from morelib.layout import RunLayout, repo_root
-from morelib.settings import DERIVED, SECTIONS, GRPOSettings, SFTSettings, field_names, help_text
+from morelib.settings import DERIVED, SECTIONS, field_names, help_text
+from morelib.training_settings import GRPOSettings, SFTSettings
 
 PROFILES = tuple(sorted(p.stem for p in (repo_root() / "configs").glob("*.yaml")))  # toy, toy-full, paper
 
@@ -331,9 +332,9 @@ def test_a_field_that_sections_share_is_declared_once():
     from morelib import settings as settings_module
     from morelib.layout import repo_root
 
-    tree = ast.parse((repo_root() / "morelib" / "settings.py").read_text())
+    trees = [ast.parse((repo_root() / "morelib" / name).read_text()) for name in ("settings.py", "training_settings.py")]
     declared: dict[str, list[str]] = {}
-    for cls in (node for node in tree.body if isinstance(node, ast.ClassDef)):
+    for cls in (node for tree in trees for node in tree.body if isinstance(node, ast.ClassDef)):
         for item in cls.body:
             if isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name):
                 declared.setdefault(item.target.id, []).append(cls.name)
