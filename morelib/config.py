@@ -280,7 +280,8 @@ def load_profile(profile: str | os.PathLike = "toy", overrides: Iterable[str] = 
     ``morelib.run`` and ``--check`` load with no ``default_section``, so every key is checked
     before the first notebook runs. ``derive`` computes values the profile leaves to the code
     from the loaded profile (``{"SECTION.KEY": value}``); they are set as they are: notebooks 04 to
-    06 pass ``morelib.preflight.engine_lengths`` or ``inference_lengths``, which derive the vLLM context lengths.
+    06 pass ``morelib.preflight.engine_lengths`` or ``inference_lengths``, which derive the vLLM
+    context lengths.
     """
     sections_spec = _sections()
     path = profile_path(profile)
