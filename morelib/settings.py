@@ -61,12 +61,6 @@ def _splits():
     return SPLITS
 
 
-def _prompts():
-    from morelib.prompts import PROMPTS
-
-    return tuple(PROMPTS)
-
-
 def _check_model_keys(name: str, keys) -> None:
     from morelib.run_models import MODEL_KEYS, run_model
 
@@ -154,16 +148,8 @@ class LaunchFields:
 # ----------------------------------------------------------------------------- the sections
 
 
-def _check_attn(value: str) -> None:
+def check_attn(value: str) -> None:
     one_of("attn_implementation", value, ATTN_IMPLEMENTATIONS)
-
-
-def _check_choices(config, *names: str) -> None:
-    """transformers lists the choices of some fields but builds with any value; refuse others here."""
-    for f in fields(config):
-        choices = f.metadata.get("choices")
-        if f.name in names and choices:
-            one_of(f.name, getattr(config, f.name), choices)
 
 
 @dataclass
@@ -286,7 +272,7 @@ class GenerationSettings(PixelFields, SeedField):
     def __post_init__(self):
         one_of("backend", self.backend, BACKENDS)
         one_of("dtype", self.dtype, DTYPES)
-        _check_attn(self.attn_implementation)
+        check_attn(self.attn_implementation)
 
     def for_model(self, key: str) -> "GenerationSettings":
         """A copy for one model: its own max_new_tokens and served name, when the profile gives them."""

@@ -10,13 +10,27 @@ processes that never train (annotation, filtering, inference, reports) do not im
 ``morelib.settings.SECTIONS`` imports it the first time a training section is asked for.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from trl import GRPOConfig, SFTConfig
 
 from morelib.layout import ModelFolder, RunLayout
 from morelib.settings import (ATTN_HELP, PROGRESS_HELP, BaseModelField, LaunchFields, LoraFields, PixelFields,
-                              RunFields, _check_attn, _check_choices, _prompts, one_of, setting)
+                              RunFields, check_attn, one_of, setting)
+
+
+def _prompts():
+    from morelib.prompts import PROMPTS
+
+    return tuple(PROMPTS)
+
+
+def _check_choices(config, *names: str) -> None:
+    """transformers lists the choices of some fields but builds with any value; refuse others here."""
+    for f in fields(config):
+        choices = f.metadata.get("choices")
+        if f.name in names and choices:
+            one_of(f.name, getattr(config, f.name), choices)
 
 
 def _cpu_without_gpu(config) -> None:
@@ -61,7 +75,7 @@ class SFTSettings(LaunchFields, LoraFields, PixelFields, BaseModelField, RunFiel
         one_of("prompt", self.prompt, _prompts())
         one_of("overlong_policy", self.overlong_policy, ("drop", "error"))
         self._check_launch()
-        _check_attn(self.attn_implementation)
+        check_attn(self.attn_implementation)
         _check_choices(self, "train_sampling_strategy")
         if self.progress_lines < 0:
             raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
@@ -142,7 +156,7 @@ class GRPOSettings(LaunchFields, LoraFields, PixelFields, RunFields, GRPOConfig)
             raise ValueError(f"reward_weights: {len(self.reward_weights)} weights for {len(self.reward_names)} "
                              f"rewards {self.reward_names}")
         self._check_launch()
-        _check_attn(self.attn_implementation)
+        check_attn(self.attn_implementation)
         if self.progress_lines < 0:
             raise ValueError(f"progress_lines: {self.progress_lines} must be 0 (none) or more")
         if self.vllm_max_num_batched_tokens is not None and self.vllm_max_num_batched_tokens < 1:
