@@ -198,6 +198,18 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert json.loads(printed.strip().splitlines()[-1]) == result
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     assert (run_dir / "experiments" / "tiny" / "checkpoints" / "grpo_progressive" / "done.json").is_file()
+    # Several seeds of a setting scored as one model (benchmarks/stage2_seeds_valid.py): the mean of
+    # one experiment twice is that experiment.
+    import stage2_seeds_valid
+
+    assert stage2_seeds_valid.main(["--profile", "toy", "--run-dir", str(run_dir), "tiny", "tiny"]) == 0
+    seeds = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert seeds["valid_facts"] == 12 and seeds["stage1_f1"] == result["stage1_f1"]
+    assert seeds["mean_f1"] == result["tuned_f1"] and seeds["gain"] == pytest.approx(result["gain"], abs=0.01)
+    assert seeds["ci95"][0] <= seeds["gain"] <= seeds["ci95"][1]
+    assert list(seeds["seed_gains"]) == ["tiny"] and seeds["seed_gains"]["tiny"] == pytest.approx(seeds["gain"], abs=0.01)
+    assert stage2_seeds_valid.main(["--profile", "toy", "--run-dir", str(run_dir), "tiny", "nosuch"]) == 1
+    assert "nosuch/predictions/grpo_progressive__valid.jsonl: no valid predictions" in capsys.readouterr().err
     # The self-training yardstick (benchmarks/self_training_valid.py): SFT from Stage 1 on its own
     # right answers on the pool. It trains only on right answers and shares Stage 1's valid scores.
     # --hard-limit: one sample for each of the first 150 hard facts (about a third of this pool).
