@@ -330,7 +330,7 @@ def load_model(
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(path_or_hub_id)).merge_and_unload()
-    except Exception as error:
+    except Exception:
         broken = damaged_weights(path_or_hub_id) or (damaged_weights(base) if base else None)
         if broken is None:
             raise

@@ -274,7 +274,7 @@ def figure3(gains: pd.DataFrame, out_dir, profile: str, stem: str = "figure3",
         errors = [[r["gain"] - r["gain_low"] for r in rows], [r["gain_high"] - r["gain"] for r in rows]]
         seeds = int(rows[0]["seeds"])
         name = VARIANT_NAMES[v] + (f" ({seeds} seeds)" if n_seeds > 1 else "")
-        bars = ax.bar(xs, values, width, label=name, color=colors[v], yerr=errors, capsize=2,
+        ax.bar(xs, values, width, label=name, color=colors[v], yerr=errors, capsize=2,
                       error_kw={"elinewidth": 0.8, "ecolor": "#333333"})
         for x, r in zip(xs, rows):  # the gain, above the top of its interval
             ax.text(x, r["baseline"] + r["gain_high"] + 1, f"{r['gain']:+.1f}", ha="center", va="bottom", fontsize=6.5)

@@ -56,9 +56,7 @@ layout = RunLayout(settings.run_dir)
 data_dir = resolve_path(settings.data_dir)
 run_dir = layout.root
 
-import json
 import random
-from collections import Counter
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -118,8 +116,6 @@ if settings.build_toy:
 
 # %%
 if settings.build_toy:
-    from matplotlib.patches import Patch
-
     types = list(toy.LOOKS)
     box = [(26, 26, 86, 86)]
     fig, axes = plt.subplots(2, len(types), figsize=(1.6 * len(types), 3.6))

@@ -55,7 +55,6 @@ import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets: no bars in notebooks
 
-import pandas as pd
 from IPython.display import Image, display
 from transformers.utils import logging as hf_logging
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from morelib import data
 from morelib.data import (
-    BadValue, BoxOutOfRange, DataError, EmptyBox, EmptySplit, MissingField, MissingImage, MissingObject,
+    BadValue, BoxOutOfRange, DataError, EmptyBox, EmptySplit, MissingField,
     SpanMismatch, UnknownLabel, UnparsableLine, box_to_pixels, crop_object, load_entity_dict, load_images,
     load_split, relations_for, validate,
 )
