@@ -35,8 +35,9 @@
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
-run_dir = None      # None = the profile's run directory
-overrides = []      # change settings for this run, e.g. ["expert_mistake_rate=0.3"]
+run_dir = None      # None: the profile's run directory
+# each override is one "key=value" string, e.g. ["expert_mistake_rate=0.3"]
+overrides = []      # settings changed for this run only; the comment above shows the form
 
 # %%
 import warnings

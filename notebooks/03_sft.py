@@ -44,8 +44,9 @@
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/training_settings.py
-run_dir = None      # None = the profile's run directory
-overrides = []      # change settings for this run, e.g. ["num_train_epochs=2", "label_baselines=false"]
+run_dir = None      # None: the profile's run directory
+# each override is one "key=value" string, e.g. ["num_train_epochs=2", "label_baselines=false"]
+overrides = []      # settings changed for this run only; the comment above shows the form
 
 # %%
 import warnings

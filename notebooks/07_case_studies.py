@@ -26,8 +26,9 @@
 
 # %% tags=["parameters"]
 profile = "toy"     # configs/toy.yaml (2 CPU cores) or "paper"; every setting is documented in morelib/settings.py
-run_dir = None      # None = the profile's run directory
-overrides = []      # change settings for this run, e.g. ["sample_id='test-12'"]
+run_dir = None      # None: the profile's run directory
+# each override is one "key=value" string, e.g. ["sample_id='test-12'"]
+overrides = []      # settings changed for this run only; the comment above shows the form
 
 # %%
 import warnings

@@ -85,6 +85,21 @@ def test_one_parameters_cell_and_it_is_the_first_code_cell(path):
     assert all(isinstance(node, (ast.Assign, ast.AnnAssign)) for node in parameters.body), path.name
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+def test_papermill_reads_every_parameter_and_its_help(path, caplog):
+    # papermill gives up on a parameter line holding a second "=" (even inside its comment): it
+    # logs a warning in every run and leaves the parameter out of `papermill --help-notebook`.
+    import papermill
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        parameters = papermill.inspect_notebook(str(path))
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("papermill")], path.name
+    names = [node.targets[0].id for node in ast.parse(next(
+        cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")).body]
+    assert list(parameters) == names, path.name
+    assert all(parameters[name]["help"] for name in names), f"{path.name}: a parameter without help"
+
+
 @pytest.mark.parametrize("path", SOURCES, ids=lambda path: path.name)
 def test_the_source_compiles_as_python(path):
     # Percent format is Python already, and so is the plain script jupytext exports from it.
