@@ -28,32 +28,34 @@ from morelib.inference import read_predictions  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 
 
-def labels_by_id(path: Path) -> dict[str, str | None]:
+def labels_by_id(path: Path, split: str = "valid") -> dict[str, str | None]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no valid predictions (run benchmarks/stage2_valid.py first)")
+        script = "stage2_valid.py" if split == "valid" else "stage2_test.py"
+        raise FileNotFoundError(f"{path}: no {split} predictions (run benchmarks/{script} first)")
     return {row["id"]: row["label"] for row in read_predictions(path)}
 
 
-def seeds_gain(run: RunLayout, data_dir: Path, names: list[str], variant: str) -> dict:
-    """Stage 1 against the mean of the experiments ``names`` on the valid facts they all scored."""
-    stage1 = labels_by_id(run.predictions("stage1", "valid"))
-    runs = {name: labels_by_id(RunLayout(run.experiment(name)).predictions(f"grpo_{variant}", "valid"))
+def seeds_gain(run: RunLayout, data_dir: Path, names: list[str], variant: str, split: str = "valid") -> dict:
+    """Stage 1 against the mean of the experiments ``names`` on the facts of ``split`` they all scored
+    (``valid`` to choose a setting; ``test`` once, for the setting chosen: ``stage2_test.py``)."""
+    stage1 = labels_by_id(run.predictions("stage1", split), split)
+    runs = {name: labels_by_id(RunLayout(run.experiment(name)).predictions(f"grpo_{variant}", split), split)
             for name in names}
     scored = set(next(iter(runs.values())))
     for name, labels in runs.items():
         if set(labels) != scored:
-            raise ValueError(f"{name}: scored {len(labels)} valid facts, {names[0]} {len(scored)}: "
+            raise ValueError(f"{name}: scored {len(labels)} {split} facts, {names[0]} {len(scored)}: "
                              "compare experiments scored on the same facts (the same --limit)")
     missing = scored - set(stage1)
     if missing:
-        raise ValueError(f"{run.predictions('stage1', 'valid')}: no Stage 1 prediction for {len(missing)} facts")
-    valid = [s for s in data.load_split(data_dir, "valid") if s.id in scored]
-    gold = [s.label for s in valid]
-    base = [stage1[s.id] for s in valid]
-    seeds = [[labels[s.id] for s in valid] for labels in runs.values()]
-    f1 = metrics.paired_mean_gain(gold, base, seeds, n=1000, clusters=[s.img_id for s in valid])["f1"]
+        raise ValueError(f"{run.predictions('stage1', split)}: no Stage 1 prediction for {len(missing)} facts")
+    facts = [s for s in data.load_split(data_dir, split) if s.id in scored]
+    gold = [s.label for s in facts]
+    base = [stage1[s.id] for s in facts]
+    seeds = [[labels[s.id] for s in facts] for labels in runs.values()]
+    f1 = metrics.paired_mean_gain(gold, base, seeds, n=1000, clusters=[s.img_id for s in facts])["f1"]
     stage1_f1 = metrics.score(gold, base)["f1"]
-    return {"experiments": names, "valid_facts": len(valid), "stage1_f1": round(100 * stage1_f1, 2),
+    return {"experiments": names, f"{split}_facts": len(facts), "stage1_f1": round(100 * stage1_f1, 2),
             "mean_f1": round(100 * f1["mean"], 2), "gain": round(100 * f1["gain"], 2),
             "ci95": [round(100 * f1["low"], 2), round(100 * f1["high"], 2)], "ci_unit": "image-text pair",
             "seed_gains": {name: round(100 * (metrics.score(gold, labels)["f1"] - stage1_f1), 2)

@@ -9,7 +9,7 @@ import json
 import nbformat
 import pytest
 
-from morelib import data
+from morelib import data, metrics
 from morelib.config import repo_root
 from morelib.run import INJECTED, chain_notebooks, declared_parameters, run_chain
 from nbtools import figure_cells, figures_not_rendered
@@ -210,6 +210,26 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert list(seeds["seed_gains"]) == ["tiny"] and seeds["seed_gains"]["tiny"] == pytest.approx(seeds["gain"], abs=0.01)
     assert stage2_seeds_valid.main(["--profile", "toy", "--run-dir", str(run_dir), "tiny", "nosuch"]) == 1
     assert "nosuch/predictions/grpo_progressive__valid.jsonl: no valid predictions" in capsys.readouterr().err
+    # The chosen setting's held-out check (benchmarks/stage2_test.py): its seeds on test, against the
+    # run's own Stage 1 test predictions; an experiment not yet scored on valid is refused.
+    import stage2_test
+
+    chain_sets = [arg for item in CHAIN_OVERRIDES for arg in ("--set", item)]
+    test_args = ["--profile", "toy", "--run-dir", str(run_dir), "--limit", "12", *chain_sets]
+    assert stage2_test.main([*test_args, "tiny", "tiny"]) == 0
+    held_out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stage1_test = {r["id"]: r["label"] for r in map(json.loads, (run_dir / "predictions" / "stage1__test.jsonl").open())}
+    tuned_test = [json.loads(line) for line in (run_dir / "experiments" / "tiny" / "predictions" /
+                                                "grpo_progressive__test.jsonl").open()]
+    assert held_out["test_facts"] == len(tuned_test) == 12 and {r["id"] for r in tuned_test} <= set(stage1_test)
+    gold = [r["gold"] for r in tuned_test]
+    expected = 100 * metrics.score(gold, [stage1_test[r["id"]] for r in tuned_test])["f1"]
+    assert held_out["stage1_f1"] == pytest.approx(expected, abs=0.01)
+    low, high = held_out["seed_ci95"]["tiny"]
+    assert low <= held_out["seed_gains"]["tiny"] <= high and held_out["ci95"][0] <= held_out["gain"] <= held_out["ci95"][1]
+    (run_dir / "experiments" / "unfinished").mkdir()
+    assert stage2_test.main([*test_args, "unfinished"]) == 1
+    assert "unfinished/result.json: experiment 'unfinished' has not finished on valid" in capsys.readouterr().err
     # The self-training yardstick (benchmarks/self_training_valid.py): SFT from Stage 1 on its own
     # right answers on the pool. It trains only on right answers and shares Stage 1's valid scores.
     # --hard-limit: one sample for each of the first 150 hard facts (about a third of this pool).
