@@ -32,15 +32,19 @@ from morelib.prompts import prompt_template  # noqa: E402
 from stage2_seeds_valid import labels_by_id, seeds_gain  # noqa: E402
 
 
-def predict_test(run: RunLayout, name: str, variant: str, gen, test: list) -> Path:
+def predict_test(run: RunLayout, profile: str, name: str, variant: str, gen, test: list) -> Path:
     """The test predictions of experiment ``name``'s model, made as notebook 06 makes a Stage 2 model's."""
     exp = RunLayout(run.experiment(name))
     if not exp.result.is_file():
         raise FileNotFoundError(f"{exp.result}: experiment {name!r} has not finished on valid "
                                 "(benchmarks/stage2_valid.py first)")
+    # The experiment's own settings name its model's directory (a seed may add a suffix).
+    overrides = json.loads(exp.result.read_text())["overrides"]
+    grpo = load_profile(profile, overrides, exp.root).settings("05_grpo", variant=variant,
+                                                               stage1_model=str(exp.checkpoint("stage1")))
     model = f"grpo_{variant}"
     out = exp.predictions(model, "test")
-    predict_to_file(backend_for(gen, exp.checkpoint(model), backend="transformers"), test, out,
+    predict_to_file(backend_for(gen, grpo.model_dir, backend="transformers"), test, out,
                     gen.for_model(model), template=prompt_template("reasoning"), progress=False)
     return out
 
@@ -63,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         if not stage1_test.is_file():
             raise FileNotFoundError(f"{stage1_test}: no Stage 1 test predictions (run notebook 06 first)")
         test = data.load_split(data_dir, "test")[: args.limit]
-        paths = {name: predict_test(run, name, args.variant, gen, test) for name in args.names}
+        paths = {name: predict_test(run, args.profile, name, args.variant, gen, test) for name in args.names}
         result = seeds_gain(run, data_dir, args.names, args.variant, split="test")
     except (ConfigError, FileNotFoundError, ValueError) as error:
         print(f"stage2_test: {error}", file=sys.stderr)

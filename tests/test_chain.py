@@ -216,8 +216,14 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
 
     chain_sets = [arg for item in CHAIN_OVERRIDES for arg in ("--set", item)]
     test_args = ["--profile", "toy", "--run-dir", str(run_dir), "--limit", "12", *chain_sets]
-    assert stage2_test.main([*test_args, "tiny", "tiny"]) == 0
+    # A seed among the profile's extra_seeds names its model grpo_progressive_seed1.
+    assert stage2_valid.main(benchmark_args("tiny-s1", "--limit", "12", "--pool", "0", changes=(
+        "05_grpo.learning_rate=1e-5", "05_grpo.max_steps=2", "05_grpo.seed=1"))) == 0
+    assert (run_dir / "experiments" / "tiny-s1" / "checkpoints" / "grpo_progressive_seed1" / "done.json").is_file()
+    capsys.readouterr()
+    assert stage2_test.main([*test_args, "tiny", "tiny-s1"]) == 0
     held_out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert list(held_out["seed_ci95"]) == ["tiny", "tiny-s1"]
     stage1_test = {r["id"]: r["label"] for r in map(json.loads, (run_dir / "predictions" / "stage1__test.jsonl").open())}
     tuned_test = [json.loads(line) for line in (run_dir / "experiments" / "tiny" / "predictions" /
                                                 "grpo_progressive__test.jsonl").open()]
@@ -262,7 +268,7 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert (run_dir / "grpo" / "progressive" / "log.jsonl").read_bytes() == run_log
     from morelib.training_logs import stage2_experiments
 
-    assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "own", "expert"}
+    assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "tiny-s1", "own", "expert"}  # not "unfinished"
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600
