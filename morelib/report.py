@@ -558,3 +558,29 @@ def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> 
     axes[-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_learning_signal(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> Figure:
+    """One panel per variant: the share of groups with zero reward variance (no advantage, so no
+    gradient) and the mean entropy of the sampled tokens per generation step (rolling mean over
+    ``smooth``), with the mix-epoch boundaries in grey. A run whose groups all agree learns nothing."""
+    fig = _new_figure(4 * len(grpo_dirs), 3.2)
+    axes = fig.subplots(1, len(grpo_dirs), sharey=True, squeeze=False)[0]
+    top = 1.05
+    for ax, (variant, grpo_dir) in zip(axes, grpo_dirs.items()):
+        frame = grpo_log(grpo_dir)
+        gen = frame[frame["generated"]]
+        for column, name, style in (("frac_reward_zero_std", "zero-variance groups", "-"), ("entropy", "entropy", "--")):
+            if column in gen:
+                curve = gen[column].rolling(smooth, min_periods=1).mean()
+                ax.plot(gen.index, curve, style, label=name)
+                top = max(top, float(curve.max()) * 1.05)
+        for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
+            ax.axvline(end + 0.5, color="grey", linewidth=0.6)
+        ax.set_title(variant)
+        ax.set_xlabel("step")
+    axes[0].set_ylim(-0.05, top)
+    axes[0].set_ylabel("share / nats (grey: epoch ends)")
+    axes[-1].legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    return fig

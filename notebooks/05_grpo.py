@@ -322,6 +322,19 @@ display(summary.round(3))
 # already gets right tend to produce such groups, which is one reason the progressive mix spends
 # less of its budget on them as training goes on.
 #
+# **The learning signal, step by step.** A group whose completions all earn the same reward has
+# zero advantage and gives no gradient. Below, per variant: the share of such groups in each
+# generation step, and the entropy of the sampled tokens (how far sampling strays from the greedy
+# answer). A Stage 1 model that is very sure of itself (entropy near zero) samples the same answer
+# G times, and most groups then teach nothing. On the toy profiles most groups are of that kind;
+# more completions per prompt and a higher temperature lower the share (`docs/stage2-on-the-toy.md`).
+
+# %%
+figure = report.plot_learning_signal(grpo_dirs)
+report.save_figure(figure, layout.figures, "05_grpo_signal")
+display(report.show_figure(figure))
+
+# %% [markdown]
 # ## 6 · Choosing Stage 2's settings on valid
 #
 # The paper fixes few of Stage 2's settings for a 7B model, and a tiny model needs its own

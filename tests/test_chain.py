@@ -126,6 +126,7 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert (run_dir / "checkpoints" / "grpo_progressive" / "model.safetensors").is_file()
     again = [json.loads(line) for line in (run_dir / "grpo" / "progressive_seed1" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in again] == [1, 2] and again != steps
+    assert all((run_dir / "figures" / f"05_grpo_{name}.png").is_file() for name in ("rewards", "signal"))
 
     # 06: Table 1 holds the paper's rows and this run's, never mixed; its Stage 1 row is the
     # metric recomputed from the cached predictions.

@@ -406,6 +406,13 @@ def test_grpo_summary_reads_the_grounded_answer_reward_in_the_answers_place(tmp_
     assert training_logs.reward_curve(log.drop(columns="rewards/length_reward/mean"), "length").isna().all()
     paths = report.save_figure(report.plot_reward_curves({"grounded": tmp_path}), tmp_path, "rewards")
     assert paths[0].stat().st_size > 5_000
+    # The learning signal: the zero-variance share and the entropy of each generation step.
+    signal = report.plot_learning_signal({"grounded": tmp_path, "again": tmp_path}, smooth=1)
+    panel = signal.axes[0]
+    zero_std, = [line for line in panel.get_lines() if line.get_label() == "zero-variance groups"]
+    assert list(zero_std.get_xdata()) == [1, 3, 5, 7] and set(zero_std.get_ydata()) == {0.5}
+    assert [line.get_label() for line in panel.get_lines()] == ["zero-variance groups"]  # no entropy logged
+    assert len(signal.axes) == 2 and panel.get_ylim()[1] == pytest.approx(1.05)
 
 
 def test_show_figure_gives_the_notebook_an_image_where_a_bare_figure_gives_text():
