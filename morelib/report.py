@@ -539,21 +539,34 @@ def plot_loss_curves(model_dirs: Mapping[str, str | Path]) -> Figure:
     return fig
 
 
+def _variant_panels(grpo_dirs: Mapping[str, str | Path]) -> tuple[Figure, list]:
+    """A row of panels sharing y, one per GRPO run, titled: the figure and (axes, the run's log) for
+    each. Draw the curves, then ``_mark_epoch_ends``."""
+    fig = _new_figure(4 * len(grpo_dirs), 3.2)
+    axes = fig.subplots(1, len(grpo_dirs), sharey=True, squeeze=False)[0]
+    for ax, variant in zip(axes, grpo_dirs):
+        ax.set_title(variant)
+        ax.set_xlabel("step")
+    return fig, [(ax, grpo_log(grpo_dir)) for ax, grpo_dir in zip(axes, grpo_dirs.values())]
+
+
+def _mark_epoch_ends(ax, frame) -> None:
+    """Grey lines between the mix epochs of a GRPO log."""
+    for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
+        ax.axvline(end + 0.5, color="grey", linewidth=0.6)
+
+
 def plot_reward_curves(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -> Figure:
     """One panel per variant: answer, format and length rewards per step (rolling mean over ``smooth``
     generation steps), with the mix-epoch boundaries in grey."""
-    fig = _new_figure(4 * len(grpo_dirs), 3.2)
-    axes = fig.subplots(1, len(grpo_dirs), sharey=True, squeeze=False)[0]
-    for ax, (variant, grpo_dir) in zip(axes, grpo_dirs.items()):
-        frame = grpo_log(grpo_dir)
+    fig, panels = _variant_panels(grpo_dirs)
+    for ax, frame in panels:
         gen = frame[frame["generated"]]
         for name, style in (("answer", "-"), ("format", "--"), ("length", ":")):
             ax.plot(gen.index, reward_curve(gen, name).rolling(smooth, min_periods=1).mean(), style, label=name)
-        for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
-            ax.axvline(end + 0.5, color="grey", linewidth=0.6)
-        ax.set_title(variant)
-        ax.set_xlabel("step")
+        _mark_epoch_ends(ax, frame)
         ax.set_ylim(-0.05, 1.05)
+    axes = fig.axes
     axes[0].set_ylabel("mean reward (grey: epoch ends)")
     axes[-1].legend(loc="best", fontsize=8)
     fig.tight_layout()
@@ -564,21 +577,17 @@ def plot_learning_signal(grpo_dirs: Mapping[str, str | Path], smooth: int = 3) -
     """One panel per variant: the share of groups with zero reward variance (no advantage, so no
     gradient) and the mean entropy of the sampled tokens per generation step (rolling mean over
     ``smooth``), with the mix-epoch boundaries in grey. A run whose groups all agree learns nothing."""
-    fig = _new_figure(4 * len(grpo_dirs), 3.2)
-    axes = fig.subplots(1, len(grpo_dirs), sharey=True, squeeze=False)[0]
+    fig, panels = _variant_panels(grpo_dirs)
     top = 1.05
-    for ax, (variant, grpo_dir) in zip(axes, grpo_dirs.items()):
-        frame = grpo_log(grpo_dir)
+    for ax, frame in panels:
         gen = frame[frame["generated"]]
         for column, name, style in (("frac_reward_zero_std", "zero-variance groups", "-"), ("entropy", "entropy", "--")):
             if column in gen:
                 curve = gen[column].rolling(smooth, min_periods=1).mean()
                 ax.plot(gen.index, curve, style, label=name)
                 top = max(top, float(curve.max()) * 1.05)
-        for end in frame.groupby("mix_epoch").apply(lambda g: g.index.max()).iloc[:-1]:
-            ax.axvline(end + 0.5, color="grey", linewidth=0.6)
-        ax.set_title(variant)
-        ax.set_xlabel("step")
+        _mark_epoch_ends(ax, frame)
+    axes = fig.axes
     axes[0].set_ylim(-0.05, top)
     axes[0].set_ylabel("share / nats (grey: epoch ends)")
     axes[-1].legend(loc="best", fontsize=8)
