@@ -235,7 +235,7 @@ def launch(
 
 
 def train_in_subprocess(module: str, settings, settings_path: str | os.PathLike | None = None,
-                        log_path: str | os.PathLike | None = None) -> bool:
+                        log_path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> bool:
     """Train one model with ``module`` under the launcher its settings name, unless it is finished.
 
     ``settings`` is an ``SFTSettings`` or ``GRPOSettings``: its ``model_dir`` (skipped when finished,
@@ -254,5 +254,41 @@ def train_in_subprocess(module: str, settings, settings_path: str | os.PathLike 
     log_path = folder.train_log if log_path is None else log_path
     launch(module, write_settings(settings, settings_path), num_processes=settings.num_processes,
            mixed_precision="bf16" if settings.bf16 else "no", deepspeed_config=settings.deepspeed_config,
-           log_path=log_path, distributed=settings.distributed)
+           log_path=log_path, distributed=settings.distributed, env=env)
     return True
+
+
+def train_side_by_side(module: str, runs: Sequence) -> list[str]:
+    """Train every settings object in ``runs`` with :func:`train_in_subprocess`, ``side_by_side`` at a time.
+
+    ``side_by_side`` is the first run's (one section's value for all). With 1, the runs go one
+    after another, as with a plain loop. With N > 1 (CPU only), N one-process runs train at once,
+    each with ``cores // N`` threads: a tiny model uses two threads poorly, so two one-thread runs
+    do more work per minute than two-thread runs in turn. A failed run does not stop the others;
+    the first failure is raised once all have ended, so every model that could finish did.
+    Returns the names (``model_name`` or ``variant_run``) of the runs that trained.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    runs = list(runs)
+    if not runs:
+        return []
+    at_once = min(runs[0].side_by_side, len(runs))
+    env = None
+    if at_once > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        env = {"OMP_NUM_THREADS": str(max(1, cores // at_once))}
+
+    def train(settings) -> bool:
+        return train_in_subprocess(module, settings, env=env)
+
+    with ThreadPoolExecutor(max_workers=at_once) as pool:
+        futures = [pool.submit(train, settings) for settings in runs]
+    errors = [future.exception() for future in futures if future.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [_run_name(settings) for settings, future in zip(runs, futures) if future.result()]
+
+
+def _run_name(settings) -> str:
+    return getattr(settings, "variant_run", None) or getattr(settings, "model_name", None) or str(settings.model_dir)

@@ -140,9 +140,18 @@ class LaunchFields:
     num_processes: int = setting(1, "Training processes (GPUs); the paper used 8 A100s.")
     distributed: str = setting("auto", f"Launcher, one of {LAUNCHERS}: auto = accelerate launch.")
     deepspeed_config: str | None = setting(None, "DeepSpeed JSON for accelerate (configs/deepspeed/*.json); None = plain DDP.")
+    side_by_side: int = setting(
+        1, "Speed only, CPU: how many of the notebook's models train at once, each a one-process run with its share "
+           "of the CPU cores as threads; 1 = one after another, each with every core (GPU runs: 1).")
 
     def _check_launch(self) -> None:
         one_of("distributed", self.distributed, LAUNCHERS)
+        if self.side_by_side < 1:
+            raise ValueError(f"side_by_side: {self.side_by_side} must be 1 or more")
+        if self.side_by_side > 1 and (self.distributed != "none" or self.num_processes != 1):
+            raise ValueError(f"side_by_side: {self.side_by_side} runs at once are for CPU one-process runs "
+                             f"(distributed: none, num_processes: 1), not distributed={self.distributed!r} "
+                             f"with num_processes={self.num_processes}")
 
 
 # ----------------------------------------------------------------------------- the sections

@@ -170,7 +170,7 @@ NOT_LEARNED = frozenset({"variants", "extra_seeds", "logging_steps", "logging_fi
                          "save_total_limit", "report_to", "disable_tqdm", "log_completions",
                          "image_token_check_every", "dataloader_num_workers", "label_baselines",
                          "blank_images_ablation", "progress_lines", "attn_implementation",
-                         "vllm_max_num_batched_tokens"})
+                         "vllm_max_num_batched_tokens", "side_by_side"})
 
 
 def changed_settings(model_dir: str | Path, settings) -> list[str]:

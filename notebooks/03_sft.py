@@ -59,7 +59,7 @@ from transformers.utils import logging as hf_logging
 
 from morelib import evaluation, faithfulness, filtering, report, sft, trace, trace_view
 from morelib.config import describe, load_profile, seed_everything, with_changes
-from morelib.launch import train_in_subprocess
+from morelib.launch import train_side_by_side
 from morelib.layout import RunLayout
 from morelib.training import is_done, read_log, read_summary
 
@@ -70,12 +70,7 @@ layout = RunLayout(settings.run_dir)
 generation = config.settings("inference")
 hf_logging.disable_progress_bar()  # "Loading weights" bars; the training logs go to train.log
 display(describe(settings, ["base_model", "num_train_epochs", "per_device_train_batch_size", "learning_rate",
-                            "max_length", "use_lora", "label_baselines", "blank_images_ablation"]))
-
-
-def train(run_settings):
-    """Train one model in a subprocess; its settings and log go to checkpoints/<name>/ (layout.model)."""
-    train_in_subprocess("morelib.sft", run_settings)
+                            "max_length", "use_lora", "label_baselines", "blank_images_ablation", "side_by_side"]))
 
 
 # %% [markdown]
@@ -95,9 +90,24 @@ display(pd.DataFrame(rows[:3]))
 #
 # `epochs` passes over the kept rows. The loss printed is the mean cross-entropy of the completion
 # tokens; `mean_token_accuracy` is the share of completion tokens the model predicts right.
+#
+#
+# The comparison models of sections 3 and 4 train in this cell too, when the profile asks for
+# them, so that `side_by_side` (speed only; toy profiles: 2) can train two at a time on a CPU, each
+# with its share of the cores (0.70 x the time on 2 cores: `benchmarks/bench_side_by_side.py`). Each model's settings and log go to `checkpoints/<name>/`.
 
 # %%
-train(with_changes(settings, model_name="stage1", target="reasoning", prompt="reasoning"))
+models = {"stage1": with_changes(settings, model_name="stage1", target="reasoning", prompt="reasoning")}
+if settings.label_baselines:  # section 3
+    models["sft_label_full"] = with_changes(settings, model_name="sft_label_full", target="label", prompt="label")
+    models["sft_label_25"] = with_changes(settings, model_name="sft_label_25", target="label", prompt="label",
+                                          ids_key="stage1")
+if settings.blank_images_ablation:  # section 4
+    models["stage1_blank"] = with_changes(settings, model_name="stage1_blank", target="reasoning", blank_images=True)
+# The longest first (the full label-only set has the most rows), so the short ones fill the other slot meanwhile.
+order = [name for name in ("sft_label_full", "stage1", "stage1_blank", "sft_label_25") if name in models]
+trained = train_side_by_side("morelib.sft", [models[name] for name in order])
+print(f"trained now: {', '.join(trained) or 'none (all finished before)'}")
 
 # %% [markdown]
 # ## 3 · Label-only baselines
@@ -119,11 +129,8 @@ train(with_changes(settings, model_name="stage1", target="reasoning", prompt="re
 #   right gold label); and the baseline gets a superset of Stage 1's facts, so the choice can only
 #   narrow Stage 1's lead, never widen it. The label prompt
 # (`morelib/templates/label_task_description.txt`) is also the zero-shot prompt in notebook 06.
-
-# %%
-if settings.label_baselines:
-    train(with_changes(settings, model_name="sft_label_full", target="label", prompt="label"))
-    train(with_changes(settings, model_name="sft_label_25", target="label", prompt="label", ids_key="stage1"))
+#
+# Both trained in section 2 when `label_baselines` is on (toy-full and paper profiles).
 
 # %% [markdown]
 # ## 4 · Ablation: Stage 1 with blank images
@@ -131,10 +138,7 @@ if settings.label_baselines:
 # If the model really uses the images, training and testing it with both images replaced by blank
 # ones of the same size (same number of image tokens, no content) must score clearly lower. On the
 # toy, the object's type and whether it is the headline's subject are visible only in the pixels.
-
-# %%
-if settings.blank_images_ablation:
-    train(with_changes(settings, model_name="stage1_blank", target="reasoning", blank_images=True))
+# The model trained in section 2 when `blank_images_ablation` is on (toy-full).
 
 # %% [markdown]
 # ## 5 · Loss curves

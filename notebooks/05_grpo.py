@@ -55,7 +55,7 @@ from transformers.utils import logging as hf_logging
 
 from morelib import difficulty, grpo, grpo_group, mixing, preflight, report, trace, trace_view, training_logs
 from morelib.config import describe, load_profile, seed_everything
-from morelib.launch import train_in_subprocess
+from morelib.launch import train_side_by_side
 from morelib.layout import RunLayout
 from morelib.training import is_done
 
@@ -287,10 +287,14 @@ display(ratios)
 # One run per variant says little about the variants: GRPO samples, and a tiny model moves a lot
 # with the seed. `extra_seeds` (beyond the paper; toy-full: two) trains every variant again with
 # each extra seed, into `checkpoints/grpo_<variant>_seed<N>`; notebook 06 puts them in Figure 3.
+#
+# `side_by_side` (speed only) could train several runs at once on a CPU, each with its share of
+# the cores, as notebook 03 does; GRPO uses two threads well, so the toy profiles train one run at
+# a time (`benchmarks/bench_side_by_side.py`).
 
 # %%
-for name, run_settings in all_settings.items():
-    train_in_subprocess("morelib.grpo", run_settings)
+trained = train_side_by_side("morelib.grpo", all_settings.values())
+print(f"trained now: {', '.join(trained) or 'none (all finished before)'}")
 
 # %% [markdown]
 # ## 5 · Reward curves

@@ -213,8 +213,46 @@ def test_train_in_subprocess_skips_a_finished_model_and_launches_the_rest(tmp_pa
     [(module, path, options)] = calls
     assert module == "morelib.sft" and read_settings(path) == settings
     assert options == {"num_processes": 1, "mixed_precision": "no", "deepspeed_config": None,
-                       "log_path": tmp_path / "train.log", "distributed": "none"}  # the toy profile's launcher
+                       "log_path": tmp_path / "train.log", "distributed": "none", "env": None}  # the toy profile's launcher
     settings.model_dir.mkdir(parents=True)
     (settings.model_dir / "done.json").write_text("{}")
     assert not train_in_subprocess("morelib.sft", settings, tmp_path / "s.json", tmp_path / "train.log")
     assert len(calls) == 1
+
+
+def test_side_by_side_trains_n_at_once_each_with_its_share_of_the_cores_and_raises_a_failure_last(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from morelib.config import load_settings, with_changes
+    from morelib.launch import LaunchError, train_side_by_side
+
+    running, most, started, lock = [0], [0], [], threading.Lock()
+
+    def fake_train(module, settings, env=None):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            started.append((settings.model_name, env))
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        if settings.model_name == "b":
+            raise LaunchError("b failed")
+        return settings.model_name != "c"  # c was finished before: nothing to train
+
+    monkeypatch.setattr("morelib.launch.train_in_subprocess", fake_train)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    base = load_settings("03_sft", "toy", run_dir=tmp_path / "run")
+    assert base.side_by_side == 2 and base.distributed == "none"
+    runs = [with_changes(base, model_name=name) for name in "abcd"]
+    with pytest.raises(LaunchError, match="b failed"):
+        train_side_by_side("morelib.sft", runs)
+    assert most[0] == 2 and sorted(name for name, _ in started) == list("abcd")  # b's failure stopped nothing
+    assert {env["OMP_NUM_THREADS"] for _, env in started} == {"2"}  # 4 cores, 2 runs at once
+
+    started.clear(), most.__setitem__(0, 0)
+    one_at_a_time = [with_changes(run, side_by_side=1) for run in runs if run.model_name != "b"]
+    assert train_side_by_side("morelib.sft", one_at_a_time) == ["a", "d"]
+    assert most[0] == 1 and [name for name, _ in started] == ["a", "c", "d"]
+    assert {env for _, env in started} == {None}  # the caller's environment, as before

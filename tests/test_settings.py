@@ -304,6 +304,8 @@ def test_model_keys_of_extra_seed_runs_are_accepted():
     ("03_sft.train_sampling_strategy=by_length", "train_sampling_strategy"),
     ("05_grpo.vllm_max_num_batched_tokens=0", "vllm_max_num_batched_tokens"),
     ("03_sft.progress_lines=-1", "progress_lines"),
+    ("05_grpo.side_by_side=2", "side_by_side"),  # the paper profile launches with accelerate on 8 GPUs
+    ("03_sft.side_by_side=0", "side_by_side"),
 ])
 def test_a_bad_speed_setting_is_one_error_naming_its_key(override, key):
     section = override.split(".")[0]
