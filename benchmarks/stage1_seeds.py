@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from morelib import data, metrics  # noqa: E402
 from morelib.config import load_profile  # noqa: E402
 from morelib.inference import backend_for, predict_to_file  # noqa: E402
-from morelib.launch import train_in_subprocess  # noqa: E402
+from morelib.launch import train_side_by_side  # noqa: E402
 from morelib.layout import RunLayout  # noqa: E402
 from morelib.prompts import prompt_template  # noqa: E402
 
@@ -63,13 +63,14 @@ def main() -> int:
         print(f"error: {run.root}: needs a finished Stage 1 model (notebooks 00-03)", file=sys.stderr)
         return 2
     generation = profile.settings("inference")
+    # Train every seed first, as notebook 03 trains its models (side_by_side at a time, each with its
+    # share of the cores), so that a seed trains with the threads, and the numbers, of the run's own Stage 1.
+    where_by_seed = {seed: seed_run(run, seed, args.name) if seed != own_seed or args.overrides else run
+                     for seed in args.seeds}
+    train_side_by_side("morelib.sft", [load_profile(args.profile, args.overrides, where.root).settings("03_sft", seed=seed)
+                                       for seed, where in where_by_seed.items() if where is not run])
     rows = []
-    for seed in args.seeds:
-        retrain = seed != own_seed or bool(args.overrides)
-        where = seed_run(run, seed, args.name) if retrain else run
-        if retrain:
-            settings = load_profile(args.profile, args.overrides, where.root).settings("03_sft", seed=seed)
-            train_in_subprocess("morelib.sft", settings)
+    for seed, where in where_by_seed.items():
         backend = backend_for(generation, where.checkpoint("stage1"), backend="transformers")
         for split in args.splits:
             samples = data.load_split(run.toy_data, split)

@@ -68,7 +68,7 @@ layout = RunLayout(settings.run_dir)
 hf_logging.disable_progress_bar()  # "Loading weights" bars; the trainer's output goes to train.log
 all_settings = grpo.variant_runs(settings)  # each variant, and again with each of extra_seeds
 display(describe(settings, ["variants", "extra_seeds", "mix_epochs", "gamma", "max_hard_samples", "max_easy_samples",
-                            "num_generations", "temperature", "learning_rate", "beta", "epsilon", "num_iterations",
+                            "num_generations", "temperature", "learning_rate", "max_steps", "beta", "epsilon", "num_iterations",
                             "length_threshold", "max_completion_length", "use_vllm"]))
 
 # %% [markdown]
@@ -248,12 +248,23 @@ else:
 # **balanced** (1:1 every epoch), **hard_only** (no easy samples). The epochs are built in advance,
 # seeded, saved to `grpo/<variant>/mix.json`, and trained as one pass in order, so a resumed run
 # sees exactly the same rows.
+#
+# A step budget (`max_steps`) can end a run before its mix does; the lines under the table say
+# where. A budget that ends every run in epoch 1 makes progressive and balanced the same run:
+# both draw the same 1:1 first epoch (`docs/stage2-on-the-toy.md`, Round 8). The toy profiles
+# train each variant's whole mix, on a small subset.
 
 # %%
 plans, mixes = {}, {}
 for name, run_settings in all_settings.items():
     mixes[name], plans[name] = grpo.prepare_mix(run_settings, settings.num_processes)
 display(pd.concat({variant: plans[variant] for variant in settings.variants}, names=["variant"]))
+if settings.max_steps > 0:  # a step budget can end a run before its schedule does
+    for variant in settings.variants:
+        ends = list(plans[variant]["end_step"])
+        epoch = next((e for e, end in enumerate(ends, start=1) if settings.max_steps <= end), len(ends))
+        print(f"{variant}: max_steps={settings.max_steps} ends the run in mix epoch {epoch} of {len(ends)} "
+              f"(the whole mix: {ends[-1]} steps)")
 
 # %% [markdown]
 # **The toy's ratios are not the paper's.** In the paper, *raw* trains on the whole pool every

@@ -220,7 +220,7 @@ def test_train_in_subprocess_skips_a_finished_model_and_launches_the_rest(tmp_pa
     assert len(calls) == 1
 
 
-def test_side_by_side_trains_n_at_once_each_with_its_share_of_the_cores_and_raises_a_failure_last(tmp_path, monkeypatch):
+def test_side_by_side_trains_n_at_once_each_with_its_share_of_the_cores(tmp_path, monkeypatch):
     import threading
     import time
 
@@ -234,7 +234,7 @@ def test_side_by_side_trains_n_at_once_each_with_its_share_of_the_cores_and_rais
             running[0] += 1
             most[0] = max(most[0], running[0])
             started.append((settings.model_name, env))
-        time.sleep(0.2)
+        time.sleep(0.3 if settings.model_name == "a" else 0.05)
         with lock:
             running[0] -= 1
         if settings.model_name == "b":
@@ -245,14 +245,22 @@ def test_side_by_side_trains_n_at_once_each_with_its_share_of_the_cores_and_rais
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     base = load_settings("03_sft", "toy", run_dir=tmp_path / "run")
     assert base.side_by_side == 2 and base.distributed == "none"
-    runs = [with_changes(base, model_name=name) for name in "abcd"]
-    with pytest.raises(LaunchError, match="b failed"):
-        train_side_by_side("morelib.sft", runs)
-    assert most[0] == 2 and sorted(name for name, _ in started) == list("abcd")  # b's failure stopped nothing
+    runs = [with_changes(base, model_name=name) for name in "acde"]
+    assert train_side_by_side("morelib.sft", runs) == ["a", "d", "e"]
+    assert most[0] == 2 and sorted(name for name, _ in started) == list("acde")
     assert {env["OMP_NUM_THREADS"] for _, env in started} == {"2"}  # 4 cores, 2 runs at once
 
+    # A failure: the running run finishes, no queued run starts, and the failure comes last.
+    started.clear()
+    failing = [with_changes(base, model_name=name) for name in "abcdef"]
+    with pytest.raises(LaunchError, match="b failed"):
+        train_side_by_side("morelib.sft", failing)
+    names = [name for name, _ in started]
+    assert set(names[:2]) == {"a", "b"} and "f" not in names and running[0] == 0
+
+    # One at a time: the caller's environment, and the first failure stops the rest, as a loop would.
     started.clear(), most.__setitem__(0, 0)
-    one_at_a_time = [with_changes(run, side_by_side=1) for run in runs if run.model_name != "b"]
-    assert train_side_by_side("morelib.sft", one_at_a_time) == ["a", "d"]
-    assert most[0] == 1 and [name for name, _ in started] == ["a", "c", "d"]
-    assert {env for _, env in started} == {None}  # the caller's environment, as before
+    one_at_a_time = [with_changes(run, side_by_side=1) for run in failing]
+    with pytest.raises(LaunchError, match="b failed"):
+        train_side_by_side("morelib.sft", one_at_a_time)
+    assert most[0] == 1 and started == [("a", None), ("b", None)]
