@@ -91,10 +91,10 @@ display(pd.DataFrame(rows[:3]))
 # `epochs` passes over the kept rows. The loss printed is the mean cross-entropy of the completion
 # tokens; `mean_token_accuracy` is the share of completion tokens the model predicts right.
 #
-#
 # The comparison models of sections 3 and 4 train in this cell too, when the profile asks for
-# them, so that `side_by_side` (speed only; toy profiles: 2) can train two at a time on a CPU, each
-# with its share of the cores (0.70 x the time on 2 cores: `benchmarks/bench_side_by_side.py`). Each model's settings and log go to `checkpoints/<name>/`.
+# them, so that `side_by_side` (speed only; toy profiles: 2) can train two at a time on a CPU,
+# each with its share of the cores (0.70 x the time on 2 cores: `benchmarks/bench_side_by_side.py`).
+# Each model's settings and log go to `checkpoints/<name>/`.
 
 # %%
 models = {"stage1": with_changes(settings, model_name="stage1", target="reasoning", prompt="reasoning")}
