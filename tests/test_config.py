@@ -167,8 +167,11 @@ def test_write_run_info_records_versions_seed_and_hardware(tmp_path):
 # What toy-full changes in toy (its file holds nothing else).
 TOY_FULL_CHANGES = [
     "common.profile=toy-full", "common.run_dir=runs/toy-full", "00_prepare.toy_train=1500", "00_prepare.toy_test=500",
-    "03_sft.label_baselines=true", "03_sft.blank_images_ablation=true", "05_grpo.extra_seeds=[1, 2]",
-    "05_grpo.max_hard_samples=8", "05_grpo.max_easy_samples=16",
+    "03_sft.label_baselines=true", "03_sft.blank_images_ablation=true", "03_sft.side_by_side=1",
+    "05_grpo.extra_seeds=[1, 2]", "05_grpo.max_hard_samples=null", "05_grpo.max_easy_samples=null",
+    "05_grpo.num_generations=8", "05_grpo.per_device_train_batch_size=16", "05_grpo.temperature=1.0",
+    "05_grpo.top_p=1.0", "05_grpo.top_k=0", "05_grpo.learning_rate=1.0e-05", "05_grpo.max_steps=450",
+    "05_grpo.side_by_side=2",
     "06_evaluation.models=[zero_shot, sft_label_full, sft_label_25, stage1, grpo_progressive, grpo_raw, "
     "grpo_balanced, grpo_hard_only]",
     "07_case_studies.models=[sft_label_full, stage1, grpo_progressive]",
