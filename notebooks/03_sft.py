@@ -92,8 +92,10 @@ display(pd.DataFrame(rows[:3]))
 # tokens; `mean_token_accuracy` is the share of completion tokens the model predicts right.
 #
 # The comparison models of sections 3 and 4 train in this cell too, when the profile asks for
-# them, so that `side_by_side` (speed only; toy profiles: 2) can train two at a time on a CPU,
-# each with its share of the cores (0.70 x the time on 2 cores: `benchmarks/bench_side_by_side.py`).
+# them, so that `side_by_side` (speed only; toy: 2) can train two at a time on a CPU, each with
+# its share of the cores (0.70 x the time on 2 cores: `benchmarks/bench_side_by_side.py`). One
+# thread sums in another order than two, so the models differ a little: toy-full trains one at a
+# time, the Stage 1 its Stage 2 setting was chosen from.
 # Each model's settings and log go to `checkpoints/<name>/`.
 
 # %%

@@ -299,9 +299,11 @@ display(ratios)
 # with the seed. `extra_seeds` (beyond the paper; toy-full: two) trains every variant again with
 # each extra seed, into `checkpoints/grpo_<variant>_seed<N>`; notebook 06 puts them in Figure 3.
 #
-# `side_by_side` (speed only) could train several runs at once on a CPU, each with its share of
-# the cores, as notebook 03 does; GRPO uses two threads well, so the toy profiles train one run at
-# a time (`benchmarks/bench_side_by_side.py`).
+# `side_by_side` (speed only) trains several runs at once on a CPU, each with its share of the
+# cores, as notebook 03 does. GRPO uses two threads well, so two at a time is no faster
+# (`benchmarks/bench_side_by_side.py`): toy trains one run at a time; toy-full two, with one
+# thread each, because its setting was chosen from one-thread runs and one thread sums in another
+# order than two. Toy-full's twelve runs of 450 steps take most of its time.
 
 # %%
 trained = train_side_by_side("morelib.grpo", all_settings.values())
@@ -378,7 +380,8 @@ display(report.show_figure(figure))
 # model with `benchmarks/stage2_seeds_valid.py`. Only once a setting is chosen does
 # `benchmarks/stage2_test.py` score its seeds on test, once. On toy-full, eight completions per
 # prompt at temperature 1.0 and lr 1e-5 for 450 steps gained +2.7 on valid and +5.3 [+2.1, +8.9]
-# on test over four seeds; the toy profiles' own short Stage 2 gains nothing.
+# on test over four seeds; the toy-full profile now trains with that setting. The toy profile's
+# short Stage 2 gains nothing that counts.
 
 # %%
 experiments = training_logs.stage2_experiments(layout.experiments)
