@@ -78,6 +78,13 @@ def teaching_patterns(table: pd.DataFrame, models: Sequence[str]) -> dict[str, p
     return patterns
 
 
+def changed_answers(table: pd.DataFrame, before: str, after: str) -> dict[str, pd.Series]:
+    """Boolean masks over ``case_table`` rows: ``fixed`` (``before`` wrong, ``after`` right) and
+    ``broken`` (``before`` right, ``after`` wrong): the facts behind a paired F1 gain."""
+    was, now = table[f"{before}_ok"].astype(bool), table[f"{after}_ok"].astype(bool)
+    return {"fixed": ~was & now, "broken": was & ~now}
+
+
 def teaching_cases(table: pd.DataFrame, models: Sequence[str], k: int = 1) -> dict[str, list[str]]:
     """Up to ``k`` sample ids (smallest first) for each of ``teaching_patterns``."""
     return {name: list(table.index[mask][:k]) for name, mask in teaching_patterns(table, models).items()}

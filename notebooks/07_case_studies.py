@@ -166,7 +166,32 @@ for pattern, mask in cases.teaching_patterns(table, available).items():
         print(f"    {case_id}: {case.text} | entity {case.entity} | gold {case.label} | {answers}")
 
 # %% [markdown]
-# ## 5 · The traced pool fact, at the end
+# ## 5 · What Stage 2 changed
+#
+# A paired gain over Stage 1 is the facts Stage 2 **fixed** (Stage 1 wrong, MORE-R1 right) minus
+# those it **broke**, weighed by the F1 they move. Below: how many of each, how many of the fixed
+# ones MORE-R1 answers with reasoning that passes every check of section 1 (a fix the answer
+# reward paid for the right reason), and the first of those with both models' outputs. On
+# toy-full, part of the fixes are outputs Stage 1 left unparsable, which the format reward
+# teaches away.
+
+# %%
+if {"stage1", "grpo_progressive"} <= set(available):
+    changes = cases.changed_answers(table, "stage1", "grpo_progressive")
+    fixed = list(table.index[changes["fixed"]])
+    fixed_supported = [i for i in fixed if supported.get(i)]
+    unparsed_before = [i for i in fixed if predictions["stage1"][i]["label"] is None]
+    print(f"fixed {len(fixed)}, broken {int(changes['broken'].sum())} of {len(table)} samples; of the fixed, "
+          f"{len(fixed_supported)} with reasoning that passes every check, {len(unparsed_before)} unparsable before")
+    for case_id in fixed_supported[:settings.n_teaching]:
+        print(cases.describe_case(samples[case_id], {run_models.display_name(k): predictions[k][case_id]
+                                                     for k in ("stage1", "grpo_progressive")},
+                                  max_chars=settings.max_chars))
+else:
+    print("settings.models lacks stage1 or grpo_progressive: nothing to compare")
+
+# %% [markdown]
+# ## 6 · The traced pool fact, at the end
 #
 # The pool fact that notebook 00 chose and that the earlier notebooks followed (its Stage 1 answer
 # in 03, easy or hard in 04, one GRPO group in 05), answered now by each model of this notebook,
@@ -213,6 +238,9 @@ else:
 #    for which model? On real data a `none` fact's types are unknown, so `types_right` cannot
 #    judge it: which of the other three checks still could, and which would a GPT-4o expert's
 #    reasoning be most likely to fail?
+# 4. **A broken fact.** Take a fact of section 5 that Stage 2 broke (Stage 1 right, MORE-R1
+#    wrong) and compare the two outputs with `cases.describe_case`: is it a label decision, or a
+#    format the parser refused?
 
 # %%
 if prefer in reasoning:

@@ -183,6 +183,16 @@ def test_teaching_cases_find_each_pattern():
     assert chosen["only stage1 wrong"] == ["s2"]
 
 
+def test_changed_answers_split_a_paired_gain_into_fixed_and_broken():
+    table = cases.case_table(PREDS, GOLD)
+    changes = cases.changed_answers(table, "stage1", "grpo_progressive")
+    assert list(table.index[changes["fixed"]]) == ["s2", "s4"]  # s3: unparsed stays wrong
+    assert not changes["broken"].any()
+    backwards = cases.changed_answers(table, "grpo_progressive", "stage1")
+    assert list(table.index[backwards["broken"]]) == ["s2", "s4"] and not backwards["fixed"].any()
+    assert list(table.index[cases.changed_answers(table, "sft_label_full", "stage1")["broken"]]) == ["s2"]
+
+
 def test_figure4_draws_the_case(tmp_path):
     tokens = ("Anna", "Berg", "joins", "the", "Nordic", "Rowing", "Club", "board", "after", "a", "long", "season")
     sample = Sample(id="test-7", split="test", text=" ".join(tokens), tokens=tokens, entity="Nordic Rowing Club",
