@@ -270,6 +270,22 @@ def test_toy_chain_runs_end_to_end(tmp_path, capsys, monkeypatch):
     from morelib.training_logs import stage2_experiments
 
     assert set(stage2_experiments(run_dir / "experiments").index) == {"tiny", "tiny-s1", "own", "expert"}  # not "unfinished"
+    # Another base, scored on valid (benchmarks/base_valid.py): notebooks 00-02 into a run directory of
+    # its own with a changed corpus, then Stage 1 and the 25% label-only model on that base.
+    import base_valid
+
+    other = tmp_path / "other_base"
+    sets = [arg for item in [*CHAIN_OVERRIDES, "00_prepare.pretrain={epochs: 1, facts: 160, probe_facts: 8}",
+                             "03_sft.max_steps=2"] for arg in ("--set", item)]
+    capsys.readouterr()
+    assert base_valid.main(["--profile", "toy", "--run-dir", str(other), "--limit", "12", *sets]) == 0
+    scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert scored["base"] != json.loads((run_dir / "models" / "base" / "pretrain.json").read_text())["key"]
+    assert scored["valid_facts"] == 12 and "more_task" in scored["probe"]
+    for name in ("stage1", "sft_label_25"):
+        predicted = [json.loads(line) for line in (other / "predictions" / f"{name}__valid.jsonl").open()]
+        assert scored[name]["unparsed"] == sum(r["label"] is None for r in predicted) <= 12
+        assert 0 <= scored[name]["f1"] <= 100
 
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["config"]["00_prepare"]["toy_train"] == 600
