@@ -2,8 +2,8 @@
 the 25% label-only model on it as notebook 03 does, and score both on the valid split.
 
 Rounds 2 to 9 of docs/stage2-on-the-toy.md tuned every later stage on one base; Round 10 found
-that another build of the base (a few hundred more corpus facts, or one more pretraining task)
-moves Stage 1 further than its training seed does. This script measures that for one setting.
+that another build of the base (from a few hundred more corpus facts, for one) moves Stage 1
+further than its training seed does. This script measures that for one setting.
 
 It runs notebooks 00 to 02 of the profile into a run directory of its own (the base comes from the
 pretraining cache when these settings were built before), trains the two models one after another
