@@ -13,6 +13,7 @@ path                                           written by   read by       what i
 ``notebooks/NN_name.ipynb``                    run          people        executed copies of the notebooks
 ``data/`` (toy only)                           00           all           toy data in the MORE layout (paper: ``data_dir``)
 ``data/toy_meta.jsonl`` (toy only)             00           01, 06, 07    the facts behind each toy sample (``morelib.toy``)
+``data/toy_config.json`` (toy only)            00           00            the generator's settings (a rerun checks them)
 ``models/base/`` (toy only)                    00           01, 03        the tiny Qwen2.5-VL, pretrained
 ``trace.json``                                 00           01-07         the sample every notebook follows
 ``annotation/split_ids.json``                  01           02-04         ``{"stage1": [...], "stage2_pool": [...]}``

@@ -28,7 +28,7 @@ import shutil
 import sys
 import uuid
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from morelib.files import read_jsonl, write_json, write_text
@@ -39,6 +39,7 @@ BACKGROUND = (244, 242, 236)
 JPEG_QUALITY = 95
 SPLITS = ("train", "valid", "test")
 META_FILE = "toy_meta.jsonl"  # in the data directory, beside txt/: the facts behind each line
+CONFIG_FILE = "toy_config.json"  # beside it: the ToyConfig that wrote the world
 
 # How each entity type looks in the image.
 LOOKS = {
@@ -441,7 +442,30 @@ def generate(data_dir: str | Path, cfg: ToyConfig = ToyConfig()) -> Path:
     write_json(data_dir / "rel2id.json", REL2ID, indent=1)
     (data_dir / "caption_dict.json").write_text(json.dumps(all_captions, indent=1, sort_keys=True) + "\n")
     write_text(meta_path(data_dir), "".join(json.dumps(row, sort_keys=True) + "\n" for row in all_meta))
+    write_json(config_path(data_dir), asdict(cfg), indent=1)  # written last: the world is complete
     return data_dir
+
+
+def config_path(data_dir: str | Path) -> Path:
+    """The generator's settings, written beside the world by :func:`generate`."""
+    return Path(data_dir) / CONFIG_FILE
+
+
+def check_config(data_dir: str | Path, cfg: ToyConfig) -> None:
+    """Raise ``ValueError`` naming the first setting in which the world at ``data_dir`` differs from ``cfg``.
+
+    A profile whose toy sizes changed would otherwise go on with the world an earlier run wrote.
+    Worlds written before the settings were kept beside them are not checked.
+    """
+    path = config_path(data_dir)
+    if not path.is_file():
+        return
+    written = json.loads(path.read_text())
+    for key, wanted in asdict(cfg).items():
+        if written.get(key) != wanted:
+            raise ValueError(f"{path}: this toy world was written with {key}={written.get(key)!r}, the settings ask "
+                             f"for {wanted!r}; rebuild it (--set 00_prepare.overwrite=true, then every later "
+                             "notebook again) or use another run directory")
 
 
 # ----------------------------------------------------------------------------- baselines

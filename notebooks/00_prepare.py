@@ -86,11 +86,16 @@ print("data directory:", data_dir)
 from morelib import toy
 
 if settings.build_toy:
+    toy_config = toy.ToyConfig(seed=settings.seed, train=settings.toy_train, valid=settings.toy_valid,
+                               test=settings.toy_test, cue_wordings=settings.toy_cue_wordings)
     if settings.overwrite or not (data_dir / "txt" / "train.txt").is_file():
-        toy.generate(data_dir, toy.ToyConfig(seed=settings.seed, train=settings.toy_train, valid=settings.toy_valid,
-                                             test=settings.toy_test, cue_wordings=settings.toy_cue_wordings))
+        toy.generate(data_dir, toy_config)
         print("wrote the toy world to", data_dir)
     else:
+        try:  # the world an earlier run wrote must be the one these settings ask for
+            toy.check_config(data_dir, toy_config)
+        except ValueError as mismatch:
+            raise SystemExit(str(mismatch)) from None
         print("toy data already present (overwrite=True rebuilds it):", data_dir)
 
 # %% [markdown]

@@ -166,7 +166,7 @@ def test_write_run_info_records_versions_seed_and_hardware(tmp_path):
 
 # What toy-full changes in toy (its file holds nothing else).
 TOY_FULL_CHANGES = [
-    "common.profile=toy-full", "common.run_dir=runs/toy-full", "00_prepare.toy_train=1500", "00_prepare.toy_test=500",
+    "common.profile=toy-full", "common.run_dir=runs/toy-full", "00_prepare.toy_train=1500", "00_prepare.toy_test=2000",
     "03_sft.label_baselines=true", "03_sft.blank_images_ablation=true", "03_sft.side_by_side=1",
     "05_grpo.extra_seeds=[1, 2]", "05_grpo.max_hard_samples=null", "05_grpo.max_easy_samples=null",
     "05_grpo.num_generations=8", "05_grpo.per_device_train_batch_size=16", "05_grpo.temperature=1.0",

@@ -19,7 +19,7 @@ FOLDER = re.compile(r"""/\s*["'](%s)["']""" % "|".join(FOLDERS))
 # Names that are not files of a run directory; the reason says whose they are.
 ALLOWED = {
     # the data release's layout (morelib.data) and the toy's extra file (morelib.toy), in data_dir
-    "rel2id.json": "data", "caption_dict.json": "data", "toy_meta.jsonl": "data", "{split}.txt": "data",
+    "rel2id.json": "data", "caption_dict.json": "data", "toy_meta.jsonl": "data", "toy_config.json": "data", "{split}.txt": "data",
     "train.txt": "data", "test.txt": "data", "*.txt": "data",
     # Hugging Face model folders (transformers' own names) and the tiny model's record (morelib.tiny)
     "config.json": "model", "preprocessor_config.json": "model", "tokenizer_config.json": "model",

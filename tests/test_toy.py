@@ -44,6 +44,28 @@ def test_rerun_into_the_same_directory_leaves_no_stale_images(tmp_path):
     assert {p.name for p in (tmp_path / "img_org" / "train").iterdir()} == referenced
 
 
+def test_a_larger_test_split_keeps_train_valid_and_the_first_test_facts(tmp_path):
+    # What lets a profile enlarge its test split without retraining: train and valid are drawn
+    # first, and the test split's first facts are the smaller split's.
+    small = toy.generate(tmp_path / "small", toy.ToyConfig(seed=0, **SMALL))
+    large = toy.generate(tmp_path / "large", toy.ToyConfig(seed=0, **{**SMALL, "test": 3 * SMALL["test"]}))
+    for split in ("train", "valid"):
+        assert (small / "txt" / f"{split}.txt").read_bytes() == (large / "txt" / f"{split}.txt").read_bytes()
+    small_test = (small / "txt" / "test.txt").read_text().splitlines()
+    large_test = (large / "txt" / "test.txt").read_text().splitlines()
+    assert len(large_test) >= 3 * SMALL["test"] and large_test[:len(small_test)] == small_test
+
+
+def test_check_config_names_the_setting_a_written_world_differs_in(tmp_path):
+    cfg = toy.ToyConfig(seed=0, **SMALL)
+    data_dir = toy.generate(tmp_path, cfg)
+    toy.check_config(data_dir, cfg)  # the same settings: nothing to say
+    with pytest.raises(ValueError, match=r"toy_config\.json: this toy world was written with test=60, the settings ask for 61"):
+        toy.check_config(data_dir, toy.ToyConfig(seed=0, **{**SMALL, "test": 61}))
+    toy.config_path(data_dir).unlink()  # a world written before the settings were kept: not checked
+    toy.check_config(data_dir, toy.ToyConfig(seed=5))
+
+
 def test_cli_writes_requested_sizes(tmp_path, capsys):
     argv = ["generate", str(tmp_path), "--seed", "2", "--train", "80", "--valid", "30", "--test", "30",
             "--object_counts", "2", "3"]
