@@ -240,10 +240,12 @@ def train(settings: GRPOSettings) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     from morelib.launch import settings_from_argv
+    from morelib.training import leave_process_group
 
     # Tokenizer threads fight the training threads for the few CPU cores.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     train(settings_from_argv(argv))
+    leave_process_group()
 
 
 if __name__ == "__main__":

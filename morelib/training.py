@@ -51,6 +51,19 @@ def last_checkpoint(ckpt_dir: str | Path) -> str | None:
     return get_last_checkpoint(str(ckpt_dir)) if Path(ckpt_dir).is_dir() else None
 
 
+def leave_process_group() -> None:
+    """Destroy the distributed process group, if any, at the end of a training process that succeeded.
+
+    Left to interpreter shutdown, gloo's worker threads can abort a process whose run has finished
+    ("terminate called without an active exception", SIGABRT). Only after success: a rank that
+    failed must not wait here for ranks that are still in a collective.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory in MiB (Linux reports KiB)."""
     import resource

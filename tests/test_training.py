@@ -179,3 +179,22 @@ def test_durations_read_as_hours_minutes_seconds():
     from morelib.training import format_duration
 
     assert [format_duration(s) for s in (12, 245, 3720, 90061)] == ["12s", "4m05s", "1h02m", "25h01m"]
+
+
+def test_leave_process_group_destroys_the_group_a_finished_run_leaves(monkeypatch):
+    import torch.distributed as dist
+
+    from morelib.training import leave_process_group
+
+    import socket
+
+    with socket.socket() as probe:  # a free port: another test may hold a fixed one
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    assert dist.is_initialized()
+    leave_process_group()
+    assert not dist.is_initialized()
+    leave_process_group()  # nothing left to destroy: a no-op, as in a one-process run
