@@ -181,20 +181,24 @@ def test_durations_read_as_hours_minutes_seconds():
     assert [format_duration(s) for s in (12, 245, 3720, 90061)] == ["12s", "4m05s", "1h02m", "25h01m"]
 
 
-def test_leave_process_group_destroys_the_group_a_finished_run_leaves(monkeypatch):
-    import torch.distributed as dist
+def test_leave_process_group_destroys_the_group_a_finished_run_leaves():
+    # In a process of its own: a test before this one in the same worker may hold a process group.
+    import subprocess
+    import sys
 
-    from morelib.training import leave_process_group
-
-    import socket
-
-    with socket.socket() as probe:  # a free port: another test may hold a fixed one
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
-    dist.init_process_group("gloo", rank=0, world_size=1)
-    assert dist.is_initialized()
-    leave_process_group()
-    assert not dist.is_initialized()
-    leave_process_group()  # nothing left to destroy: a no-op, as in a one-process run
+    code = """
+import socket, os
+import torch.distributed as dist
+from morelib.training import leave_process_group
+with socket.socket() as probe:
+    probe.bind(("127.0.0.1", 0))
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(probe.getsockname()[1]))
+dist.init_process_group("gloo", rank=0, world_size=1)
+assert dist.is_initialized()
+leave_process_group()
+assert not dist.is_initialized()
+leave_process_group()  # nothing left to destroy: a no-op, as in a one-process run
+print("left")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "left", out.stderr[-2000:]
