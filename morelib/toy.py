@@ -455,10 +455,19 @@ def check_config(data_dir: str | Path, cfg: ToyConfig) -> None:
     """Raise ``ValueError`` naming the first setting in which the world at ``data_dir`` differs from ``cfg``.
 
     A profile whose toy sizes changed would otherwise go on with the world an earlier run wrote.
-    Worlds written before the settings were kept beside them are not checked.
+    A world written before the settings were kept beside it is checked by its sizes only: a split
+    draws whole pairs, of at most two entities times the most objects, until it has enough facts.
     """
     path = config_path(data_dir)
     if not path.is_file():
+        most_per_pair = 2 * max(cfg.object_counts)
+        for split in SPLITS:
+            txt = Path(data_dir, "txt", f"{split}.txt")
+            facts, wanted = txt.read_text().count("\n"), getattr(cfg, split)
+            if not wanted <= facts < wanted + most_per_pair:
+                raise ValueError(f"{txt}: this toy world holds {facts} {split} facts, the settings ask for "
+                                 f"{wanted}; rebuild it (--set 00_prepare.overwrite=true, then every later "
+                                 "notebook again) or use another run directory")
         return
     written = json.loads(path.read_text())
     for key, wanted in asdict(cfg).items():

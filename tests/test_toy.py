@@ -62,8 +62,11 @@ def test_check_config_names_the_setting_a_written_world_differs_in(tmp_path):
     toy.check_config(data_dir, cfg)  # the same settings: nothing to say
     with pytest.raises(ValueError, match=r"toy_config\.json: this toy world was written with test=60, the settings ask for 61"):
         toy.check_config(data_dir, toy.ToyConfig(seed=0, **{**SMALL, "test": 61}))
-    toy.config_path(data_dir).unlink()  # a world written before the settings were kept: not checked
-    toy.check_config(data_dir, toy.ToyConfig(seed=5))
+    # A world written before the settings were kept beside it: checked by its sizes only.
+    toy.config_path(data_dir).unlink()
+    toy.check_config(data_dir, toy.ToyConfig(seed=5, **SMALL))
+    with pytest.raises(ValueError, match=r"test\.txt: this toy world holds \d+ test facts, the settings ask for 180"):
+        toy.check_config(data_dir, toy.ToyConfig(seed=0, **{**SMALL, "test": 180}))
 
 
 def test_cli_writes_requested_sizes(tmp_path, capsys):
