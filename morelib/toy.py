@@ -465,16 +465,13 @@ def check_config(data_dir: str | Path, cfg: ToyConfig) -> None:
             txt = Path(data_dir, "txt", f"{split}.txt")
             facts, wanted = txt.read_text().count("\n"), getattr(cfg, split)
             if not wanted <= facts < wanted + most_per_pair:
-                raise ValueError(f"{txt}: this toy world holds {facts} {split} facts, the settings ask for "
-                                 f"{wanted}; rebuild it (--set 00_prepare.overwrite=true, then every later "
-                                 "notebook again) or use another run directory")
+                raise ValueError(f"{txt}: this toy world holds {facts} {split} facts, the settings ask for {wanted}")
         return
     written = json.loads(path.read_text())
     for key, wanted in asdict(cfg).items():
         if written.get(key) != wanted:
-            raise ValueError(f"{path}: this toy world was written with {key}={written.get(key)!r}, the settings ask "
-                             f"for {wanted!r}; rebuild it (--set 00_prepare.overwrite=true, then every later "
-                             "notebook again) or use another run directory")
+            raise ValueError(f"{path}: this toy world was written with {key}={written.get(key)!r}, "
+                             f"the settings ask for {wanted!r}")
 
 
 # ----------------------------------------------------------------------------- baselines

@@ -95,7 +95,8 @@ if settings.build_toy:
         try:  # the world an earlier run wrote must be the one these settings ask for
             toy.check_config(data_dir, toy_config)
         except ValueError as mismatch:
-            raise SystemExit(str(mismatch)) from None
+            raise SystemExit(f"{mismatch}; rebuild it (--set 00_prepare.overwrite=true, then every later notebook "
+                             "again) or use another run directory") from None
         print("toy data already present (overwrite=True rebuilds it):", data_dir)
 
 # %% [markdown]
