@@ -214,6 +214,8 @@ def resolve_attn_implementation(setting: str = "auto", tag: str = "model", cuda:
     ``auto``: ``flash_attention_2`` on a GPU where the flash-attn package is installed; else
     ``sdpa``, with one warning line on a GPU (printed by the first process only): under sdpa,
     transformers 5.17 runs Qwen2.5-VL's vision window attention as one small call per window.
+    On a CPU, ``sdpa_gqa`` (``morelib.attention``): sdpa that generates without copying the shared
+    key/value heads.
     """
     if setting != "auto":
         return setting
@@ -224,7 +226,9 @@ def resolve_attn_implementation(setting: str = "auto", tag: str = "model", cuda:
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
-        return "sdpa"
+        from morelib import attention
+
+        return attention.NAME
     if has_flash_attn is None:
         has_flash_attn = importlib.util.find_spec("flash_attn") is not None
     if has_flash_attn:
@@ -319,6 +323,10 @@ def load_model(
     kwargs = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
+    from morelib import attention
+
+    if attn_implementation == attention.NAME:
+        attention.register()  # ours, not transformers': known in this process only once registered
 
     check_model_path(path_or_hub_id)
     base = _adapter_base(path_or_hub_id)

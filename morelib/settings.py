@@ -70,11 +70,12 @@ def _check_model_keys(name: str, keys) -> None:
 
 
 # Attention kernels of transformers; "auto" is resolved by morelib.model.resolve_attn_implementation.
-ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "eager")
+ATTN_IMPLEMENTATIONS = ("auto", "flash_attention_2", "sdpa", "sdpa_gqa", "eager")
 ATTN_HELP = ("Attention kernel of the transformers model, one of " + ", ".join(ATTN_IMPLEMENTATIONS) + ": auto = "
              "flash_attention_2 on a GPU where flash-attn is installed (under sdpa, transformers 5.17 runs the "
              "vision tower's window attention as a Python loop of small calls), else sdpa, with one warning line "
-             "on a GPU. Not a hyperparameter of the paper: it changes speed, not the model.")
+             "on a GPU; on a CPU sdpa_gqa (morelib.attention: sdpa that generates without copying the shared "
+             "key/value heads). Not a hyperparameter of the paper: it changes speed, not the model.")
 PROGRESS_HELP = ("Progress lines the notebook shows per model while it trains (step/total, loss, s/step, time "
                  "left), spread evenly over the run; 0 = none. Not learned.")
 

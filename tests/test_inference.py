@@ -303,7 +303,7 @@ def test_pixel_limits_reach_the_transformers_processor(world, samples):
 def test_the_attention_kernel_setting_reaches_the_transformers_model(world):
     from morelib.inference import make_backend
 
-    assert make_backend(world[1], "transformers", device="cpu").model.config._attn_implementation == "sdpa"  # auto, CPU
+    assert make_backend(world[1], "transformers", device="cpu").model.config._attn_implementation == "sdpa_gqa"  # auto, CPU
     eager = make_backend(world[1], "transformers", device="cpu", attn_implementation="eager")
     assert eager.model.config._attn_implementation == "eager"
 

@@ -171,7 +171,7 @@ def test_attention_kernel_auto_picks_flash_attention_on_a_gpu_that_has_it(capsys
     from morelib.model import resolve_attn_implementation
 
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    assert resolve_attn_implementation("auto", cuda=False) == "sdpa"
+    assert resolve_attn_implementation("auto", cuda=False) == "sdpa_gqa"  # morelib.attention, CPU only
     assert resolve_attn_implementation("auto", cuda=True, has_flash_attn=True) == "flash_attention_2"
     assert capsys.readouterr().out == ""
     assert resolve_attn_implementation("auto", tag="sft", cuda=True, has_flash_attn=False) == "sdpa"
