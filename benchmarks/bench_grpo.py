@@ -1,7 +1,7 @@
 """GRPO speed and memory on CPU: seconds per optimizer step and peak resident memory.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_grpo.py [--stage1 runs/toy/checkpoints/stage1
-        --data runs/toy/data] [--steps 6] [--lengths 128 256] [--generations 4 8]
+        --data runs/toy/data] [--steps 6] [--lengths 128 256] [--generations 4 8] [--attn sdpa sdpa_gqa]
 
 Without ``--stage1`` it builds a small toy world and the tiny random model in a temporary
 directory; a random model stops at a random point (its small vocabulary makes the end token
@@ -9,11 +9,13 @@ likely), so look at the mean completion length beside the times. With a trained 
 completions stop where the reasoning ends.
 Each configuration runs in a fresh process so that peak memory is its own. Steps alternate
 between generating (new completions) and reusing them (num_iterations = 2); the table shows both.
+``--attn`` compares attention kernels (``attn_implementation``; default: the profile's ``auto``).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -50,7 +52,8 @@ def write_split(run_dir: Path, data_dir: Path) -> Path:
     return write_rows(rows, RunLayout(run_dir).difficulty_split)
 
 
-def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generations: int, steps: int) -> dict:
+def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generations: int, steps: int,
+            attn: str = "auto") -> dict:
     """One configuration in this process: build the trainer, train ``steps`` steps, read the step log."""
     import torch
 
@@ -66,7 +69,7 @@ def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generation
                              variant="progressive", max_hard_samples=16, max_easy_samples=16,
                              num_generations=generations, per_device_train_batch_size=2 * generations,
                              max_completion_length=length, length_threshold=450, learning_rate=1e-5,
-                             max_steps=steps, save_steps=10_000)
+                             max_steps=steps, save_steps=10_000, attn_implementation=attn)
     trainer = build_trainer(settings)
     trainer.train()
     rows = read_jsonl(GrpoRunFolder(settings.work_dir).step_log)
@@ -74,7 +77,7 @@ def run_one(run_dir: Path, data_dir: Path, stage1: Path, length: int, generation
     timed = [(b["time_s"] - a["time_s"], b["generated"]) for a, b in zip(rows, rows[1:])]
     gen = [s for s, generated in timed if generated]
     reuse = [s for s, generated in timed if not generated]
-    return {"max_completion_length": length, "num_generations": generations,
+    return {"attn": attn, "max_completion_length": length, "num_generations": generations,
             "prompts_per_step": settings.generation_batch_size // generations,
             "s_per_step": round(sum(s for s, _ in timed) / len(timed), 3),
             "s_generation_step": round(sum(gen) / max(len(gen), 1), 3),
@@ -90,14 +93,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--generations", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--one", nargs=5, help=argparse.SUPPRESS)  # internal: run_dir data stage1 length generations
+    parser.add_argument("--attn", nargs="+", default=["auto"], help="attention kernels (attn_implementation)")
+    parser.add_argument("--one", nargs=6, help=argparse.SUPPRESS)  # internal: run_dir data stage1 length generations attn
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2 (the first step is warm-up)")
 
     if args.one:
-        run_dir, data_dir, stage1, length, generations = args.one
-        print(json.dumps(run_one(Path(run_dir), Path(data_dir), Path(stage1), int(length), int(generations), args.steps)))
+        run_dir, data_dir, stage1, length, generations, attn = args.one
+        print(json.dumps(run_one(Path(run_dir), Path(data_dir), Path(stage1), int(length), int(generations), args.steps,
+                                 attn)))
         return
 
     from morelib.layout import RunLayout
@@ -112,20 +117,19 @@ def main() -> None:
         else:
             data_dir, run_dir, stage1 = make_world(root)
         results = []
-        for length in args.lengths:
-            for generations in args.generations:
-                # A run directory per configuration (its own mix and step log), sharing the split.
-                work = root / f"run-{length}-{generations}"
-                split = RunLayout(work).difficulty_split
-                split.parent.mkdir(parents=True)
-                split.symlink_to(RunLayout(run_dir).difficulty_split)
-                out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--one", str(work),
-                                      str(data_dir), str(stage1), str(length), str(generations)],
-                                     capture_output=True, text=True, cwd=REPO)
-                if out.returncode != 0:
-                    raise SystemExit(out.stderr[-3000:])
-                results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-                print(results[-1], flush=True)
+        for attn, length, generations in itertools.product(args.attn, args.lengths, args.generations):
+            # A run directory per configuration (its own mix and step log), sharing the split.
+            work = root / f"run-{attn}-{length}-{generations}"
+            split = RunLayout(work).difficulty_split
+            split.parent.mkdir(parents=True)
+            split.symlink_to(RunLayout(run_dir).difficulty_split)
+            out = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--one", str(work),
+                                  str(data_dir), str(stage1), str(length), str(generations), attn],
+                                 capture_output=True, text=True, cwd=REPO)
+            if out.returncode != 0:
+                raise SystemExit(out.stderr[-3000:])
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(results[-1], flush=True)
 
     import pandas as pd
 
