@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from morelib import attention
+
 # Linear layers of the language model only: the regex cannot match anything under
 # ``model.visual`` (vision blocks, merger) or the embeddings / lm_head.
 LLM_LINEAR_REGEX = r".*language_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))"
@@ -226,8 +228,6 @@ def resolve_attn_implementation(setting: str = "auto", tag: str = "model", cuda:
 
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
-        from morelib import attention
-
         return attention.NAME
     if has_flash_attn is None:
         has_flash_attn = importlib.util.find_spec("flash_attn") is not None
@@ -323,8 +323,6 @@ def load_model(
     kwargs = {"dtype": torch_dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
-    from morelib import attention
-
     if attn_implementation == attention.NAME:
         attention.register()  # ours, not transformers': known in this process only once registered
 
