@@ -68,5 +68,6 @@ def main() -> None:
             print(f"{kernel:>8} {batch_size:>5} {seconds:>8.2f} {new_tokens:>10} {new_tokens / seconds:>9.0f} "
                   f"{len(samples) / seconds:>9.2f} {prompt_tokens / len(samples):>10.0f} {same:>9}", flush=True)
 
+
 if __name__ == "__main__":
     main()
